@@ -1,0 +1,8 @@
+// Package runtime is the only code in cardseg-ort that talks to ONNX Runtime: it finds the
+// shared library (ORT_LIB, then the cache that `cardseg-ort setup` fills), initialises it once,
+// chooses execution providers (auto, cpu, cuda), opens sessions from bytes or files and moves
+// tensors in and out, FP16 included.
+//
+// It may import github.com/yalue/onnxruntime_go, cgo and the standard library; nothing else in
+// this module.
+package runtime
