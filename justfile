@@ -1,0 +1,42 @@
+# cardseg-ort tasks. `just` comes from the npm registry: npx --yes rust-just@1.57.0 <recipe>
+# (or `npm install -g rust-just@1.57.0` once, then plain `just`).
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+bin := "bin/cardseg-ort"
+
+# List the recipes.
+default:
+    @{{just_executable()}} --list --unsorted
+
+# Fetch ONNX Runtime from the npm registry into the local cache (quick when already there). Pass --cuda for the GPU provider.
+setup *FLAGS:
+    go run ./cmd/cardseg-ort setup {{FLAGS}}
+
+# Build the CLI into bin/cardseg-ort.
+build:
+    go build -o {{bin}} ./cmd/cardseg-ort
+
+# Run every test (sets up ONNX Runtime first).
+test *FLAGS: setup
+    go test -count=1 {{FLAGS}} ./...
+
+# gofmt and go vet.
+lint:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    bad=$(gofmt -l $(git ls-files '*.go'))
+    if [ -n "$bad" ]; then echo "gofmt would change:"; echo "$bad"; exit 1; fi
+    go vet ./...
+
+# Run the benchmarks (go test -bench); results as JSON lines in bench.json.
+bench PATTERN=".": setup
+    go test -run '^$' -bench '{{PATTERN}}' -benchmem -json ./... | tee bench.json | go run ./tools/benchfmt
+
+# Regenerate generated code (ONNX protobuf types from Debian's onnx.proto).
+gen:
+    bash tools/gen/onnxpb.sh
+
+# Check the machine: ONNX Runtime, providers, CUDA, GPUs.
+doctor: setup build
+    {{bin}} doctor
