@@ -243,6 +243,9 @@ func (s *Session) Run(inputs map[string]*Tensor) (map[string]*Tensor, error) {
 	}
 	res := make(map[string]*Tensor, len(s.outputs))
 	for i, info := range s.outputs {
+		if results[i] != nil && len(results[i].Shape) == 0 {
+			copyScalarBack(outs[i], results[i])
+		}
 		if results[i] == nil {
 			t, err := fromOrtValue(outs[i])
 			if err != nil {

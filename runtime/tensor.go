@@ -260,6 +260,9 @@ func (t *Tensor) ortValue() (ort.Value, error) {
 	case []float64:
 		return newOrt(shape, d)
 	case []Half:
+		if len(t.Shape) == 0 {
+			return nil, fmt.Errorf("rank-0 float16 tensors are not supported; use shape [1]")
+		}
 		if len(d) == 0 {
 			return nil, fmt.Errorf("empty float16 tensor %v is not supported", t.Shape)
 		}
@@ -270,6 +273,11 @@ func (t *Tensor) ortValue() (ort.Value, error) {
 }
 
 func newOrt[T ort.TensorData](shape ort.Shape, d []T) (ort.Value, error) {
+	if len(shape) == 0 {
+		// onnxruntime_go's tensors reject rank 0; its Scalar type is the rank-0 tensor. It holds
+		// its own copy, so outputs are read back through scalarResult.
+		return ort.NewScalar(d[0])
+	}
 	if len(d) == 0 {
 		// ORT accepts zero-element tensors; onnxruntime_go needs a non-nil backing array.
 		d = make([]T, 0, 1)
@@ -298,4 +306,24 @@ func fromOrtValue(v ort.Value) (*Tensor, error) {
 		return New(shape, append([]float64(nil), x.GetData()...))
 	}
 	return nil, fmt.Errorf("unsupported output value %T", v)
+}
+
+// copyScalarBack copies a rank-0 output that ORT wrote into an ort.Scalar back into t.
+func copyScalarBack(v ort.Value, t *Tensor) {
+	switch x := v.(type) {
+	case *ort.Scalar[float32]:
+		Data[float32](t)[0] = x.GetData()
+	case *ort.Scalar[uint8]:
+		Data[uint8](t)[0] = x.GetData()
+	case *ort.Scalar[int8]:
+		Data[int8](t)[0] = x.GetData()
+	case *ort.Scalar[int32]:
+		Data[int32](t)[0] = x.GetData()
+	case *ort.Scalar[int64]:
+		Data[int64](t)[0] = x.GetData()
+	case *ort.Scalar[bool]:
+		Data[bool](t)[0] = x.GetData()
+	case *ort.Scalar[float64]:
+		Data[float64](t)[0] = x.GetData()
+	}
 }

@@ -1,0 +1,194 @@
+package graphs
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+)
+
+// gradRule computes the vector-Jacobian product of one node: given the gradients of its
+// outputs (nil where an output does not reach the loss) it returns one gradient per input
+// (nil where want is false or the input is not differentiable).
+type gradRule func(n *Node, dy []*Value, want []bool) []*Value
+
+// gradRules is the one table from ONNX op type to gradient rule. Ops that are absent have no
+// gradient; differentiating through them is an error naming the node.
+var gradRules map[string]gradRule
+
+func init() {
+	gradRules = map[string]gradRule{
+		"Add":         gradAdd,
+		"Sub":         gradSub,
+		"Mul":         gradMul,
+		"Div":         gradDiv,
+		"Neg":         gradNeg,
+		"Exp":         gradExp,
+		"Log":         gradLog,
+		"Sqrt":        gradSqrt,
+		"Reciprocal":  gradReciprocal,
+		"Pow":         gradPow,
+		"Relu":        gradRelu,
+		"Sigmoid":     gradSigmoid,
+		"HardSigmoid": gradHardSigmoid,
+		"HardSwish":   gradHardSwish,
+		"Cast":        gradCast,
+		"Identity":    gradIdentity,
+		"Where":       gradWhere,
+		"ReduceSum":   gradReduceSum,
+		"ReduceMean":  gradReduceMean,
+		"Reshape":     gradReshape,
+		"Transpose":   gradTranspose,
+		"Slice":       gradSlice,
+		"Pad":         gradPad,
+		"Expand":      gradExpand,
+		"Concat":      gradConcat,
+		"MatMul":      gradMatMul,
+		"Softmax":     gradSoftmax,
+		"LogSoftmax":  gradLogSoftmax,
+		"Conv":        gradConv,
+	}
+}
+
+// HasGradRule reports whether op can be differentiated.
+func HasGradRule(op string) bool { _, ok := gradRules[op]; return ok }
+
+// Grad appends to the graph the gradient of the scalar loss with respect to each of wrt and
+// returns them in the same order. A parameter the loss does not depend on gets a zero tensor.
+// Gradient nodes are named under the scope "grad".
+func Grad(loss *Value, wrt []*Value) (grads []*Value, err error) {
+	g := loss.g
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("grad: %v", r)
+		}
+	}()
+	if loss.Size() != 1 || !loss.dtype.IsFloat() {
+		return nil, fmt.Errorf("grad: loss %v must be a float scalar", loss)
+	}
+	// Values that depend on some wrt (forward reach) ...
+	dependsOnParam := map[*Value]bool{}
+	for _, p := range wrt {
+		if p.g != g {
+			return nil, fmt.Errorf("grad: %s belongs to another graph", p.name)
+		}
+		dependsOnParam[p] = true
+	}
+	nodes := g.nodes
+	for _, n := range nodes {
+		for _, in := range n.Inputs {
+			if dependsOnParam[in] {
+				for _, out := range n.Outputs {
+					if out.dtype.IsFloat() {
+						dependsOnParam[out] = true
+					}
+				}
+				break
+			}
+		}
+	}
+	// ... and that the loss depends on (backward reach): the nodes to differentiate.
+	reachesLoss := map[*Value]bool{loss: true}
+	for i := len(nodes) - 1; i >= 0; i-- {
+		n := nodes[i]
+		hit := false
+		for _, out := range n.Outputs {
+			hit = hit || reachesLoss[out]
+		}
+		if hit {
+			for _, in := range n.Inputs {
+				reachesLoss[in] = true
+			}
+		}
+	}
+	active := func(v *Value) bool { return dependsOnParam[v] && reachesLoss[v] && v.dtype.IsFloat() }
+
+	defer g.Scope("grad")()
+	acc := map[*Value]*Value{loss: OnesLike(loss)}
+	// Nodes are stored in topological order (a node only uses values built before it).
+	end := len(nodes)
+	for i := end - 1; i >= 0; i-- {
+		n := nodes[i]
+		var dys []*Value
+		any := false
+		for _, out := range n.Outputs {
+			dys = append(dys, acc[out])
+			any = any || acc[out] != nil
+		}
+		if !any {
+			continue
+		}
+		want := make([]bool, len(n.Inputs))
+		need := false
+		for k, in := range n.Inputs {
+			want[k] = active(in)
+			need = need || want[k]
+		}
+		if !need {
+			continue
+		}
+		rule, ok := gradRules[n.Op]
+		if !ok {
+			return nil, fmt.Errorf("no gradient rule for %s (op %s) with inputs %s", n.Name, n.Op, describeValues(n.Inputs))
+		}
+		for k, d := range dys {
+			if d == nil {
+				dys[k] = ZerosLike(n.Outputs[k])
+			}
+		}
+		gin := rule(n, dys, want)
+		if len(gin) != len(n.Inputs) {
+			panic(fmt.Sprintf("gradient rule for %s returned %d gradients for %d inputs", n.Op, len(gin), len(n.Inputs)))
+		}
+		for k, in := range n.Inputs {
+			if !want[k] {
+				continue
+			}
+			d := gin[k]
+			if d == nil {
+				return nil, fmt.Errorf("gradient rule for %s (op %s) gave no gradient for input %d (%v)", n.Name, n.Op, k, in)
+			}
+			if !d.shape.Equal(in.shape) || d.dtype != in.dtype {
+				panic(fmt.Sprintf("gradient rule for %s (op %s) gave %v for input %v", n.Name, n.Op, d, in))
+			}
+			if prev := acc[in]; prev != nil {
+				acc[in] = Add(prev, d)
+			} else {
+				acc[in] = d
+			}
+		}
+	}
+	grads = make([]*Value, len(wrt))
+	for i, p := range wrt {
+		if d := acc[p]; d != nil {
+			grads[i] = d
+		} else {
+			grads[i] = ZerosLike(p)
+		}
+	}
+	return grads, nil
+}
+
+// Size is the number of elements of v.
+func (v *Value) Size() int64 { return v.shape.Size() }
+
+// OnesLike and ZerosLike are constants broadcast to v's shape.
+func OnesLike(v *Value) *Value  { return Expand(ScalarLike(v, 1), v.shape) }
+func ZerosLike(v *Value) *Value { return Expand(ScalarLike(v, 0), v.shape) }
+
+func describeValues(vs []*Value) string {
+	parts := make([]string, len(vs))
+	for i, v := range vs {
+		parts[i] = v.String()
+	}
+	return strings.Join(parts, ", ")
+}
+
+// GradRuleOps lists the op types that have a gradient rule, sorted.
+func GradRuleOps() []string {
+	ops := make([]string, 0, len(gradRules))
+	for op := range gradRules {
+		ops = append(ops, op)
+	}
+	sort.Strings(ops)
+	return ops
+}

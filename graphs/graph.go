@@ -1,0 +1,406 @@
+package graphs
+
+import (
+	"fmt"
+	"strings"
+)
+
+// DType is an element type; values are ONNX TensorProto.DataType codes.
+type DType int32
+
+const (
+	Float   DType = 1
+	Uint8   DType = 2
+	Int32   DType = 6
+	Int64   DType = 7
+	Bool    DType = 9
+	Float16 DType = 10
+	Double  DType = 11
+)
+
+func (d DType) String() string {
+	switch d {
+	case Float:
+		return "float32"
+	case Uint8:
+		return "uint8"
+	case Int32:
+		return "int32"
+	case Int64:
+		return "int64"
+	case Bool:
+		return "bool"
+	case Float16:
+		return "float16"
+	case Double:
+		return "float64"
+	}
+	return fmt.Sprintf("dtype(%d)", int32(d))
+}
+
+// IsFloat reports whether gradients can flow through values of this type.
+func (d DType) IsFloat() bool { return d == Float || d == Float16 || d == Double }
+
+// Shape is a static shape; a dimension of -1 is symbolic (only the batch dimension of an
+// inference model's input and what depends on it).
+type Shape []int64
+
+// Size is the number of elements (-1 when a dimension is symbolic).
+func (s Shape) Size() int64 {
+	n := int64(1)
+	for _, d := range s {
+		if d < 0 {
+			return -1
+		}
+		n *= d
+	}
+	return n
+}
+
+func (s Shape) String() string {
+	parts := make([]string, len(s))
+	for i, d := range s {
+		if d < 0 {
+			parts[i] = "N"
+		} else {
+			parts[i] = fmt.Sprint(d)
+		}
+	}
+	return "[" + strings.Join(parts, ",") + "]"
+}
+
+// Equal compares two shapes.
+func (s Shape) Equal(o Shape) bool {
+	if len(s) != len(o) {
+		return false
+	}
+	for i := range s {
+		if s[i] != o[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func (s Shape) clone() Shape { return append(Shape(nil), s...) }
+
+type valueKind int
+
+const (
+	kindNode        valueKind = iota // produced by a node
+	kindInput                        // graph input
+	kindInitializer                  // constant data stored in the model
+)
+
+// Value is a tensor in a graph: a graph input, an initializer or a node output.
+type Value struct {
+	g     *Graph
+	name  string
+	dtype DType
+	shape Shape
+	kind  valueKind
+	node  *Node // producer for kindNode
+	init  *Initializer
+}
+
+func (v *Value) Name() string    { return v.name }
+func (v *Value) DType() DType    { return v.dtype }
+func (v *Value) Shape() Shape    { return v.shape.clone() }
+func (v *Value) Rank() int       { return len(v.shape) }
+func (v *Value) Graph() *Graph   { return v.g }
+func (v *Value) Producer() *Node { return v.node }
+
+// IsConstant reports whether v is an initializer (data known at build time).
+func (v *Value) IsConstant() bool { return v.kind == kindInitializer }
+
+// Dim returns dimension i (negative i counts from the end).
+func (v *Value) Dim(i int) int64 {
+	if i < 0 {
+		i += len(v.shape)
+	}
+	return v.shape[i]
+}
+
+func (v *Value) String() string { return fmt.Sprintf("%s %v%v", v.name, v.dtype, v.shape) }
+
+// Initializer is constant tensor data stored in the model.
+type Initializer struct {
+	Value   *Value
+	Float32 []float32
+	Int64   []int64
+	Raw     []byte // other element types, little-endian
+}
+
+// Attr is one node attribute; Value is int64, float32, string, []int64, []float32 or *Tensor-free
+// types only.
+type Attr struct {
+	Name  string
+	Value any
+}
+
+// Node is one ONNX operator application.
+type Node struct {
+	Op      string
+	Name    string
+	Inputs  []*Value
+	Outputs []*Value
+	Attrs   []Attr
+	Domain  string
+}
+
+// Int returns an int attribute, or def.
+func (n *Node) Int(name string, def int64) int64 {
+	for _, a := range n.Attrs {
+		if a.Name == name {
+			return a.Value.(int64)
+		}
+	}
+	return def
+}
+
+// Ints returns an ints attribute, or nil.
+func (n *Node) Ints(name string) []int64 {
+	for _, a := range n.Attrs {
+		if a.Name == name {
+			return a.Value.([]int64)
+		}
+	}
+	return nil
+}
+
+// Float returns a float attribute, or def.
+func (n *Node) Float(name string, def float32) float32 {
+	for _, a := range n.Attrs {
+		if a.Name == name {
+			return a.Value.(float32)
+		}
+	}
+	return def
+}
+
+func (n *Node) String() string {
+	ins := make([]string, len(n.Inputs))
+	for i, v := range n.Inputs {
+		ins[i] = v.String()
+	}
+	return fmt.Sprintf("node %q (%s) inputs [%s]", n.Name, n.Op, strings.Join(ins, ", "))
+}
+
+// Graph is an ONNX graph under construction.
+type Graph struct {
+	Name     string
+	nodes    []*Node
+	inputs   []*Value
+	outputs  []*Value
+	inits    []*Initializer
+	used     map[string]int
+	scope    []string
+	constant map[string]*Value // dedup of small constants by content key
+	Doc      string
+	Metadata map[string]string
+}
+
+// New starts an empty graph.
+func New(name string) *Graph {
+	return &Graph{Name: name, used: map[string]int{}, constant: map[string]*Value{}, Metadata: map[string]string{}}
+}
+
+// Nodes, Inputs, Outputs and Initializers expose the graph's parts (read-only use).
+func (g *Graph) Nodes() []*Node               { return g.nodes }
+func (g *Graph) Inputs() []*Value             { return g.inputs }
+func (g *Graph) Outputs() []*Value            { return g.outputs }
+func (g *Graph) Initializers() []*Initializer { return g.inits }
+
+// Scope pushes a name prefix (e.g. "backbone.3.block.0") for the values and nodes built until
+// the returned function is called. Names are deterministic: prefix/op_counter.
+func (g *Graph) Scope(name string) func() {
+	g.scope = append(g.scope, name)
+	return func() { g.scope = g.scope[:len(g.scope)-1] }
+}
+
+// uniqueName returns base under the current scope, with a counter if taken.
+func (g *Graph) uniqueName(base string) string {
+	full := base
+	if len(g.scope) > 0 {
+		full = strings.Join(g.scope, "/") + "/" + base
+	}
+	n := g.used[full]
+	g.used[full] = n + 1
+	if n == 0 {
+		return full
+	}
+	return fmt.Sprintf("%s_%d", full, n)
+}
+
+// reserve claims an exact name (inputs, initializers, outputs); a clash is a programmer error.
+func (g *Graph) reserve(name string) {
+	if g.used[name] > 0 {
+		panic(fmt.Sprintf("graphs: name %q used twice", name))
+	}
+	g.used[name] = 1
+}
+
+// Input declares a graph input with an exact name.
+func (g *Graph) Input(name string, dt DType, shape Shape) *Value {
+	g.reserve(name)
+	v := &Value{g: g, name: name, dtype: dt, shape: shape.clone(), kind: kindInput}
+	g.inputs = append(g.inputs, v)
+	return v
+}
+
+// InitFloat adds a float32 initializer with an exact name.
+func (g *Graph) InitFloat(name string, shape Shape, data []float32) *Value {
+	g.reserve(name)
+	return g.initFloat(name, shape, data)
+}
+
+func (g *Graph) initFloat(name string, shape Shape, data []float32) *Value {
+	if int64(len(data)) != shape.Size() {
+		panic(fmt.Sprintf("graphs: initializer %s: shape %v needs %d values, got %d", name, shape, shape.Size(), len(data)))
+	}
+	v := &Value{g: g, name: name, dtype: Float, shape: shape.clone(), kind: kindInitializer}
+	v.init = &Initializer{Value: v, Float32: data}
+	g.inits = append(g.inits, v.init)
+	return v
+}
+
+// InitInt64 adds an int64 initializer with an exact name.
+func (g *Graph) InitInt64(name string, shape Shape, data []int64) *Value {
+	g.reserve(name)
+	return g.initInt64(name, shape, data)
+}
+
+func (g *Graph) initInt64(name string, shape Shape, data []int64) *Value {
+	if int64(len(data)) != shape.Size() {
+		panic(fmt.Sprintf("graphs: initializer %s: shape %v needs %d values, got %d", name, shape, shape.Size(), len(data)))
+	}
+	v := &Value{g: g, name: name, dtype: Int64, shape: shape.clone(), kind: kindInitializer}
+	v.init = &Initializer{Value: v, Int64: data}
+	g.inits = append(g.inits, v.init)
+	return v
+}
+
+// InitRaw adds an initializer of any element type from little-endian bytes.
+func (g *Graph) InitRaw(name string, dt DType, shape Shape, raw []byte) *Value {
+	g.reserve(name)
+	v := &Value{g: g, name: name, dtype: dt, shape: shape.clone(), kind: kindInitializer}
+	v.init = &Initializer{Value: v, Raw: raw}
+	g.inits = append(g.inits, v.init)
+	return v
+}
+
+// ConstFloat returns a float32 constant, shared between uses with the same content when small.
+func (g *Graph) ConstFloat(shape Shape, data ...float32) *Value {
+	key := ""
+	if len(data) <= 16 {
+		key = fmt.Sprintf("f%v%v", shape, data)
+		if v, ok := g.constant[key]; ok {
+			return v
+		}
+	}
+	v := g.initFloat(g.uniqueName("const"), shape, data)
+	if key != "" {
+		g.constant[key] = v
+	}
+	return v
+}
+
+// ConstInt64 returns an int64 constant (shared when small).
+func (g *Graph) ConstInt64(shape Shape, data ...int64) *Value {
+	key := ""
+	if len(data) <= 16 {
+		key = fmt.Sprintf("i%v%v", shape, data)
+		if v, ok := g.constant[key]; ok {
+			return v
+		}
+	}
+	v := g.initInt64(g.uniqueName("const"), shape, data)
+	if key != "" {
+		g.constant[key] = v
+	}
+	return v
+}
+
+// Scalar is a rank-0 float constant of the given type (float32 or float16 via Cast).
+func (g *Graph) Scalar(x float32) *Value { return g.ConstFloat(Shape{}, x) }
+
+// ScalarLike is a rank-0 constant with v's element type.
+func ScalarLike(v *Value, x float32) *Value {
+	c := v.g.Scalar(x)
+	if v.dtype != Float {
+		return Cast(c, v.dtype)
+	}
+	return c
+}
+
+// Ints1D is a 1-D int64 constant, used for shapes and axes.
+func (g *Graph) Ints1D(xs ...int64) *Value { return g.ConstInt64(Shape{int64(len(xs))}, xs...) }
+
+// Output marks v as a graph output under an exact name (an Identity node renames it when it
+// already has another name, or is an input).
+func (g *Graph) Output(name string, v *Value) *Value {
+	if v.g != g {
+		panic("graphs: output from another graph")
+	}
+	if v.name != name || v.kind != kindNode || g.isOutput(v) {
+		v = g.addNodeNamed("Identity", []*Value{v}, nil, []outSpec{{v.dtype, v.shape}}, name)[0]
+	}
+	g.outputs = append(g.outputs, v)
+	return v
+}
+
+func (g *Graph) isOutput(v *Value) bool {
+	for _, o := range g.outputs {
+		if o == v {
+			return true
+		}
+	}
+	return false
+}
+
+type outSpec struct {
+	dtype DType
+	shape Shape
+}
+
+// addNode appends a node whose outputs get scoped unique names.
+func (g *Graph) addNode(op string, inputs []*Value, attrs []Attr, outs []outSpec) []*Value {
+	return g.addNodeNamed(op, inputs, attrs, outs, "")
+}
+
+func (g *Graph) addNodeNamed(op string, inputs []*Value, attrs []Attr, outs []outSpec, outName string) []*Value {
+	for _, in := range inputs {
+		if in == nil {
+			panic(fmt.Sprintf("graphs: %s with a nil input", op))
+		}
+		if in.g != g {
+			panic(fmt.Sprintf("graphs: %s input %s belongs to another graph", op, in.name))
+		}
+	}
+	name := g.uniqueName(op)
+	n := &Node{Op: op, Name: name, Inputs: inputs, Attrs: attrs}
+	for i, o := range outs {
+		vn := name
+		if len(outs) > 1 {
+			vn = fmt.Sprintf("%s:%d", name, i)
+		}
+		if outName != "" {
+			g.reserve(outName)
+			vn = outName
+		}
+		n.Outputs = append(n.Outputs, &Value{g: g, name: vn, dtype: o.dtype, shape: o.shape.clone(), kind: kindNode, node: n})
+	}
+	g.nodes = append(g.nodes, n)
+	return n.Outputs
+}
+
+// Build runs f and converts a panic raised by graph building (a programmer error such as a
+// shape mismatch) into an error.
+func Build(f func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("graph build: %v", r)
+		}
+	}()
+	return f()
+}

@@ -1,0 +1,158 @@
+package graphs
+
+import "fmt"
+
+// ConvOpts are a 2-D convolution's hyper-parameters. Zero values mean stride 1, no padding,
+// dilation 1, one group. Pads are [top, left, bottom, right].
+type ConvOpts struct {
+	Strides   [2]int64
+	Pads      [4]int64
+	Dilations [2]int64
+	Group     int64
+}
+
+func (o ConvOpts) norm() ConvOpts {
+	for i := range o.Strides {
+		if o.Strides[i] == 0 {
+			o.Strides[i] = 1
+		}
+		if o.Dilations[i] == 0 {
+			o.Dilations[i] = 1
+		}
+	}
+	if o.Group == 0 {
+		o.Group = 1
+	}
+	return o
+}
+
+func (o ConvOpts) attrs(kernel []int64) []Attr {
+	return []Attr{
+		{"dilations", []int64{o.Dilations[0], o.Dilations[1]}},
+		{"group", o.Group},
+		{"kernel_shape", append([]int64(nil), kernel...)},
+		{"pads", []int64{o.Pads[0], o.Pads[1], o.Pads[2], o.Pads[3]}},
+		{"strides", []int64{o.Strides[0], o.Strides[1]}},
+	}
+}
+
+func convOptsOf(n *Node) ConvOpts {
+	var o ConvOpts
+	s, p, d := n.Ints("strides"), n.Ints("pads"), n.Ints("dilations")
+	copy(o.Strides[:], s)
+	copy(o.Pads[:], p)
+	copy(o.Dilations[:], d)
+	o.Group = n.Int("group", 1)
+	return o.norm()
+}
+
+func convOutDim(in, k, s, pb, pe, d int64) int64 {
+	if in < 0 {
+		return -1
+	}
+	return (in+pb+pe-d*(k-1)-1)/s + 1
+}
+
+// Conv is a 2-D convolution: x [N,Cin,H,W], w [Cout,Cin/group,kh,kw], optional bias b [Cout].
+func Conv(x, w, b *Value, o ConvOpts) *Value {
+	o = o.norm()
+	if x.Rank() != 4 || w.Rank() != 4 {
+		panic(fmt.Sprintf("graphs: Conv(%v, %v): want rank-4 input and weight", x, w))
+	}
+	cin, cout := x.shape[1], w.shape[0]
+	if cin%o.Group != 0 || cout%o.Group != 0 || w.shape[1] != cin/o.Group {
+		panic(fmt.Sprintf("graphs: Conv(%v, %v, group %d): channel mismatch", x, w, o.Group))
+	}
+	if b != nil && (b.Rank() != 1 || b.shape[0] != cout) {
+		panic(fmt.Sprintf("graphs: Conv bias %v for %d output channels", b, cout))
+	}
+	kh, kw := w.shape[2], w.shape[3]
+	ho := convOutDim(x.shape[2], kh, o.Strides[0], o.Pads[0], o.Pads[2], o.Dilations[0])
+	wo := convOutDim(x.shape[3], kw, o.Strides[1], o.Pads[1], o.Pads[3], o.Dilations[1])
+	if (ho != -1 && ho <= 0) || (wo != -1 && wo <= 0) {
+		panic(fmt.Sprintf("graphs: Conv(%v, %v): empty output", x, w))
+	}
+	ins := []*Value{x, w}
+	if b != nil {
+		ins = append(ins, b)
+	}
+	return x.g.addNode("Conv", ins, o.attrs([]int64{kh, kw}), []outSpec{{x.dtype, Shape{x.shape[0], cout, ho, wo}}})[0]
+}
+
+func isPointwise(w *Value, o ConvOpts) bool {
+	return w.shape[2] == 1 && w.shape[3] == 1 && o.Group == 1 && o.Strides == [2]int64{1, 1} &&
+		o.Pads == [4]int64{} && o.Dilations == [2]int64{1, 1}
+}
+
+// gradConv: bias gradient is a sum over batch and space. For 1×1 convolutions both gradients
+// are MatMuls. Otherwise the input gradient is a ConvTranspose with the same weights, and the
+// weight gradient one grouped Conv of the input with the output gradient as kernel, with the
+// batch folded into channels (stride and dilation swap roles).
+func gradConv(n *Node, dy []*Value, want []bool) []*Value {
+	x, w := n.Inputs[0], n.Inputs[1]
+	g := dy[0]
+	o := convOptsOf(n)
+	out := make([]*Value, len(n.Inputs))
+	if len(n.Inputs) == 3 && want[2] {
+		out[2] = ReduceSum(g, false, 0, 2, 3)
+	}
+	N, cin, H, W := x.shape[0], x.shape[1], x.shape[2], x.shape[3]
+	cout, ho, wo := g.shape[1], g.shape[2], g.shape[3]
+	if isPointwise(w, o) {
+		g3 := Reshape(g, Shape{N, cout, ho * wo})
+		w2 := Reshape(w, Shape{cout, cin})
+		if want[0] {
+			out[0] = Reshape(MatMul(Transpose(w2, 1, 0), g3), x.shape)
+		}
+		if want[1] {
+			x3 := Reshape(x, Shape{N, cin, H * W})
+			out[1] = Reshape(ReduceSum(MatMul(g3, Transpose(x3, 0, 2, 1)), false, 0), w.shape)
+		}
+		return out
+	}
+	kh, kw := w.shape[2], w.shape[3]
+	if want[0] {
+		opH := H - (o.Strides[0]*(ho-1) + (kh-1)*o.Dilations[0] + 1 - o.Pads[0] - o.Pads[2])
+		opW := W - (o.Strides[1]*(wo-1) + (kw-1)*o.Dilations[1] + 1 - o.Pads[1] - o.Pads[3])
+		out[0] = ConvTranspose(g, w, o, [2]int64{opH, opW})
+	}
+	if want[1] {
+		G := o.Group
+		ci, co := cin/G, cout/G
+		xf := Reshape(Transpose(Reshape(x, Shape{N, G, ci, H, W}), 2, 1, 0, 3, 4), Shape{ci, G * N, H, W})
+		gf := Reshape(Transpose(Reshape(g, Shape{N, G, co, ho, wo}), 1, 2, 0, 3, 4), Shape{G * co, N, ho, wo})
+		wo2 := ConvOpts{
+			Strides:   o.Dilations,
+			Dilations: o.Strides,
+			Pads:      o.Pads,
+			Group:     G,
+		}
+		dw := Conv(xf, gf, nil, wo2) // [ci, G*co, kh', kw'] with kh' >= kh
+		if dw.shape[2] > kh {
+			dw = Slice(dw, 2, 0, kh)
+		}
+		if dw.shape[3] > kw {
+			dw = Slice(dw, 3, 0, kw)
+		}
+		out[1] = Transpose(dw, 1, 0, 2, 3)
+	}
+	return out
+}
+
+// ConvTranspose is the transpose (gradient) of Conv with weights w [Cin_of_conv... see ONNX]:
+// dy [N,Cout,Ho,Wo], w [Cout,Cin/group,kh,kw] -> [N,Cin,H,W]. outPad resolves the output size.
+func ConvTranspose(dy, w *Value, o ConvOpts, outPad [2]int64) *Value {
+	o = o.norm()
+	kh, kw := w.shape[2], w.shape[3]
+	cin := w.shape[1] * o.Group
+	h := o.Strides[0]*(dy.shape[2]-1) + outPad[0] + (kh-1)*o.Dilations[0] + 1 - o.Pads[0] - o.Pads[2]
+	wd := o.Strides[1]*(dy.shape[3]-1) + outPad[1] + (kw-1)*o.Dilations[1] + 1 - o.Pads[1] - o.Pads[3]
+	attrs := append(o.attrs([]int64{kh, kw}), Attr{"output_padding", []int64{outPad[0], outPad[1]}})
+	return dy.g.addNode("ConvTranspose", []*Value{dy, w}, attrs, []outSpec{{dy.dtype, Shape{dy.shape[0], cin, h, wd}}})[0]
+}
+
+// BatchNormInference is ONNX BatchNormalization in inference mode (running statistics).
+func BatchNormInference(x, scale, bias, mean, variance *Value, eps float32) *Value {
+	return x.g.addNode("BatchNormalization", []*Value{x, scale, bias, mean, variance},
+		[]Attr{{"epsilon", eps}}, []outSpec{{x.dtype, x.shape}})[0]
+}
