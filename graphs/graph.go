@@ -404,3 +404,12 @@ func Build(f func() error) (err error) {
 	}()
 	return f()
 }
+
+// CustomNode adds a node of any ONNX op with one output of the given type and shape, for
+// operators that need no gradient rule and no builder of their own (ArgMax, say).
+func CustomNode(op string, inputs []*Value, attrs []Attr, dt DType, shape Shape) []*Value {
+	return inputs[0].g.addNode(op, inputs, attrs, []outSpec{{dt, shape}})
+}
+
+// Scalar is a rank-0 float32 constant in g (package-level spelling of g.Scalar).
+func Scalar(g *Graph, x float32) *Value { return g.Scalar(x) }

@@ -1,0 +1,220 @@
+package model
+
+import (
+	"fmt"
+
+	"github.com/cardseg-ort/cardseg-ort/graphs"
+)
+
+// Mode selects how batch norm is computed.
+type Mode int
+
+const (
+	Train  Mode = iota // batch statistics; running-statistics updates returned
+	Eval               // running statistics (ONNX BatchNormalization)
+	Folded             // batch norm folded into conv weights and biases (FoldBN)
+)
+
+// ParamSource hands the forward builder a value for each named tensor: a graph input in the
+// train step, an initializer in the inference model.
+type ParamSource interface {
+	Param(g *graphs.Graph, spec ParamSpec) *graphs.Value
+}
+
+// BNUpdate carries one batch-norm layer's batch statistics in training mode.
+type BNUpdate struct {
+	Mean, Var         ParamSpec     // the running-statistics buffers
+	RunMean, RunVar   *graphs.Value // their current values
+	BatchMean, BatchV *graphs.Value // batch mean and unbiased batch variance, [C]
+	Momentum          float32
+}
+
+// Output is what Forward builds.
+type Output struct {
+	Logits    *graphs.Value // [N, classes, H, W]
+	Low, High *graphs.Value // the backbone taps
+	BN        []BNUpdate    // training mode only
+}
+
+type net struct {
+	g    *graphs.Graph
+	src  ParamSource
+	mode Mode
+	out  *Output
+}
+
+// Backbone batch norm: eps 1e-3, momentum 0.01 (torchvision MobileNetV3); head: 1e-5, 0.1.
+const (
+	backboneEps, backboneMomentum = 1e-3, 0.01
+	headEps, headMomentum         = 1e-5, 0.1
+)
+
+type act int
+
+const (
+	actNone act = iota
+	actReLU
+	actHardSwish
+)
+
+// Forward builds the network on image x [N,3,H,W] (normalised).
+func Forward(g *graphs.Graph, x *graphs.Value, a Arch, src ParamSource, mode Mode) *Output {
+	if err := a.Validate(); err != nil {
+		panic(err)
+	}
+	if x.Rank() != 4 || x.Dim(1) != 3 {
+		panic(fmt.Sprintf("model: input %v, want [N,3,H,W]", x))
+	}
+	n := &net{g: g, src: src, mode: mode, out: &Output{}}
+	h := n.convBN("backbone.0", x, 3, a.Stem, 3, 2, 1, 1, actHardSwish, backboneEps, backboneMomentum)
+	for i, b := range a.Blocks {
+		h = n.invertedResidual(fmt.Sprintf("backbone.%d", i+1), h, b)
+		if i+1 == a.LowTap {
+			n.out.Low = h
+		}
+	}
+	last := len(a.Blocks) + 1
+	h = n.convBN(fmt.Sprintf("backbone.%d", last), h, a.Blocks[len(a.Blocks)-1].Out, a.LastConv, 1, 1, 1, 1, actHardSwish, backboneEps, backboneMomentum)
+	n.out.High = h
+	logits := n.lrasppHead(n.out.Low, n.out.High, a)
+	n.out.Logits = ResizeBilinear(logits, x.Dim(2), x.Dim(3))
+	check(n.out.Logits, x.Dim(0), int64(a.Classes), x.Dim(2), x.Dim(3))
+	return n.out
+}
+
+func check(v *graphs.Value, dims ...int64) {
+	if !v.Shape().Equal(graphs.Shape(dims)) {
+		panic(fmt.Sprintf("model: %s has shape %v, want %v", v.Name(), v.Shape(), graphs.Shape(dims)))
+	}
+}
+
+// invertedResidual: optional 1×1 expansion, depthwise k×k, optional squeeze-and-excite, 1×1
+// projection; the input is added back when shapes allow (torchvision InvertedResidual).
+func (n *net) invertedResidual(name string, x *graphs.Value, b Block) *graphs.Value {
+	defer n.g.Scope(name)()
+	a := actReLU
+	if b.HardSwish {
+		a = actHardSwish
+	}
+	h := x
+	j := 0
+	layer := func() string { s := fmt.Sprintf("%s.block.%d", name, j); j++; return s }
+	if b.Expanded != b.In {
+		h = n.convBN(layer(), h, b.In, b.Expanded, 1, 1, 1, 1, a, backboneEps, backboneMomentum)
+	}
+	h = n.convBNGroups(layer(), h, b.Expanded, b.Expanded, b.Kernel, b.DepthwiseStride(), b.Dilation, b.Expanded, a, backboneEps, backboneMomentum)
+	if b.SE {
+		h = n.squeezeExcite(layer(), h, b.Expanded, b.Squeeze)
+	}
+	h = n.convBN(layer(), h, b.Expanded, b.Out, 1, 1, 1, 1, actNone, backboneEps, backboneMomentum)
+	if b.Residual() {
+		h = graphs.Add(h, x)
+	}
+	stride := int64(b.DepthwiseStride())
+	check(h, x.Dim(0), int64(b.Out), (x.Dim(2)-1)/stride+1, (x.Dim(3)-1)/stride+1)
+	return h
+}
+
+// squeezeExcite scales channels by hardsigmoid(fc2(relu(fc1(avgpool(x))))).
+func (n *net) squeezeExcite(name string, x *graphs.Value, ch, squeeze int) *graphs.Value {
+	s := graphs.ReduceMean(x, true, 2, 3)
+	s = graphs.Relu(n.conv(name+".fc1", s, ch, squeeze, 1, 1, 1, 1, true, ConvWeight, ConvBias))
+	s = graphs.HardSigmoid(n.conv(name+".fc2", s, squeeze, ch, 1, 1, 1, 1, true, ConvWeight, ConvBias))
+	return graphs.Mul(x, s)
+}
+
+// lrasppHead: cbr(high) · sigmoid(conv(avgpool(high))), upsampled to the low tap, through the
+// high classifier, plus the low classifier on the low tap (torchvision LRASPPHead).
+func (n *net) lrasppHead(low, high *graphs.Value, a Arch) *graphs.Value {
+	defer n.g.Scope("classifier")()
+	hc := int(high.Dim(1))
+	x := n.convBNInit("classifier.cbr", high, hc, a.Inter, 1, 1, 1, 1, actReLU, headEps, headMomentum, ConvWeightPT)
+	s := graphs.ReduceMean(high, true, 2, 3)
+	s = graphs.Sigmoid(n.conv("classifier.scale.1", s, hc, a.Inter, 1, 1, 1, 1, false, ConvWeightPT, ConvBiasPT))
+	x = graphs.Mul(x, s)
+	x = ResizeBilinear(x, low.Dim(2), low.Dim(3))
+	lowOut := n.conv("classifier.low_classifier", low, int(low.Dim(1)), a.Classes, 1, 1, 1, 1, true, ConvWeightPT, ConvBiasPT)
+	highOut := n.conv("classifier.high_classifier", x, a.Inter, a.Classes, 1, 1, 1, 1, true, ConvWeightPT, ConvBiasPT)
+	return graphs.Add(lowOut, highOut)
+}
+
+// conv is a plain Conv2d named prefix (prefix.weight, prefix.bias).
+func (n *net) conv(prefix string, x *graphs.Value, in, out, k, stride, dil, groups int, bias bool, wk, bk Kind) *graphs.Value {
+	fanIn := in / groups * k * k
+	w := n.src.Param(n.g, ParamSpec{Name: prefix + ".weight", Shape: graphs.Shape{int64(out), int64(in / groups), int64(k), int64(k)},
+		Kind: wk, FanIn: fanIn, FanOut: out * k * k})
+	var b *graphs.Value
+	if bias {
+		b = n.src.Param(n.g, ParamSpec{Name: prefix + ".bias", Shape: graphs.Shape{int64(out)}, Kind: bk, FanIn: fanIn, FanOut: out * k * k})
+	}
+	p := int64((k - 1) / 2 * dil)
+	return graphs.Conv(x, w, b, graphs.ConvOpts{
+		Strides:   [2]int64{int64(stride), int64(stride)},
+		Pads:      [4]int64{p, p, p, p},
+		Dilations: [2]int64{int64(dil), int64(dil)},
+		Group:     int64(groups),
+	})
+}
+
+func (n *net) convBN(prefix string, x *graphs.Value, in, out, k, stride, dil, groups int, a act, eps, mom float32) *graphs.Value {
+	return n.convBNInit(prefix, x, in, out, k, stride, dil, groups, a, eps, mom, ConvWeight)
+}
+
+func (n *net) convBNGroups(prefix string, x *graphs.Value, in, out, k, stride, dil, groups int, a act, eps, mom float32) *graphs.Value {
+	return n.convBNInit(prefix, x, in, out, k, stride, dil, groups, a, eps, mom, ConvWeight)
+}
+
+// convBNInit is torchvision's Conv2dNormActivation: prefix.0 conv (no bias), prefix.1 batch norm,
+// then the activation. In Folded mode the conv carries the folded bias and there is no BN.
+func (n *net) convBNInit(prefix string, x *graphs.Value, in, out, k, stride, dil, groups int, a act, eps, mom float32, wk Kind) *graphs.Value {
+	convName := prefix + ".0"
+	var h *graphs.Value
+	if n.mode == Folded {
+		h = n.conv(convName, x, in, out, k, stride, dil, groups, true, wk, FoldedBias)
+	} else {
+		h = n.conv(convName, x, in, out, k, stride, dil, groups, false, wk, ConvBias)
+		h = n.batchNorm(prefix+".1", convName+".weight", h, out, eps, mom)
+	}
+	switch a {
+	case actReLU:
+		h = graphs.Relu(h)
+	case actHardSwish:
+		h = graphs.HardSwish(h)
+	}
+	return h
+}
+
+func (n *net) batchNorm(prefix, conv string, x *graphs.Value, ch int, eps, mom float32) *graphs.Value {
+	spec := func(suffix string, k Kind) ParamSpec {
+		return ParamSpec{Name: prefix + "." + suffix, Shape: graphs.Shape{int64(ch)}, Kind: k, Eps: eps, Momentum: mom, Conv: conv}
+	}
+	gamma := n.src.Param(n.g, spec("weight", BNWeight))
+	beta := n.src.Param(n.g, spec("bias", BNBias))
+	meanSpec, varSpec := spec("running_mean", BNMean), spec("running_var", BNVar)
+	rm := n.src.Param(n.g, meanSpec)
+	rv := n.src.Param(n.g, varSpec)
+	if n.mode == Eval {
+		return graphs.BatchNormInference(x, gamma, beta, rm, rv, eps)
+	}
+	// Training mode, as PyTorch: normalise with the biased batch variance; the running
+	// variance is updated with the unbiased one.
+	c := int64(ch)
+	bc := graphs.Shape{1, c, 1, 1}
+	mean := graphs.ReduceMean(x, true, 0, 2, 3)
+	xc := graphs.Sub(x, mean)
+	variance := graphs.ReduceMean(graphs.Mul(xc, xc), true, 0, 2, 3)
+	inv := graphs.Reciprocal(graphs.Sqrt(graphs.Add(variance, graphs.ScalarLike(variance, eps))))
+	scale := graphs.Mul(inv, graphs.Reshape(gamma, bc))
+	y := graphs.Add(graphs.Mul(xc, scale), graphs.Reshape(beta, bc))
+	count := x.Dim(0) * x.Dim(2) * x.Dim(3)
+	unbiased := variance
+	if count > 1 {
+		unbiased = graphs.Mul(variance, graphs.ScalarLike(variance, float32(float64(count)/float64(count-1))))
+	}
+	n.out.BN = append(n.out.BN, BNUpdate{
+		Mean: meanSpec, Var: varSpec, RunMean: rm, RunVar: rv,
+		BatchMean: graphs.Reshape(mean, graphs.Shape{c}), BatchV: graphs.Reshape(unbiased, graphs.Shape{c}),
+		Momentum: mom,
+	})
+	return y
+}

@@ -1,0 +1,223 @@
+package step
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/cardseg-ort/cardseg-ort/graphs"
+	"github.com/cardseg-ort/cardseg-ort/graphs/model"
+)
+
+// AdamW hyper-parameters, torch.optim.AdamW's defaults.
+type AdamW struct {
+	Beta1       float32 `json:"beta1"`
+	Beta2       float32 `json:"beta2"`
+	Eps         float32 `json:"eps"`
+	WeightDecay float32 `json:"weight_decay"`
+}
+
+// DefaultAdamW matches torch.optim.AdamW(lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01).
+var DefaultAdamW = AdamW{Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.01}
+
+// Config describes a train or eval step.
+type Config struct {
+	Arch          model.Arch
+	Batch         int // static batch size (train step); eval and inference take any batch
+	Height, Width int
+	Loss          LossWeights
+	Adam          AdamW
+	ClipNorm      float32 // clip the global gradient norm to this (0: off), as torch's clip_grad_norm_
+}
+
+// Names of the step graphs' inputs and outputs besides the parameters.
+const (
+	InputImage  = "image"  // float32 [N,3,H,W], normalised
+	InputTarget = "target" // int64 [N,H,W], class per pixel
+	InputLR     = "lr"     // float32 scalar
+	InputStep   = "step"   // float32 scalar: this update's 1-based index (bias correction)
+	OutLoss     = "loss"
+	OutCE       = "loss_ce"
+	OutDice     = "loss_dice"
+	OutGradNorm = "grad_norm"
+	OutLogits   = "logits"
+)
+
+// Next names the output that carries the updated value of a state tensor.
+func Next(name string) string { return name + ".next" }
+
+// MomentM and MomentV name AdamW's first and second moment of a parameter.
+func MomentM(name string) string { return "adam.m." + name }
+func MomentV(name string) string { return "adam.v." + name }
+
+// inputSource declares every network tensor as a graph input.
+type inputSource struct{ vals map[string]*graphs.Value }
+
+func (s *inputSource) Param(g *graphs.Graph, spec model.ParamSpec) *graphs.Value {
+	v := g.Input(spec.Name, graphs.Float, spec.Shape)
+	s.vals[spec.Name] = v
+	return v
+}
+
+func (c Config) validate() error {
+	if c.Batch < 1 || c.Height < 32 || c.Width < 32 {
+		return fmt.Errorf("step: batch %d and size %dx%d: want batch >= 1 and sides >= 32", c.Batch, c.Height, c.Width)
+	}
+	if c.Height%16 != 0 || c.Width%16 != 0 {
+		return fmt.Errorf("step: size %dx%d: height and width must be multiples of 16 (the backbone's output stride)", c.Height, c.Width)
+	}
+	return c.Arch.Validate()
+}
+
+// TrainStep builds the training step: training-mode forward, loss, gradients, optional
+// clipping, AdamW, batch-norm running statistics. Inputs: image, target, lr, step, every
+// parameter and BN buffer (by torchvision name), and adam.m.*/adam.v.* per parameter. Outputs:
+// loss, loss_ce, loss_dice, grad_norm, then <name>.next for each state tensor.
+func TrainStep(c Config) (*graphs.Graph, error) {
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	g := graphs.New("train_step")
+	err := graphs.Build(func() error {
+		image := g.Input(InputImage, graphs.Float, graphs.Shape{int64(c.Batch), 3, int64(c.Height), int64(c.Width)})
+		target := g.Input(InputTarget, graphs.Int64, graphs.Shape{int64(c.Batch), int64(c.Height), int64(c.Width)})
+		lr := g.Input(InputLR, graphs.Float, graphs.Shape{})
+		stepN := g.Input(InputStep, graphs.Float, graphs.Shape{})
+		src := &inputSource{vals: map[string]*graphs.Value{}}
+		out := model.Forward(g, image, c.Arch, src, model.Train)
+		loss := SegLoss(out.Logits, target, c.Loss)
+		specs := c.Arch.Params()
+		var params []*graphs.Value
+		var trainable []model.ParamSpec
+		for _, s := range specs {
+			if s.Kind.Trainable() {
+				params = append(params, src.vals[s.Name])
+				trainable = append(trainable, s)
+			}
+		}
+		grads, err := graphs.Grad(loss.Total, params)
+		if err != nil {
+			return err
+		}
+		g.Output(OutLoss, loss.Total)
+		g.Output(OutCE, loss.CE)
+		g.Output(OutDice, loss.Dice)
+		defer g.Scope("optimizer")()
+		norm := globalNorm(grads)
+		g.Output(OutGradNorm, norm)
+		if c.ClipNorm > 0 {
+			// torch: coef = max_norm / (norm + 1e-6), applied only when below 1.
+			coef := graphs.Div(graphs.Scalar(g, c.ClipNorm), graphs.Add(norm, graphs.Scalar(g, 1e-6)))
+			coef = graphs.Where(graphs.Less(coef, graphs.Scalar(g, 1)), coef, graphs.Scalar(g, 1))
+			for i := range grads {
+				grads[i] = graphs.Mul(grads[i], coef)
+			}
+		}
+		opt := newAdamW(g, c.Adam, lr, stepN)
+		for i, s := range trainable {
+			m := g.Input(MomentM(s.Name), graphs.Float, s.Shape)
+			v := g.Input(MomentV(s.Name), graphs.Float, s.Shape)
+			p2, m2, v2 := opt.update(params[i], grads[i], m, v)
+			g.Output(Next(s.Name), p2)
+			g.Output(Next(MomentM(s.Name)), m2)
+			g.Output(Next(MomentV(s.Name)), v2)
+		}
+		for _, u := range out.BN {
+			g.Output(Next(u.Mean.Name), ema(u.RunMean, u.BatchMean, u.Momentum))
+			g.Output(Next(u.Var.Name), ema(u.RunVar, u.BatchV, u.Momentum))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return g, nil
+}
+
+// ema is PyTorch's running-statistics update: (1−m)·running + m·batch.
+func ema(running, batch *graphs.Value, m float32) *graphs.Value {
+	return graphs.Add(graphs.Mul(running, graphs.ScalarLike(running, 1-m)), graphs.Mul(batch, graphs.ScalarLike(batch, m)))
+}
+
+func globalNorm(grads []*graphs.Value) *graphs.Value {
+	var sum *graphs.Value
+	for _, d := range grads {
+		s := graphs.ReduceSum(graphs.Mul(d, d), false)
+		if sum == nil {
+			sum = s
+		} else {
+			sum = graphs.Add(sum, s)
+		}
+	}
+	return graphs.Sqrt(sum)
+}
+
+type adamW struct {
+	cfg                       AdamW
+	decay, stepSize, invSqBC2 *graphs.Value
+}
+
+// newAdamW computes the per-step scalars once: 1 − lr·wd, lr/(1−β1^t), 1/√(1−β2^t).
+func newAdamW(g *graphs.Graph, c AdamW, lr, t *graphs.Value) *adamW {
+	pow := func(beta float32) *graphs.Value { // β^t = exp(t·ln β)
+		return graphs.Exp(graphs.Mul(t, graphs.Scalar(g, float32(math.Log(float64(beta))))))
+	}
+	one := graphs.Scalar(g, 1)
+	bc1 := graphs.Sub(one, pow(c.Beta1))
+	bc2 := graphs.Sub(one, pow(c.Beta2))
+	return &adamW{
+		cfg:      c,
+		decay:    graphs.Sub(one, graphs.Mul(lr, graphs.Scalar(g, c.WeightDecay))),
+		stepSize: graphs.Div(lr, bc1),
+		invSqBC2: graphs.Reciprocal(graphs.Sqrt(bc2)),
+	}
+}
+
+// update is torch.optim.AdamW's step for one tensor (decoupled weight decay first).
+func (a *adamW) update(p, grad, m, v *graphs.Value) (p2, m2, v2 *graphs.Value) {
+	g := p.Graph()
+	c := a.cfg
+	m2 = graphs.Add(graphs.Mul(m, graphs.Scalar(g, c.Beta1)), graphs.Mul(grad, graphs.Scalar(g, 1-c.Beta1)))
+	v2 = graphs.Add(graphs.Mul(v, graphs.Scalar(g, c.Beta2)), graphs.Mul(graphs.Mul(grad, grad), graphs.Scalar(g, 1-c.Beta2)))
+	denom := graphs.Add(graphs.Mul(graphs.Sqrt(v2), a.invSqBC2), graphs.Scalar(g, c.Eps))
+	p2 = graphs.Sub(graphs.Mul(p, a.decay), graphs.Mul(graphs.Div(m2, denom), a.stepSize))
+	return p2, m2, v2
+}
+
+// GradGraph builds a training-mode forward, loss and gradients only: outputs loss and
+// grad.<name> for every trainable parameter (what `graphs check-grad` runs).
+func GradGraph(c Config) (*graphs.Graph, error) {
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	g := graphs.New("grad_check")
+	err := graphs.Build(func() error {
+		image := g.Input(InputImage, graphs.Float, graphs.Shape{int64(c.Batch), 3, int64(c.Height), int64(c.Width)})
+		target := g.Input(InputTarget, graphs.Int64, graphs.Shape{int64(c.Batch), int64(c.Height), int64(c.Width)})
+		src := &inputSource{vals: map[string]*graphs.Value{}}
+		out := model.Forward(g, image, c.Arch, src, model.Train)
+		loss := SegLoss(out.Logits, target, c.Loss)
+		var params []*graphs.Value
+		var names []string
+		for _, s := range c.Arch.Params() {
+			if s.Kind.Trainable() {
+				params = append(params, src.vals[s.Name])
+				names = append(names, s.Name)
+			}
+		}
+		grads, err := graphs.Grad(loss.Total, params)
+		if err != nil {
+			return err
+		}
+		g.Output(OutLoss, loss.Total)
+		g.Output(OutCE, loss.CE)
+		g.Output(OutDice, loss.Dice)
+		for i, d := range grads {
+			g.Output("grad."+names[i], d)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return g, nil
+}

@@ -1,0 +1,6 @@
+// Package pipeline runs cardseg-ort's jobs: dataset discovery and validation, the batch loader,
+// training and evaluation loops, schedules, early stopping and checkpoints.
+//
+// It may import all of the project's packages (graphs and its sub-packages, runtime, augment,
+// metrics) and the standard library.
+package pipeline

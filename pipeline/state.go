@@ -1,0 +1,108 @@
+package pipeline
+
+import (
+	"fmt"
+
+	"github.com/cardseg-ort/cardseg-ort/graphs/model"
+	"github.com/cardseg-ort/cardseg-ort/graphs/step"
+	"github.com/cardseg-ort/cardseg-ort/runtime"
+)
+
+// State is everything a training run carries from one step to the next: the network's
+// tensors (parameters and batch-norm buffers), AdamW's moments and the step count.
+type State struct {
+	Arch    model.Arch
+	Weights *model.Weights
+	M, V    map[string][]float32 // per trainable parameter
+	Step    int64                // optimizer steps taken
+}
+
+// NewState starts training from weights with zero moments.
+func NewState(a model.Arch, w *model.Weights) (*State, error) {
+	if err := a.Check(w); err != nil {
+		return nil, err
+	}
+	s := &State{Arch: a, Weights: w, M: map[string][]float32{}, V: map[string][]float32{}}
+	for _, p := range a.Params() {
+		if p.Kind.Trainable() {
+			s.M[p.Name] = make([]float32, p.Size())
+			s.V[p.Name] = make([]float32, p.Size())
+		}
+	}
+	return s, nil
+}
+
+// StepResult is what one training step reports.
+type StepResult struct {
+	Loss, CE, Dice, GradNorm float32
+}
+
+// TrainSession runs the train-step graph on ONNX Runtime.
+type TrainSession struct {
+	cfg   step.Config
+	sess  *runtime.Session
+	specs []model.ParamSpec
+}
+
+// NewTrainSession builds the train-step graph for cfg and opens it.
+func NewTrainSession(cfg step.Config, opts runtime.SessionOptions) (*TrainSession, error) {
+	g, err := step.TrainStep(cfg)
+	if err != nil {
+		return nil, err
+	}
+	b, err := g.Marshal()
+	if err != nil {
+		return nil, err
+	}
+	sess, err := runtime.NewSession("train_step", b, opts)
+	if err != nil {
+		return nil, err
+	}
+	return &TrainSession{cfg: cfg, sess: sess, specs: cfg.Arch.Params()}, nil
+}
+
+// Close releases the session.
+func (t *TrainSession) Close() error { return t.sess.Close() }
+
+// Step runs one optimizer step on a batch (image normalised [B,3,H,W], target [B,H,W]) with
+// learning rate lr, and advances st in place.
+func (t *TrainSession) Step(st *State, image []float32, target []int64, lr float32) (StepResult, error) {
+	c := t.cfg
+	b, h, w := int64(c.Batch), int64(c.Height), int64(c.Width)
+	img, err := runtime.New([]int64{b, 3, h, w}, image)
+	if err != nil {
+		return StepResult{}, fmt.Errorf("train step: image: %w", err)
+	}
+	tgt, err := runtime.New([]int64{b, h, w}, target)
+	if err != nil {
+		return StepResult{}, fmt.Errorf("train step: target: %w", err)
+	}
+	feeds := map[string]*runtime.Tensor{
+		step.InputImage:  img,
+		step.InputTarget: tgt,
+		step.InputLR:     runtime.Scalar(lr),
+		step.InputStep:   runtime.Scalar(float32(st.Step + 1)),
+	}
+	for _, p := range t.specs {
+		feeds[p.Name] = runtime.MustNew([]int64(p.Shape), st.Weights.Tensors[p.Name])
+		if p.Kind.Trainable() {
+			feeds[step.MomentM(p.Name)] = runtime.MustNew([]int64(p.Shape), st.M[p.Name])
+			feeds[step.MomentV(p.Name)] = runtime.MustNew([]int64(p.Shape), st.V[p.Name])
+		}
+	}
+	out, err := t.sess.Run(feeds)
+	if err != nil {
+		return StepResult{}, err
+	}
+	for _, p := range t.specs {
+		st.Weights.Tensors[p.Name] = runtime.Data[float32](out[step.Next(p.Name)])
+		if p.Kind.Trainable() {
+			st.M[p.Name] = runtime.Data[float32](out[step.Next(step.MomentM(p.Name))])
+			st.V[p.Name] = runtime.Data[float32](out[step.Next(step.MomentV(p.Name))])
+		}
+	}
+	st.Step++
+	st.Weights.BatchesTracked++
+	scalar := func(n string) float32 { return runtime.Data[float32](out[n])[0] }
+	return StepResult{Loss: scalar(step.OutLoss), CE: scalar(step.OutCE), Dice: scalar(step.OutDice), GradNorm: scalar(step.OutGradNorm)}, nil
+}
