@@ -13,15 +13,15 @@ import (
 type Kind int
 
 const (
-	ConvWeight    Kind = iota // backbone convs: kaiming normal, fan_out (torchvision MobileNetV3)
-	ConvWeightPT              // head convs: PyTorch's Conv2d default, kaiming uniform a=√5
-	ConvBias                  // backbone conv biases: zeros
-	ConvBiasPT                // head conv biases: uniform ±1/√fan_in
-	BNWeight                  // ones
-	BNBias                    // zeros
-	BNMean                    // running mean: zeros (buffer, not trained)
-	BNVar                     // running variance: ones (buffer, not trained)
-	FoldedBias                // conv bias produced by folding batch norm (inference only)
+	ConvWeight   Kind = iota // backbone convs: kaiming normal, fan_out (torchvision MobileNetV3)
+	ConvWeightPT             // head convs: PyTorch's Conv2d default, kaiming uniform a=√5
+	ConvBias                 // backbone conv biases: zeros
+	ConvBiasPT               // head conv biases: uniform ±1/√fan_in
+	BNWeight                 // ones
+	BNBias                   // zeros
+	BNMean                   // running mean: zeros (buffer, not trained)
+	BNVar                    // running variance: ones (buffer, not trained)
+	FoldedBias               // conv bias produced by folding batch norm (inference only)
 )
 
 // Trainable reports whether the optimizer updates tensors of this kind.
