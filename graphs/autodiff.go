@@ -104,9 +104,22 @@ func Grad(loss *Value, wrt []*Value) (grads []*Value, err error) {
 
 	defer g.Scope("grad")()
 	acc := map[*Value]*Value{loss: OnesLike(loss)}
+	regionAt := map[int]*composite{}
+	for _, c := range g.regions {
+		for i := c.first; i <= c.last; i++ {
+			regionAt[i] = c
+		}
+	}
 	// Nodes are stored in topological order (a node only uses values built before it).
 	end := len(nodes)
 	for i := end - 1; i >= 0; i-- {
+		if c := regionAt[i]; c != nil {
+			if err := c.backward(nodes, acc, active); err != nil {
+				return nil, err
+			}
+			i = c.first
+			continue
+		}
 		n := nodes[i]
 		var dys []*Value
 		any := false
@@ -191,4 +204,87 @@ func GradRuleOps() []string {
 	}
 	sort.Strings(ops)
 	return ops
+}
+
+// composite is a run of nodes differentiated as one unit by its own rule (a fused
+// vector-Jacobian product that is cheaper than the chain of its parts, batch norm say).
+type composite struct {
+	name         string
+	inputs, outs []*Value
+	first, last  int
+	vjp          func(dy []*Value, want []bool) []*Value
+}
+
+// Composite builds outs = build() and records that autodiff must differentiate the nodes build
+// adds as one unit with vjp, which returns one gradient per input (nil where want is false).
+// Values computed inside may be used outside (e.g. batch statistics for running averages) as
+// long as no gradient flows through them; Grad reports it otherwise.
+func (g *Graph) Composite(name string, inputs []*Value, build func() []*Value, vjp func(dy []*Value, want []bool) []*Value) []*Value {
+	first := len(g.nodes)
+	outs := build()
+	last := len(g.nodes) - 1
+	for _, r := range g.regions {
+		if r.last >= first {
+			panic(fmt.Sprintf("graphs: composite %s nested in %s", name, r.name))
+		}
+	}
+	if last < first {
+		panic(fmt.Sprintf("graphs: composite %s built no nodes", name))
+	}
+	g.regions = append(g.regions, &composite{name: name, inputs: inputs, outs: outs, first: first, last: last, vjp: vjp})
+	return outs
+}
+
+func (c *composite) backward(nodes []*Node, acc map[*Value]*Value, active func(*Value) bool) error {
+	isOut := map[*Value]bool{}
+	any := false
+	dys := make([]*Value, len(c.outs))
+	for k, o := range c.outs {
+		isOut[o] = true
+		dys[k] = acc[o]
+		any = any || dys[k] != nil
+	}
+	for i := c.first; i <= c.last; i++ {
+		for _, v := range nodes[i].Outputs {
+			if !isOut[v] && acc[v] != nil {
+				return fmt.Errorf("composite %s: internal value %v is on the loss path outside the composite", c.name, v)
+			}
+		}
+	}
+	if !any {
+		return nil
+	}
+	want := make([]bool, len(c.inputs))
+	need := false
+	for k, in := range c.inputs {
+		want[k] = active(in)
+		need = need || want[k]
+	}
+	if !need {
+		return nil
+	}
+	for k, d := range dys {
+		if d == nil {
+			dys[k] = ZerosLike(c.outs[k])
+		}
+	}
+	gin := c.vjp(dys, want)
+	if len(gin) != len(c.inputs) {
+		return fmt.Errorf("composite %s returned %d gradients for %d inputs", c.name, len(gin), len(c.inputs))
+	}
+	for k, in := range c.inputs {
+		if !want[k] {
+			continue
+		}
+		d := gin[k]
+		if d == nil || !d.shape.Equal(in.shape) || d.dtype != in.dtype {
+			return fmt.Errorf("composite %s gave gradient %v for input %v", c.name, d, in)
+		}
+		if prev := acc[in]; prev != nil {
+			acc[in] = Add(prev, d)
+		} else {
+			acc[in] = d
+		}
+	}
+	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/cardseg-ort/cardseg-ort/graphs"
+	"github.com/cardseg-ort/cardseg-ort/graphs/internal/gradcheck"
 )
 
 type V = *graphs.Value
@@ -16,40 +17,43 @@ const D, F = graphs.Double, graphs.Float
 
 func TestGradientRules(t *testing.T) {
 	s := func(d ...int64) graphs.Shape { return graphs.Shape(d) }
-	pos := uniform(0.5, 3)
-	cases := []gradCase{
-		{"add broadcast", D, []in{{shape: s(2, 3, 4), diff: true}, {shape: s(3, 1), diff: true}}, two(graphs.Add)},
-		{"sub broadcast", D, []in{{shape: s(3, 1), diff: true}, {shape: s(2, 3, 4), diff: true}}, two(graphs.Sub)},
-		{"mul broadcast", D, []in{{shape: s(2, 3, 4), diff: true}, {shape: s(4), diff: true}}, two(graphs.Mul)},
-		{"div", D, []in{{shape: s(2, 3), diff: true}, {shape: s(2, 1), gen: pos, diff: true}}, two(graphs.Div)},
-		{"neg", D, []in{{shape: s(5), diff: true}}, one(graphs.Neg)},
-		{"exp", D, []in{{shape: s(5), diff: true}}, one(graphs.Exp)},
-		{"log", D, []in{{shape: s(5), gen: pos, diff: true}}, one(graphs.Log)},
-		{"sqrt", D, []in{{shape: s(5), gen: pos, diff: true}}, one(graphs.Sqrt)},
-		{"reciprocal", D, []in{{shape: s(5), gen: pos, diff: true}}, one(graphs.Reciprocal)},
-		{"pow", D, []in{{shape: s(5), gen: pos, diff: true}}, one(func(x V) V { return graphs.Pow(x, 2.5) })},
-		{"relu", D, []in{{shape: s(3, 4), gen: awayFrom(2, 0.05, 0), diff: true}}, one(graphs.Relu)},
-		{"sigmoid", D, []in{{shape: s(3, 4), diff: true}}, one(graphs.Sigmoid)},
-		{"hardsigmoid", F, []in{{shape: s(4, 5), gen: awayFrom(5, 0.1, -3, 3), diff: true}}, one(graphs.HardSigmoid)},
-		{"hardswish", F, []in{{shape: s(4, 5), gen: awayFrom(5, 0.1, -3, 3), diff: true}}, one(graphs.HardSwish)},
-		{"cast float to double", F, []in{{shape: s(6), diff: true}}, one(func(x V) V { return graphs.Cast(graphs.Mul(graphs.Cast(x, D), graphs.Cast(x, D)), F) })},
-		{"identity", D, []in{{shape: s(3), diff: true}}, one(graphs.Identity)},
-		{"where", D, []in{{shape: s(2, 3), diff: true}, {shape: s(3), diff: true}}, func(x []V) V {
+	pos := gradcheck.Uniform(0.5, 3)
+	mk := func(name string, dt graphs.DType, ins []gradcheck.In, f func([]V) V) gradcheck.Case {
+		return gradcheck.Case{Name: name, DType: dt, Ins: ins, F: f}
+	}
+	cases := []gradcheck.Case{
+		mk("add broadcast", D, []gradcheck.In{{Shape: s(2, 3, 4), Diff: true}, {Shape: s(3, 1), Diff: true}}, two(graphs.Add)),
+		mk("sub broadcast", D, []gradcheck.In{{Shape: s(3, 1), Diff: true}, {Shape: s(2, 3, 4), Diff: true}}, two(graphs.Sub)),
+		mk("mul broadcast", D, []gradcheck.In{{Shape: s(2, 3, 4), Diff: true}, {Shape: s(4), Diff: true}}, two(graphs.Mul)),
+		mk("div", D, []gradcheck.In{{Shape: s(2, 3), Diff: true}, {Shape: s(2, 1), Gen: pos, Diff: true}}, two(graphs.Div)),
+		mk("neg", D, []gradcheck.In{{Shape: s(5), Diff: true}}, one(graphs.Neg)),
+		mk("exp", D, []gradcheck.In{{Shape: s(5), Diff: true}}, one(graphs.Exp)),
+		mk("log", D, []gradcheck.In{{Shape: s(5), Gen: pos, Diff: true}}, one(graphs.Log)),
+		mk("sqrt", D, []gradcheck.In{{Shape: s(5), Gen: pos, Diff: true}}, one(graphs.Sqrt)),
+		mk("reciprocal", D, []gradcheck.In{{Shape: s(5), Gen: pos, Diff: true}}, one(graphs.Reciprocal)),
+		mk("pow", D, []gradcheck.In{{Shape: s(5), Gen: pos, Diff: true}}, one(func(x V) V { return graphs.Pow(x, 2.5) })),
+		mk("relu", D, []gradcheck.In{{Shape: s(3, 4), Gen: gradcheck.AwayFrom(2, 0.05, 0), Diff: true}}, one(graphs.Relu)),
+		mk("sigmoid", D, []gradcheck.In{{Shape: s(3, 4), Diff: true}}, one(graphs.Sigmoid)),
+		mk("hardsigmoid", F, []gradcheck.In{{Shape: s(4, 5), Gen: gradcheck.AwayFrom(5, 0.1, -3, 3), Diff: true}}, one(graphs.HardSigmoid)),
+		mk("hardswish", F, []gradcheck.In{{Shape: s(4, 5), Gen: gradcheck.AwayFrom(5, 0.1, -3, 3), Diff: true}}, one(graphs.HardSwish)),
+		mk("cast float to double", F, []gradcheck.In{{Shape: s(6), Diff: true}}, one(func(x V) V { return graphs.Cast(graphs.Mul(graphs.Cast(x, D), graphs.Cast(x, D)), F) })),
+		mk("identity", D, []gradcheck.In{{Shape: s(3), Diff: true}}, one(graphs.Identity)),
+		mk("where", D, []gradcheck.In{{Shape: s(2, 3), Diff: true}, {Shape: s(3), Diff: true}}, func(x []V) V {
 			return graphs.Where(graphs.Greater(x[0], graphs.ScalarLike(x[0], 0)), x[0], x[1])
-		}},
-		{"reducesum axes", D, []in{{shape: s(2, 3, 4), diff: true}}, one(func(x V) V { return graphs.ReduceSum(x, false, 0, 2) })},
-		{"reducesum keep", D, []in{{shape: s(2, 3, 4), diff: true}}, one(func(x V) V { return graphs.ReduceSum(x, true, 1) })},
-		{"reducemean", D, []in{{shape: s(2, 3, 4, 5), diff: true}}, one(func(x V) V { return graphs.ReduceMean(x, true, 2, 3) })},
-		{"reshape", D, []in{{shape: s(2, 6), diff: true}}, one(func(x V) V { return graphs.Mul(graphs.Reshape(x, s(3, 4)), graphs.Reshape(x, s(3, 4))) })},
-		{"transpose", D, []in{{shape: s(2, 3, 4), diff: true}}, one(func(x V) V { return graphs.Transpose(x, 2, 0, 1) })},
-		{"slice", D, []in{{shape: s(2, 5, 3), diff: true}}, one(func(x V) V { return graphs.Slice(x, 1, 1, 4) })},
-		{"pad", D, []in{{shape: s(2, 3), diff: true}}, one(func(x V) V { return graphs.Pad(x, []int64{1, 0, 2, 3}) })},
-		{"expand", D, []in{{shape: s(3, 1), diff: true}}, one(func(x V) V { return graphs.Expand(x, s(2, 3, 4)) })},
-		{"concat", D, []in{{shape: s(2, 3), diff: true}, {shape: s(2, 2), diff: true}}, func(x []V) V { return graphs.Concat(1, x[0], x[1]) }},
-		{"matmul", D, []in{{shape: s(2, 3, 4), diff: true}, {shape: s(4, 5), diff: true}}, two(graphs.MatMul)},
-		{"matmul batch broadcast", D, []in{{shape: s(3, 4), diff: true}, {shape: s(2, 1, 4, 2), diff: true}}, two(graphs.MatMul)},
-		{"softmax", D, []in{{shape: s(2, 3, 4), diff: true}}, one(func(x V) V { return graphs.Softmax(x, 1) })},
-		{"logsoftmax", D, []in{{shape: s(2, 3, 4), diff: true}}, one(func(x V) V { return graphs.LogSoftmax(x, 1) })},
+		}),
+		mk("reducesum axes", D, []gradcheck.In{{Shape: s(2, 3, 4), Diff: true}}, one(func(x V) V { return graphs.ReduceSum(x, false, 0, 2) })),
+		mk("reducesum keep", D, []gradcheck.In{{Shape: s(2, 3, 4), Diff: true}}, one(func(x V) V { return graphs.ReduceSum(x, true, 1) })),
+		mk("reducemean", D, []gradcheck.In{{Shape: s(2, 3, 4, 5), Diff: true}}, one(func(x V) V { return graphs.ReduceMean(x, true, 2, 3) })),
+		mk("reshape", D, []gradcheck.In{{Shape: s(2, 6), Diff: true}}, one(func(x V) V { return graphs.Mul(graphs.Reshape(x, s(3, 4)), graphs.Reshape(x, s(3, 4))) })),
+		mk("transpose", D, []gradcheck.In{{Shape: s(2, 3, 4), Diff: true}}, one(func(x V) V { return graphs.Transpose(x, 2, 0, 1) })),
+		mk("slice", D, []gradcheck.In{{Shape: s(2, 5, 3), Diff: true}}, one(func(x V) V { return graphs.Slice(x, 1, 1, 4) })),
+		mk("pad", D, []gradcheck.In{{Shape: s(2, 3), Diff: true}}, one(func(x V) V { return graphs.Pad(x, []int64{1, 0, 2, 3}) })),
+		mk("expand", D, []gradcheck.In{{Shape: s(3, 1), Diff: true}}, one(func(x V) V { return graphs.Expand(x, s(2, 3, 4)) })),
+		mk("concat", D, []gradcheck.In{{Shape: s(2, 3), Diff: true}, {Shape: s(2, 2), Diff: true}}, func(x []V) V { return graphs.Concat(1, x[0], x[1]) }),
+		mk("matmul", D, []gradcheck.In{{Shape: s(2, 3, 4), Diff: true}, {Shape: s(4, 5), Diff: true}}, two(graphs.MatMul)),
+		mk("matmul batch broadcast", D, []gradcheck.In{{Shape: s(3, 4), Diff: true}, {Shape: s(2, 1, 4, 2), Diff: true}}, two(graphs.MatMul)),
+		mk("softmax", D, []gradcheck.In{{Shape: s(2, 3, 4), Diff: true}}, one(func(x V) V { return graphs.Softmax(x, 1) })),
+		mk("logsoftmax", D, []gradcheck.In{{Shape: s(2, 3, 4), Diff: true}}, one(func(x V) V { return graphs.LogSoftmax(x, 1) })),
 	}
 	convs := []struct {
 		name string
@@ -61,6 +65,8 @@ func TestGradientRules(t *testing.T) {
 		{"conv 3x3 stride 2 odd size", s(2, 3, 7, 6), s(4, 3, 3, 3), false, graphs.ConvOpts{Strides: [2]int64{2, 2}, Pads: [4]int64{1, 1, 1, 1}}},
 		{"conv depthwise 5x5 stride 2", s(2, 4, 9, 8), s(4, 1, 5, 5), false, graphs.ConvOpts{Strides: [2]int64{2, 2}, Pads: [4]int64{2, 2, 2, 2}, Group: 4}},
 		{"conv depthwise 5x5 dilation 2", s(2, 3, 9, 9), s(3, 1, 5, 5), false, graphs.ConvOpts{Dilations: [2]int64{2, 2}, Pads: [4]int64{4, 4, 4, 4}, Group: 3}},
+		{"conv depthwise 3x3 stride 2 no pad", s(1, 2, 8, 7), s(2, 1, 3, 3), true, graphs.ConvOpts{Strides: [2]int64{2, 2}, Group: 2}},
+		{"conv depthwise 3x3 stride 2 odd", s(2, 3, 7, 9), s(3, 1, 3, 3), false, graphs.ConvOpts{Strides: [2]int64{2, 2}, Pads: [4]int64{1, 1, 1, 1}, Group: 3}},
 		{"conv grouped", s(2, 4, 5, 5), s(6, 2, 3, 3), true, graphs.ConvOpts{Pads: [4]int64{1, 1, 1, 1}, Group: 2}},
 		{"conv pointwise", s(2, 5, 4, 3), s(3, 5, 1, 1), true, graphs.ConvOpts{}},
 		{"conv pointwise on 1x1", s(2, 6, 1, 1), s(4, 6, 1, 1), true, graphs.ConvOpts{}},
@@ -68,23 +74,23 @@ func TestGradientRules(t *testing.T) {
 	}
 	for _, c := range convs {
 		c := c
-		ins := []in{{shape: c.x, diff: true}, {shape: c.w, diff: true}}
+		ins := []gradcheck.In{{Shape: c.x, Diff: true}, {Shape: c.w, Diff: true}}
 		if c.bias {
-			ins = append(ins, in{shape: graphs.Shape{c.w[0]}, diff: true})
+			ins = append(ins, gradcheck.In{Shape: graphs.Shape{c.w[0]}, Diff: true})
 		}
-		cases = append(cases, gradCase{c.name, F, ins, func(x []V) V {
+		cases = append(cases, mk(c.name, F, ins, func(x []V) V {
 			var b V
 			if c.bias {
 				b = x[2]
 			}
 			return graphs.Conv(x[0], x[1], b, c.opts)
-		}})
+		}))
 	}
 	dir := t.TempDir()
 	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) { checkGrad(t, tc, dir) })
+		t.Run(tc.Name, func(t *testing.T) { gradcheck.Check(t, tc, dir) })
 	}
-	checkModels(t, dir)
+	gradcheck.CheckModels(t, dir)
 }
 
 // TestEveryRuleHasAFiniteDifferenceCase keeps the table above complete.
@@ -122,6 +128,22 @@ func TestShapeErrorsPanicInsideBuild(t *testing.T) {
 		return nil
 	})
 	if err == nil || !strings.Contains(err.Error(), "do not broadcast") {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func TestCompositeInternalOnLossPathIsAnError(t *testing.T) {
+	g := graphs.New("composite")
+	x := g.Input("x", graphs.Float, graphs.Shape{3})
+	var inner *graphs.Value
+	y := g.Composite("double", []*graphs.Value{x}, func() []*graphs.Value {
+		inner = graphs.Mul(x, x)
+		return []*graphs.Value{graphs.Add(inner, x)}
+	}, func(dy []*graphs.Value, want []bool) []*graphs.Value {
+		return []*graphs.Value{graphs.Mul(dy[0], graphs.Add(graphs.Mul(x, graphs.ScalarLike(x, 2)), graphs.ScalarLike(x, 1)))}
+	})[0]
+	loss := graphs.ReduceSum(graphs.Add(y, inner), false) // inner escapes onto the loss path
+	if _, err := graphs.Grad(loss, []*graphs.Value{x}); err == nil || !strings.Contains(err.Error(), "internal value") {
 		t.Fatalf("got %v", err)
 	}
 }

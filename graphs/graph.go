@@ -196,6 +196,7 @@ type Graph struct {
 	used     map[string]int
 	scope    []string
 	constant map[string]*Value // dedup of small constants by content key
+	regions  []*composite
 	Doc      string
 	Metadata map[string]string
 }
@@ -336,13 +337,19 @@ func ScalarLike(v *Value, x float32) *Value {
 // Ints1D is a 1-D int64 constant, used for shapes and axes.
 func (g *Graph) Ints1D(xs ...int64) *Value { return g.ConstInt64(Shape{int64(len(xs))}, xs...) }
 
-// Output marks v as a graph output under an exact name (an Identity node renames it when it
-// already has another name, or is an input).
+// Output marks v as a graph output under an exact name. A node output is renamed in place
+// (names are only written out at Marshal); an input, an initializer or a value that is
+// already an output gets an Identity node instead.
 func (g *Graph) Output(name string, v *Value) *Value {
 	if v.g != g {
 		panic("graphs: output from another graph")
 	}
-	if v.name != name || v.kind != kindNode || g.isOutput(v) {
+	switch {
+	case v.name == name && v.kind == kindNode && !g.isOutput(v):
+	case v.kind == kindNode && !g.isOutput(v):
+		g.reserve(name)
+		v.name = name
+	default:
 		v = g.addNodeNamed("Identity", []*Value{v}, nil, []outSpec{{v.dtype, v.shape}}, name)[0]
 	}
 	g.outputs = append(g.outputs, v)

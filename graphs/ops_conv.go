@@ -1,6 +1,9 @@
 package graphs
 
-import "fmt"
+import (
+	"fmt"
+	"math"
+)
 
 // ConvOpts are a 2-D convolution's hyper-parameters. Zero values mean stride 1, no padding,
 // dilation 1, one group. Pads are [top, left, bottom, right].
@@ -111,7 +114,9 @@ func gradConv(n *Node, dy []*Value, want []bool) []*Value {
 		return out
 	}
 	kh, kw := w.shape[2], w.shape[3]
-	if want[0] {
+	if want[0] && o.Group == cin && o.Group == cout && o.Strides == [2]int64{1, 1} {
+		out[0] = depthwiseInputGrad(g, w, x.shape, o)
+	} else if want[0] {
 		opH := H - (o.Strides[0]*(ho-1) + (kh-1)*o.Dilations[0] + 1 - o.Pads[0] - o.Pads[2])
 		opW := W - (o.Strides[1]*(wo-1) + (kw-1)*o.Dilations[1] + 1 - o.Pads[1] - o.Pads[3])
 		out[0] = ConvTranspose(g, w, o, [2]int64{opH, opW})
@@ -137,6 +142,48 @@ func gradConv(n *Node, dy []*Value, want []bool) []*Value {
 		out[1] = Transpose(dw, 1, 0, 2, 3)
 	}
 	return out
+}
+
+// depthwiseInputGrad is the input gradient of a depthwise conv as a depthwise Conv of the
+// output gradient with the spatially flipped kernel: for stride s the gradient is first spread
+// out with s−1 zeros between elements (Reshape, Pad, Reshape). For stride 1 ORT runs this
+// faster than the equivalent grouped ConvTranspose (8×960×15×20, 5×5 dilated: 23 vs 36 ms);
+// for stride 2 its 6-D Pad costs more than it saves, so gradConv uses it for stride 1 only.
+func depthwiseInputGrad(dy, w *Value, xShape Shape, o ConvOpts) *Value {
+	N, C, Ho, Wo := dy.shape[0], dy.shape[1], dy.shape[2], dy.shape[3]
+	H, W := xShape[2], xShape[3]
+	k := [2]int64{w.shape[2], w.shape[3]}
+	sh, sw := o.Strides[0], o.Strides[1]
+	up := dy
+	if sh > 1 || sw > 1 {
+		up = Reshape(up, Shape{N, C, Ho, 1, Wo, 1})
+		up = Pad(up, []int64{0, 0, 0, 0, 0, 0, 0, 0, 0, sh - 1, 0, sw - 1})
+		up = Reshape(up, Shape{N, C, Ho * sh, Wo * sw})
+	}
+	size := [2]int64{H, W}
+	var pads [4]int64
+	for a := 0; a < 2; a++ {
+		span := (k[a] - 1) * o.Dilations[a]
+		pb := span - o.Pads[a]
+		pe := size[a] - up.shape[2+a] - pb + span
+		if pb < 0 {
+			panic(fmt.Sprintf("graphs: depthwise gradient with padding %d beyond the kernel span %d", o.Pads[a], span))
+		}
+		if pe < 0 { // only inserted zeros fall off the end
+			up = Slice(up, 2+a, 0, up.shape[2+a]+pe)
+			pe = 0
+		}
+		pads[a], pads[a+2] = pb, pe
+	}
+	return Conv(up, Flip2D(w), nil, ConvOpts{Pads: pads, Dilations: o.Dilations, Group: C})
+}
+
+// Flip2D reverses the last two axes (a kernel rotated by 180°); no gradient rule.
+func Flip2D(w *Value) *Value {
+	g := w.g
+	min := int64(math.MinInt64)
+	return g.addNode("Slice", []*Value{w, g.Ints1D(-1, -1), g.Ints1D(min, min), g.Ints1D(2, 3), g.Ints1D(-1, -1)}, nil,
+		[]outSpec{{w.dtype, w.shape}})[0]
 }
 
 // ConvTranspose is the transpose (gradient) of Conv with weights w [Cin_of_conv... see ONNX]:

@@ -134,3 +134,23 @@ func gradConcat(n *Node, dy []*Value, want []bool) []*Value {
 	}
 	return out
 }
+
+// Split cuts x along axis into pieces of the given sizes (no gradient rule: used by the
+// optimizer, which is not differentiated).
+func Split(x *Value, axis int, sizes []int64) []*Value {
+	if axis < 0 {
+		axis += x.Rank()
+	}
+	var total int64
+	outs := make([]outSpec, len(sizes))
+	for i, s := range sizes {
+		shape := x.shape.clone()
+		shape[axis] = s
+		outs[i] = outSpec{x.dtype, shape}
+		total += s
+	}
+	if total != x.shape[axis] {
+		panic(fmt.Sprintf("graphs: Split %v axis %d into %v", x, axis, sizes))
+	}
+	return x.g.addNode("Split", []*Value{x, x.g.Ints1D(sizes...)}, []Attr{{"axis", int64(axis)}}, outs)
+}

@@ -13,7 +13,7 @@ import (
 type State struct {
 	Arch    model.Arch
 	Weights *model.Weights
-	M, V    map[string][]float32 // per trainable parameter
+	M, V    []float32 // AdamW moments, flat in Arch.Params() order of trainable tensors
 	Step    int64                // optimizer steps taken
 }
 
@@ -22,14 +22,8 @@ func NewState(a model.Arch, w *model.Weights) (*State, error) {
 	if err := a.Check(w); err != nil {
 		return nil, err
 	}
-	s := &State{Arch: a, Weights: w, M: map[string][]float32{}, V: map[string][]float32{}}
-	for _, p := range a.Params() {
-		if p.Kind.Trainable() {
-			s.M[p.Name] = make([]float32, p.Size())
-			s.V[p.Name] = make([]float32, p.Size())
-		}
-	}
-	return s, nil
+	n := a.TrainableCount()
+	return &State{Arch: a, Weights: w, M: make([]float32, n), V: make([]float32, n)}, nil
 }
 
 // StepResult is what one training step reports.
@@ -85,22 +79,18 @@ func (t *TrainSession) Step(st *State, image []float32, target []int64, lr float
 	}
 	for _, p := range t.specs {
 		feeds[p.Name] = runtime.MustNew([]int64(p.Shape), st.Weights.Tensors[p.Name])
-		if p.Kind.Trainable() {
-			feeds[step.MomentM(p.Name)] = runtime.MustNew([]int64(p.Shape), st.M[p.Name])
-			feeds[step.MomentV(p.Name)] = runtime.MustNew([]int64(p.Shape), st.V[p.Name])
-		}
 	}
+	feeds[step.InputMomentM] = runtime.MustNew([]int64{int64(len(st.M))}, st.M)
+	feeds[step.InputMomentV] = runtime.MustNew([]int64{int64(len(st.V))}, st.V)
 	out, err := t.sess.Run(feeds)
 	if err != nil {
 		return StepResult{}, err
 	}
 	for _, p := range t.specs {
 		st.Weights.Tensors[p.Name] = runtime.Data[float32](out[step.Next(p.Name)])
-		if p.Kind.Trainable() {
-			st.M[p.Name] = runtime.Data[float32](out[step.Next(step.MomentM(p.Name))])
-			st.V[p.Name] = runtime.Data[float32](out[step.Next(step.MomentV(p.Name))])
-		}
 	}
+	st.M = runtime.Data[float32](out[step.Next(step.InputMomentM)])
+	st.V = runtime.Data[float32](out[step.Next(step.InputMomentV)])
 	st.Step++
 	st.Weights.BatchesTracked++
 	scalar := func(n string) float32 { return runtime.Data[float32](out[n])[0] }

@@ -17,6 +17,9 @@ type SessionOptions struct {
 	CUDADevice     int
 	// DisableOptimizations turns ORT's graph optimisations off (for debugging a graph).
 	DisableOptimizations bool
+	// ProfilePrefix, when set, makes ORT write a per-node timing profile (Chrome trace JSON)
+	// to files starting with this prefix.
+	ProfilePrefix string
 }
 
 // IOInfo describes one model input or output. Symbolic dimensions are -1.
@@ -90,6 +93,11 @@ func NewSession(name string, model []byte, opts SessionOptions) (*Session, error
 	}
 	if opts.DisableOptimizations {
 		if err := so.SetGraphOptimizationLevel(ort.GraphOptimizationLevelDisableAll); err != nil {
+			return nil, err
+		}
+	}
+	if opts.ProfilePrefix != "" {
+		if err := so.EnableProfiling(opts.ProfilePrefix); err != nil {
 			return nil, err
 		}
 	}

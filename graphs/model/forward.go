@@ -197,15 +197,39 @@ func (n *net) batchNorm(prefix, conv string, x *graphs.Value, ch int, eps, mom f
 		return graphs.BatchNormInference(x, gamma, beta, rm, rv, eps)
 	}
 	// Training mode, as PyTorch: normalise with the biased batch variance; the running
-	// variance is updated with the unbiased one.
+	// variance is updated with the unbiased one. The normalisation is one composite with the
+	// fused batch-norm gradient (half the full-size passes of differentiating its parts):
+	//   x̂ = (x−μ)/σ, dβ = Σdy, dγ = Σdy·x̂, dx = γ/σ · (dy − mean(dy) − x̂·mean(dy·x̂)).
 	c := int64(ch)
 	bc := graphs.Shape{1, c, 1, 1}
-	mean := graphs.ReduceMean(x, true, 0, 2, 3)
-	xc := graphs.Sub(x, mean)
-	variance := graphs.ReduceMean(graphs.Mul(xc, xc), true, 0, 2, 3)
-	inv := graphs.Reciprocal(graphs.Sqrt(graphs.Add(variance, graphs.ScalarLike(variance, eps))))
-	scale := graphs.Mul(inv, graphs.Reshape(gamma, bc))
-	y := graphs.Add(graphs.Mul(xc, scale), graphs.Reshape(beta, bc))
+	var mean, variance, xhat, inv *graphs.Value
+	y := n.g.Composite(prefix, []*graphs.Value{x, gamma, beta}, func() []*graphs.Value {
+		mean = graphs.ReduceMean(x, true, 0, 2, 3)
+		xc := graphs.Sub(x, mean)
+		variance = graphs.ReduceMean(graphs.Mul(xc, xc), true, 0, 2, 3)
+		inv = graphs.Reciprocal(graphs.Sqrt(graphs.Add(variance, graphs.ScalarLike(variance, eps))))
+		xhat = graphs.Mul(xc, inv)
+		return []*graphs.Value{graphs.Add(graphs.Mul(xhat, graphs.Reshape(gamma, bc)), graphs.Reshape(beta, bc))}
+	}, func(dys []*graphs.Value, want []bool) []*graphs.Value {
+		dy := dys[0]
+		sumDy := graphs.ReduceSum(dy, true, 0, 2, 3)
+		sumDyX := graphs.ReduceSum(graphs.Mul(dy, xhat), true, 0, 2, 3)
+		out := make([]*graphs.Value, 3)
+		if want[0] {
+			m := 1 / float32(x.Dim(0)*x.Dim(2)*x.Dim(3))
+			k := graphs.Mul(inv, graphs.Reshape(gamma, bc))
+			meanDy := graphs.Mul(sumDy, graphs.ScalarLike(dy, m))
+			meanDyX := graphs.Mul(sumDyX, graphs.ScalarLike(dy, m))
+			out[0] = graphs.Mul(graphs.Sub(graphs.Sub(dy, meanDy), graphs.Mul(xhat, meanDyX)), k)
+		}
+		if want[1] {
+			out[1] = graphs.Reshape(sumDyX, graphs.Shape{c})
+		}
+		if want[2] {
+			out[2] = graphs.Reshape(sumDy, graphs.Shape{c})
+		}
+		return out
+	})[0]
 	count := x.Dim(0) * x.Dim(2) * x.Dim(3)
 	unbiased := variance
 	if count > 1 {

@@ -45,9 +45,20 @@ const (
 // Next names the output that carries the updated value of a state tensor.
 func Next(name string) string { return name + ".next" }
 
-// MomentM and MomentV name AdamW's first and second moment of a parameter.
-func MomentM(name string) string { return "adam.m." + name }
-func MomentV(name string) string { return "adam.v." + name }
+// AdamW's first and second moments of all trainable parameters, flattened in the order of
+// Arch.Params() (float32 [P]).
+const (
+	InputMomentM = "adam.m"
+	InputMomentV = "adam.v"
+)
+
+func flatten(vs []*graphs.Value) *graphs.Value {
+	parts := make([]*graphs.Value, len(vs))
+	for i, v := range vs {
+		parts[i] = graphs.Reshape(v, graphs.Shape{v.Size()})
+	}
+	return graphs.Concat(0, parts...)
+}
 
 // inputSource declares every network tensor as a graph input.
 type inputSource struct{ vals map[string]*graphs.Value }
@@ -70,7 +81,7 @@ func (c Config) validate() error {
 
 // TrainStep builds the training step: training-mode forward, loss, gradients, optional
 // clipping, AdamW, batch-norm running statistics. Inputs: image, target, lr, step, every
-// parameter and BN buffer (by torchvision name), and adam.m.*/adam.v.* per parameter. Outputs:
+// parameter and BN buffer (by torchvision name), and the flat moments adam.m / adam.v. Outputs:
 // loss, loss_ce, loss_dice, grad_norm, then <name>.next for each state tensor.
 func TrainStep(c Config) (*graphs.Graph, error) {
 	if err := c.validate(); err != nil {
@@ -102,24 +113,32 @@ func TrainStep(c Config) (*graphs.Graph, error) {
 		g.Output(OutCE, loss.CE)
 		g.Output(OutDice, loss.Dice)
 		defer g.Scope("optimizer")()
-		norm := globalNorm(grads)
+		// AdamW runs on all parameters at once: gradients and parameters are flattened into
+		// one vector (the moments live flat), so the update is a dozen large elementwise ops
+		// instead of a dozen per tensor.
+		flatGrad := flatten(grads)
+		flatParam := flatten(params)
+		total := flatGrad.Dim(0)
+		norm := graphs.Sqrt(graphs.ReduceSum(graphs.Mul(flatGrad, flatGrad), false))
 		g.Output(OutGradNorm, norm)
 		if c.ClipNorm > 0 {
 			// torch: coef = max_norm / (norm + 1e-6), applied only when below 1.
 			coef := graphs.Div(graphs.Scalar(g, c.ClipNorm), graphs.Add(norm, graphs.Scalar(g, 1e-6)))
 			coef = graphs.Where(graphs.Less(coef, graphs.Scalar(g, 1)), coef, graphs.Scalar(g, 1))
-			for i := range grads {
-				grads[i] = graphs.Mul(grads[i], coef)
-			}
+			flatGrad = graphs.Mul(flatGrad, coef)
 		}
 		opt := newAdamW(g, c.Adam, lr, stepN)
+		m := g.Input(InputMomentM, graphs.Float, graphs.Shape{total})
+		v := g.Input(InputMomentV, graphs.Float, graphs.Shape{total})
+		p2, m2, v2 := opt.update(flatParam, flatGrad, m, v)
+		g.Output(Next(InputMomentM), m2)
+		g.Output(Next(InputMomentV), v2)
+		sizes := make([]int64, len(trainable))
 		for i, s := range trainable {
-			m := g.Input(MomentM(s.Name), graphs.Float, s.Shape)
-			v := g.Input(MomentV(s.Name), graphs.Float, s.Shape)
-			p2, m2, v2 := opt.update(params[i], grads[i], m, v)
-			g.Output(Next(s.Name), p2)
-			g.Output(Next(MomentM(s.Name)), m2)
-			g.Output(Next(MomentV(s.Name)), v2)
+			sizes[i] = int64(s.Size())
+		}
+		for i, piece := range graphs.Split(p2, 0, sizes) {
+			g.Output(Next(trainable[i].Name), graphs.Reshape(piece, trainable[i].Shape))
 		}
 		for _, u := range out.BN {
 			g.Output(Next(u.Mean.Name), ema(u.RunMean, u.BatchMean, u.Momentum))
@@ -136,19 +155,6 @@ func TrainStep(c Config) (*graphs.Graph, error) {
 // ema is PyTorch's running-statistics update: (1−m)·running + m·batch.
 func ema(running, batch *graphs.Value, m float32) *graphs.Value {
 	return graphs.Add(graphs.Mul(running, graphs.ScalarLike(running, 1-m)), graphs.Mul(batch, graphs.ScalarLike(batch, m)))
-}
-
-func globalNorm(grads []*graphs.Value) *graphs.Value {
-	var sum *graphs.Value
-	for _, d := range grads {
-		s := graphs.ReduceSum(graphs.Mul(d, d), false)
-		if sum == nil {
-			sum = s
-		} else {
-			sum = graphs.Add(sum, s)
-		}
-	}
-	return graphs.Sqrt(sum)
 }
 
 type adamW struct {

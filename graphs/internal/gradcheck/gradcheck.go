@@ -1,4 +1,9 @@
-package graphs_test
+// Package gradcheck checks gradient rules against central finite differences evaluated by
+// ONNX Runtime, and runs Debian's onnx.checker over models. It serves the tests of graphs and
+// its sub-packages.
+//
+// It may import graphs, runtime and the standard library.
+package gradcheck
 
 import (
 	"math"
@@ -13,19 +18,19 @@ import (
 	"github.com/cardseg-ort/cardseg-ort/runtime"
 )
 
-// in describes one input of a gradient check.
-type in struct {
-	shape graphs.Shape
-	gen   func(r *rand.Rand) float64 // element generator (default uniform [-2, 2])
-	diff  bool                       // check the gradient w.r.t. this input
+// In describes one input of a gradient check.
+type In struct {
+	Shape graphs.Shape
+	Gen   func(r *rand.Rand) float64 // element generator (default uniform [-2, 2])
+	Diff  bool                       // check the gradient w.r.t. this input
 }
 
-func uniform(lo, hi float64) func(*rand.Rand) float64 {
+func Uniform(lo, hi float64) func(*rand.Rand) float64 {
 	return func(r *rand.Rand) float64 { return lo + (hi-lo)*r.Float64() }
 }
 
 // awayFrom draws from [-a, a] but never within gap of any kink point.
-func awayFrom(a, gap float64, kinks ...float64) func(*rand.Rand) float64 {
+func AwayFrom(a, gap float64, kinks ...float64) func(*rand.Rand) float64 {
 	return func(r *rand.Rand) float64 {
 		for {
 			x := -a + 2*a*r.Float64()
@@ -42,11 +47,12 @@ func awayFrom(a, gap float64, kinks ...float64) func(*rand.Rand) float64 {
 	}
 }
 
-type gradCase struct {
-	name  string
-	dtype graphs.DType // Double where ORT's CPU kernels have it, else Float
-	ins   []in
-	f     func(xs []*graphs.Value) *graphs.Value
+// Case is one gradient check: the function of the inputs whose gradient is checked.
+type Case struct {
+	Name  string
+	DType graphs.DType // Double where ORT's CPU kernels have it, else Float
+	Ins   []In
+	F     func(xs []*graphs.Value) *graphs.Value
 }
 
 func newTensor(dt graphs.DType, shape graphs.Shape, data []float64) *runtime.Tensor {
@@ -88,31 +94,31 @@ func openSession(t testing.TB, g *graphs.Graph) *runtime.Session {
 
 // checkGrad compares Grad's result for L = Σ r ⊙ f(x) (r fixed random weights) with central
 // finite differences of L evaluated by ONNX Runtime on the forward graph.
-func checkGrad(t *testing.T, tc gradCase, modelDir string) {
+func Check(t *testing.T, tc Case, modelDir string) {
 	t.Helper()
 	if err := runtime.Init(); err != nil {
 		t.Fatal(err)
 	}
-	rng := rand.New(rand.NewPCG(1, uint64(len(tc.name))))
-	g := graphs.New("grad_" + strings.ReplaceAll(tc.name, " ", "_"))
+	rng := rand.New(rand.NewPCG(1, uint64(len(tc.Name))))
+	g := graphs.New("grad_" + strings.ReplaceAll(tc.Name, " ", "_"))
 	var xs, diffs []*graphs.Value
-	data := make([][]float64, len(tc.ins))
-	for i, spec := range tc.ins {
-		x := g.Input("x"+string(rune('0'+i)), tc.dtype, spec.shape)
+	data := make([][]float64, len(tc.Ins))
+	for i, spec := range tc.Ins {
+		x := g.Input("x"+string(rune('0'+i)), tc.DType, spec.Shape)
 		xs = append(xs, x)
-		gen := spec.gen
+		gen := spec.Gen
 		if gen == nil {
-			gen = uniform(-2, 2)
+			gen = Uniform(-2, 2)
 		}
-		data[i] = make([]float64, spec.shape.Size())
+		data[i] = make([]float64, spec.Shape.Size())
 		for k := range data[i] {
 			data[i][k] = gen(rng)
 		}
-		if spec.diff {
+		if spec.Diff {
 			diffs = append(diffs, x)
 		}
 	}
-	y := tc.f(xs)
+	y := tc.F(xs)
 	wdata := make([]float32, y.Size())
 	for k := range wdata {
 		wdata[k] = float32(rng.Float64()*2 - 1)
@@ -130,12 +136,12 @@ func checkGrad(t *testing.T, tc gradCase, modelDir string) {
 	for i, d := range grads {
 		g.Output("grad_"+diffs[i].Name(), d)
 	}
-	saveModel(t, g, modelDir)
+	SaveModel(t, g, modelDir)
 	s := openSession(t, g)
 	feeds := func() map[string]*runtime.Tensor {
 		m := map[string]*runtime.Tensor{}
 		for i, x := range xs {
-			m[x.Name()] = newTensor(tc.dtype, tc.ins[i].shape, data[i])
+			m[x.Name()] = newTensor(tc.DType, tc.Ins[i].Shape, data[i])
 		}
 		return m
 	}
@@ -151,11 +157,11 @@ func checkGrad(t *testing.T, tc gradCase, modelDir string) {
 		return toF64(o["loss"])[0]
 	}
 	eps, rtol, atol := 1e-6, 1e-6, 1e-7
-	if tc.dtype == graphs.Float {
+	if tc.DType == graphs.Float {
 		eps, rtol, atol = 1e-2, 2e-2, 2e-3
 	}
-	for i, spec := range tc.ins {
-		if !spec.diff {
+	for i, spec := range tc.Ins {
+		if !spec.Diff {
 			continue
 		}
 		analytic := toF64(out["grad_"+xs[i].Name()])
@@ -183,7 +189,7 @@ func checkGrad(t *testing.T, tc gradCase, modelDir string) {
 }
 
 // saveModel writes the graph's model into dir for a later batched onnx.checker run.
-func saveModel(t testing.TB, g *graphs.Graph, dir string) {
+func SaveModel(t testing.TB, g *graphs.Graph, dir string) {
 	t.Helper()
 	b, err := g.Marshal()
 	if err != nil {
@@ -196,7 +202,7 @@ func saveModel(t testing.TB, g *graphs.Graph, dir string) {
 
 // checkModels runs Debian's onnx.checker (full check, with shape inference) on every model in
 // dir in one Python process; it skips when python3-onnx is not installed.
-func checkModels(t *testing.T, dir string) {
+func CheckModels(t *testing.T, dir string) {
 	t.Helper()
 	const py = "/usr/bin/python3"
 	if exec.Command(py, "-c", "import onnx").Run() != nil {
