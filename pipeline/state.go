@@ -14,7 +14,7 @@ type State struct {
 	Arch    model.Arch
 	Weights *model.Weights
 	M, V    []float32 // AdamW moments, flat in Arch.Params() order of trainable tensors
-	Step    int64                // optimizer steps taken
+	Step    int64     // optimizer steps taken
 }
 
 // NewState starts training from weights with zero moments.
