@@ -44,6 +44,7 @@ type CLI struct {
 	Version VersionCmd `cmd:"" help:"Print the cardseg-ort and ONNX Runtime versions."`
 	Doctor  DoctorCmd  `cmd:"" help:"Check ONNX Runtime, execution providers, CUDA libraries and GPUs."`
 	Setup   SetupCmd   `cmd:"" help:"Fetch ONNX Runtime from the npm registry into the local cache."`
+	Graphs  GraphsCmd  `cmd:"" help:"Build the ONNX graphs; check gradients against another framework."`
 }
 
 // exitError carries a specific exit code up to main.
