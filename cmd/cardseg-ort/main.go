@@ -45,6 +45,7 @@ type CLI struct {
 	Doctor  DoctorCmd  `cmd:"" help:"Check ONNX Runtime, execution providers, CUDA libraries and GPUs."`
 	Setup   SetupCmd   `cmd:"" help:"Fetch ONNX Runtime from the npm registry into the local cache."`
 	Graphs  GraphsCmd  `cmd:"" help:"Build the ONNX graphs; check gradients against another framework."`
+	Eval    EvalCmd    `cmd:"" help:"Score a segmentation model on a dataset split: metrics, confusion matrix, failures, plots, report.html."`
 }
 
 // exitError carries a specific exit code up to main.
