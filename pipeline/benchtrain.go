@@ -1,0 +1,132 @@
+package pipeline
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cardseg-ort/cardseg-ort/graphs/model"
+	"github.com/cardseg-ort/cardseg-ort/graphs/step"
+	"github.com/cardseg-ort/cardseg-ort/runtime"
+)
+
+// BenchTrainResult is one `bench train` measurement.
+type BenchTrainResult struct {
+	Device       string    `json:"device"`
+	ORT          string    `json:"ort_version"`
+	Batch        int       `json:"batch"`
+	Height       int       `json:"height"`
+	Width        int       `json:"width"`
+	Threads      int       `json:"threads"`
+	Steps        int       `json:"steps"`
+	BuildMS      float64   `json:"build_ms"`   // graph generation
+	SessionMS    float64   `json:"session_ms"` // ORT session creation
+	StepMSMedian float64   `json:"step_ms_median"`
+	StepMSMin    float64   `json:"step_ms_min"`
+	StepMS       []float64 `json:"step_ms"`
+	ImgPerS      float64   `json:"img_per_s"`
+	PeakRSSMB    float64   `json:"peak_rss_mb"`
+	FinalLoss    float32   `json:"final_loss"`
+}
+
+// BenchTrain times the CPU/GPU train step on random data (after warm-up steps that are not
+// counted): the median step time, throughput and the process's peak resident memory.
+func BenchTrain(cfg step.Config, opts runtime.SessionOptions, warmup, steps int, seed uint64) (BenchTrainResult, error) {
+	res := BenchTrainResult{Batch: cfg.Batch, Height: cfg.Height, Width: cfg.Width, Threads: opts.IntraOpThreads, Steps: steps}
+	if steps < 1 {
+		return res, fmt.Errorf("bench train: need at least one step")
+	}
+	t0 := time.Now()
+	g, err := step.TrainStep(cfg)
+	if err != nil {
+		return res, err
+	}
+	b, err := g.Marshal()
+	if err != nil {
+		return res, err
+	}
+	res.BuildMS = ms(time.Since(t0))
+	t0 = time.Now()
+	sess, err := runtime.NewSession("train_step", b, opts)
+	if err != nil {
+		return res, err
+	}
+	ts := &TrainSession{cfg: cfg, sess: sess, specs: cfg.Arch.Params()}
+	defer ts.Close()
+	res.SessionMS = ms(time.Since(t0))
+	res.Device = string(sess.Provider())
+	res.ORT = runtime.Version()
+	st, err := NewState(cfg.Arch, model.Init(cfg.Arch, seed))
+	if err != nil {
+		return res, err
+	}
+	img, tgt := randomBatch(cfg, seed)
+	for i := 0; i < warmup+steps; i++ {
+		t := time.Now()
+		r, err := ts.Step(st, img, tgt, 1e-3)
+		if err != nil {
+			return res, err
+		}
+		if i >= warmup {
+			res.StepMS = append(res.StepMS, ms(time.Since(t)))
+		}
+		res.FinalLoss = r.Loss
+	}
+	sorted := append([]float64(nil), res.StepMS...)
+	sort.Float64s(sorted)
+	res.StepMSMin = sorted[0]
+	if n := len(sorted); n%2 == 1 {
+		res.StepMSMedian = sorted[n/2]
+	} else {
+		res.StepMSMedian = (sorted[n/2-1] + sorted[n/2]) / 2
+	}
+	res.ImgPerS = float64(cfg.Batch) / (res.StepMSMedian / 1000)
+	res.PeakRSSMB = PeakRSSMB()
+	return res, nil
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// randomBatch is a normalised noise image with rectangular "cards" in the target.
+func randomBatch(cfg step.Config, seed uint64) ([]float32, []int64) {
+	r := rand.New(rand.NewPCG(seed, 11))
+	n, h, w := cfg.Batch, cfg.Height, cfg.Width
+	img := make([]float32, n*3*h*w)
+	for i := range img {
+		img[i] = float32(r.NormFloat64())
+	}
+	tgt := make([]int64, n*h*w)
+	for b := 0; b < n; b++ {
+		y0, x0 := r.IntN(h/2), r.IntN(w/2)
+		for y := y0; y < y0+h/3; y++ {
+			for x := x0; x < x0+w/3; x++ {
+				tgt[(b*h+y)*w+x] = 1
+			}
+		}
+	}
+	return img, tgt
+}
+
+// PeakRSSMB is the process's peak resident set size (VmHWM) in MiB, or 0 where /proc is absent.
+func PeakRSSMB() float64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			f := strings.Fields(rest)
+			if len(f) >= 1 {
+				kb, err := strconv.ParseFloat(f[0], 64)
+				if err == nil {
+					return kb / 1024
+				}
+			}
+		}
+	}
+	return 0
+}
