@@ -50,6 +50,7 @@ type Checkpoint struct {
 // or the new one, never a partial file; on error (disk full, say) the previous file is intact.
 func SaveCheckpoint(path string, cfg TrainConfig, st *State, p Progress) error {
 	p.Config = cfg
+	p.Step = st.Step
 	p.BatchesTracked = st.Weights.BatchesTracked
 	g, err := step.Checkpoint(cfg.StepConfig(), st.Weights)
 	if err != nil {
