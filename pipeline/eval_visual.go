@@ -66,7 +66,7 @@ func newVisuals(opts EvalOptions) (*visuals, error) {
 			asked = append(asked, "--find-failures")
 		}
 		if len(asked) > 0 {
-			return nil, fmt.Errorf("eval: %s write(s) pictures; give an output folder (--out)", strings.Join(asked, ", "))
+			return nil, fmt.Errorf("eval: %s draw pictures into an output folder; give one with --out", strings.Join(asked, " and "))
 		}
 		return v, nil
 	}
