@@ -125,7 +125,7 @@ func (s *scene) bead() {
 			sd: func(u, v float64) float64 { return math.Hypot(u, v) - r },
 			color: func(u, v float64) rgb {
 				d := math.Hypot(u+r*0.35, v+r*0.35) / r
-				return col.scale(float32(0.6 + 0.6*(1-math.Hypot(u, v)/r))).mix(rgb{1, 1, 1}, float32(0.8*math.Exp(-d*d*12)))
+				return col.scale(float32(0.6+0.6*(1-math.Hypot(u, v)/r))).mix(rgb{1, 1, 1}, float32(0.8*math.Exp(-d*d*12)))
 			}}
 		s.object(sh, s.onTable(x, y, 0, s.mmPx), s.mmPx*r*0.4, 0.4, 1, clearLabel)
 	}

@@ -67,7 +67,6 @@ func perlinField(seed int64, w, h int, step, wavelength float64, octaves int) *f
 	return f
 }
 
-
 // at interpolates the field at pixel coordinates (x, y), clamped to its area.
 func (f *field) at(x, y float64) float32 {
 	gx, gy := x/f.step, y/f.step
