@@ -17,6 +17,14 @@ setup *FLAGS:
 build:
     go build -o {{bin}} ./cmd/cardseg-ort
 
+# Train (default: built-in synthetic dataset; CPU preset, or GPU when a CUDA GPU is usable). Extra flags pass through, e.g. just train --data DIR.
+train *ARGS: setup build
+    {{bin}} train {{ARGS}}
+
+# Evaluate a model on a dataset split (just eval MODEL --data DIR ...).
+eval *ARGS: setup build
+    {{bin}} eval {{ARGS}}
+
 # Run every test (sets up ONNX Runtime first).
 test *FLAGS: setup
     go test -count=1 {{FLAGS}} ./...
@@ -32,6 +40,10 @@ lint:
 # Run the benchmarks (go test -bench); results as JSON lines in bench.json.
 bench PATTERN=".": setup
     go test -run '^$' -bench '{{PATTERN}}' -benchmem -json ./... | tee bench.json | go run ./tools/benchfmt
+
+# Time the CPU training step against PyTorch in one command (issue 3's measurement); JSON line.
+bench-train *ARGS: setup build
+    {{bin}} bench train --batch 8 --height 240 --width 320 --threads 2 --steps 10 --warmup 2 --compare-torch --json {{ARGS}}
 
 # Regenerate generated code (ONNX protobuf types from Debian's onnx.proto).
 gen:

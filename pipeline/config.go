@@ -87,18 +87,18 @@ var Presets = []string{"cpu", "gpu", "smoke"}
 
 // ApplyPreset sets what a preset decides on top of the defaults.
 //   - gpu: the seed's 480×640, batch 8, 100 epochs.
-//   - cpu: 160×224 and 30 epochs of a 640-image synthetic set, one cosine cycle: a 2-core
-//     machine finishes `just train` within the hour.
+//   - cpu: 144×192 (the 3:4 frame at 0.3×) and 30 epochs of an 800-image synthetic set, one
+//     cosine cycle: a 2-core machine finishes `just train` within the hour.
 //   - smoke: a couple of minutes: 64×96, tiny synthetic data, 2 epochs.
 func (c *TrainConfig) ApplyPreset(name string) error {
 	switch name {
 	case "gpu":
 		c.Height, c.Width, c.Batch, c.Epochs = 480, 640, 8, 100
 	case "cpu":
-		c.Height, c.Width, c.Batch, c.Epochs = 160, 224, 8, 30
+		c.Height, c.Width, c.Batch, c.Epochs = 144, 192, 8, 30
 		c.CosineT0, c.CosineTMult, c.WarmupEpochs = 29, 1, 1 // one cycle after the warm-up
 		c.Patience = 10
-		c.SynthTrain, c.SynthTest = 640, 128
+		c.SynthTrain, c.SynthTest = 800, 160
 		c.BNRecalibBatches = 12
 		c.CheckpointEvery = 5
 	case "smoke":

@@ -44,7 +44,7 @@ const (
 	MetaOutput        = "cardseg.output"        // name of the segmentation output
 	MetaInputSize     = "cardseg.input_size"    // JSON [H, W]
 	MetaNormalization = "cardseg.normalization" // JSON {"scale", "mean", "std"}
-	MetaOutputLayout  = "cardseg.output_layout" // free text; "probabilit" in it means probabilities
+	MetaOutputLayout  = "cardseg.output_layout" // free text naming logits or probabilities
 )
 
 // Normalization maps 8-bit RGB to the model's input: (v·Scale − Mean[c]) / Std[c].
@@ -134,7 +134,7 @@ func OpenSegModel(path string, opts ModelOptions) (*SegModel, error) {
 	}
 	sess, err := runtime.NewSessionFromFile(path, opts.Session)
 	if err != nil {
-		return nil, fmt.Errorf("load model %s: %w", path, err)
+		return nil, fmt.Errorf("load model: %w", err) // runtime names the file
 	}
 	m := &SegModel{Path: path, sess: sess, Kind: kind}
 	if err := m.inspect(opts); err != nil {
@@ -353,10 +353,13 @@ func (m *SegModel) outputKind() error {
 			m.Kind = OutputLabels
 			return m.outputKind()
 		}
-		if strings.Contains(strings.ToLower(m.Metadata[MetaOutputLayout]), "probabilit") {
-			m.Kind = OutputProbabilities
-		} else if strings.Contains(strings.ToLower(m.Metadata[MetaOutputLayout]), "logit") {
+		// cardseg-ort writes "NCHW float32 logits (softmax over axis 1 gives class
+		// probabilities)": logits are named first.
+		switch layout := strings.ToLower(m.Metadata[MetaOutputLayout]); {
+		case strings.Contains(layout, "logit"):
 			m.Kind = OutputLogits
+		case strings.Contains(layout, "probabilit"):
+			m.Kind = OutputProbabilities
 		}
 	}
 	return nil

@@ -78,7 +78,7 @@ func WriteReport(res *EvalResult, opts EvalOptions) error {
 	if err != nil {
 		return fmt.Errorf("eval: encode %s: %w", MetricsFile, err)
 	}
-	if err := writeFileAtomic(filepath.Join(out, MetricsFile), append(b, '\n')); err != nil {
+	if err := WriteFileAtomic(filepath.Join(out, MetricsFile), append(b, '\n')); err != nil {
 		return err
 	}
 
@@ -125,34 +125,10 @@ func WriteReport(res *EvalResult, opts EvalOptions) error {
 	if err := reportTmpl.Execute(&html, d); err != nil {
 		return fmt.Errorf("eval: render %s: %w", ReportFile, err)
 	}
-	return writeFileAtomic(res.Report, []byte(html.String()))
+	return WriteFileAtomic(res.Report, []byte(html.String()))
 }
 
 func rgb3(c interface{ RGBA() (r, g, b, a uint32) }) [3]uint8 {
 	r, g, b, _ := c.RGBA()
 	return [3]uint8{uint8(r >> 8), uint8(g >> 8), uint8(b >> 8)}
-}
-
-// writeFileAtomic writes data to path through a temporary file in the same folder, so a
-// reader never sees half a report.
-func writeFileAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return fmt.Errorf("eval: %w", err)
-	}
-	_, err = tmp.Write(data)
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(tmp.Name(), 0o644)
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err != nil {
-		os.Remove(tmp.Name())
-		return fmt.Errorf("eval: write %s: %w", path, err)
-	}
-	return nil
 }

@@ -45,6 +45,8 @@ type CLI struct {
 	Doctor  DoctorCmd  `cmd:"" help:"Check ONNX Runtime, execution providers, CUDA libraries and GPUs."`
 	Setup   SetupCmd   `cmd:"" help:"Fetch ONNX Runtime from the npm registry into the local cache."`
 	Graphs  GraphsCmd  `cmd:"" help:"Build the ONNX graphs; check gradients against another framework."`
+	Train   TrainCmd   `cmd:"" help:"Train the network (default: the built-in synthetic dataset, CPU or GPU preset)."`
+	Bench   BenchCmd   `cmd:"" help:"Benchmarks."`
 	Eval    EvalCmd    `cmd:"" help:"Score a segmentation model on a dataset split: metrics, confusion matrix, failures, plots, report.html."`
 }
 

@@ -1,0 +1,161 @@
+package main
+
+import (
+	"fmt"
+	"image"
+	"image/color"
+	"image/png"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cardseg-ort/cardseg-ort/pipeline"
+	"github.com/cardseg-ort/cardseg-ort/runtime"
+)
+
+func writeTinyDataset(t *testing.T, dir string, n map[string]int, h, w int) {
+	t.Helper()
+	r := rand.New(rand.NewPCG(9, 9))
+	for split, count := range n {
+		for _, sub := range []string{"image", "mask"} {
+			os.MkdirAll(filepath.Join(dir, split, sub), 0o755)
+		}
+		for i := 0; i < count; i++ {
+			img := image.NewRGBA(image.Rect(0, 0, w, h))
+			mask := image.NewGray(image.Rect(0, 0, w, h))
+			y0, x0 := r.IntN(h/2), r.IntN(w/2)
+			for y := 0; y < h; y++ {
+				for x := 0; x < w; x++ {
+					c := color.RGBA{uint8(r.IntN(90)), 40, 30, 255}
+					if y >= y0 && y < y0+h/3 && x >= x0 && x < x0+w/3 {
+						c = color.RGBA{230, 220, 200, 255}
+						mask.SetGray(x, y, color.Gray{255})
+					}
+					img.SetRGBA(x, y, c)
+				}
+			}
+			name := fmt.Sprintf("%d.png", i)
+			for sub, im := range map[string]image.Image{"image": img, "mask": mask} {
+				f, _ := os.Create(filepath.Join(dir, split, sub, name))
+				png.Encode(f, im)
+				f.Close()
+			}
+		}
+	}
+}
+
+func trainArgs(data, out string) []string {
+	return []string{"--log-format", "json", "train", "--data", data, "--out", out, "--preset", "smoke", "--device", "cpu",
+		"--threads", "1", "--batch", "2", "--epochs", "40", "--max-steps-per-epoch", "1", "--bn-recalib", "1", "--checkpoint-every", "0"}
+}
+
+// TestTrainKilledAtAnyInstant kills `cardseg-ort train` with SIGKILL at random instants (while
+// it trains, validates and writes checkpoints) and checks every time that the last checkpoint
+// loads, then resumes from it.
+func TestTrainKilledAtAnyInstant(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts and kills several training processes")
+	}
+	data, run := t.TempDir(), t.TempDir()
+	writeTinyDataset(t, data, map[string]int{"train": 4, "test": 2}, 64, 96)
+	bin := cliBinary(t)
+	last := filepath.Join(run, "checkpoints", "last.onnx")
+	r := rand.New(rand.NewPCG(5, 5))
+	var prevStep int64 = -1
+	for round := 0; round < 4; round++ {
+		args := trainArgs(data, run)
+		if round > 0 {
+			args = []string{"--log-format", "json", "train", "--resume", last, "--out", run}
+		}
+		cmd := exec.Command(bin, args...)
+		var logs strings.Builder
+		cmd.Stderr, cmd.Stdout = &logs, &logs
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		// Wait for a checkpoint newer than the last round's, then kill at a random instant.
+		deadline := time.Now().Add(90 * time.Second)
+		for {
+			if ck, err := pipeline.LoadCheckpoint(last); err == nil && ck.Progress.Step > prevStep {
+				break
+			}
+			if time.Now().After(deadline) {
+				cmd.Process.Kill()
+				cmd.Wait()
+				t.Fatalf("round %d: no new checkpoint in time:\n%s", round, logs.String())
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		time.Sleep(time.Duration(r.IntN(1500)) * time.Millisecond)
+		cmd.Process.Signal(syscall.SIGKILL)
+		cmd.Wait()
+		ck, err := pipeline.LoadCheckpoint(last)
+		if err != nil {
+			t.Fatalf("round %d: checkpoint after SIGKILL does not load: %v\n%s", round, err, logs.String())
+		}
+		if ck.Progress.Step <= prevStep {
+			t.Fatalf("round %d: step went from %d to %d", round, prevStep, ck.Progress.Step)
+		}
+		prevStep = ck.Progress.Step
+		s, err := runtime.NewSessionFromFile(last, runtime.SessionOptions{Provider: runtime.ProviderCPU})
+		if err != nil {
+			t.Fatalf("round %d: ORT cannot open the checkpoint: %v", round, err)
+		}
+		s.Close()
+	}
+}
+
+// TestTrainInterruptSavesAndExits130 sends SIGINT: the run finishes its step, saves, exits 130.
+func TestTrainInterruptSavesAndExits130(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a training process")
+	}
+	data, run := t.TempDir(), t.TempDir()
+	writeTinyDataset(t, data, map[string]int{"train": 4, "test": 2}, 64, 96)
+	cmd := exec.Command(cliBinary(t), trainArgs(data, run)...)
+	var logs strings.Builder
+	cmd.Stderr, cmd.Stdout = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	last := filepath.Join(run, "checkpoints", "last.onnx")
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		if _, err := os.Stat(last); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			t.Fatalf("no checkpoint:\n%s", logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	cmd.Process.Signal(os.Interrupt)
+	err := cmd.Wait()
+	ee, ok := err.(*exec.ExitError)
+	if !ok || ee.ExitCode() != 130 {
+		t.Fatalf("exit %v, want 130:\n%s", err, logs.String())
+	}
+	if !strings.Contains(logs.String(), "--resume") {
+		t.Errorf("no resume hint:\n%s", logs.String())
+	}
+	if _, err := pipeline.LoadCheckpoint(last); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestTrainRefusesBrokenDataset(t *testing.T) {
+	data, run := t.TempDir(), t.TempDir()
+	writeTinyDataset(t, data, map[string]int{"train": 4, "test": 2}, 64, 96)
+	os.WriteFile(filepath.Join(data, "train", "image", "broken.png"), []byte("\x89PNG\r\n\x1a\nnope"), 0o644)
+	os.WriteFile(filepath.Join(data, "train", "mask", "broken.png"), []byte("\x89PNG\r\n\x1a\nnope"), 0o644)
+	out, code := runCLI(t, nil, trainArgs(data, run)...)
+	if code == 0 || !strings.Contains(out, "broken.png") || !strings.Contains(out, "--skip-bad") {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+}
