@@ -63,7 +63,7 @@ func (s *scene) coin() {
 	hx, hy := between(rng, -0.5, 0.5), between(rng, -0.5, 0.5)
 	sh := shape{x0: -r, y0: -r, x1: r, y1: r,
 		sd: func(u, v float64) float64 { return math.Hypot(u, v) - r },
-		color: func(u, v float64) rgb {
+		color: func(u, v, _ float64) rgb {
 			d := math.Hypot(u, v) / r
 			c := metal.scale(float32(0.75 + 0.35*(1-d)))
 			if d > 0.84 && d < 0.92 {
@@ -99,11 +99,11 @@ func (s *scene) die() {
 		sd: func(u, v float64) float64 {
 			return sdRoundRect(u, v, -a/2, -a/2, a/2+a*0.25, a/2+a*0.25, a*0.2)
 		},
-		color: solid(body.scale(0.6))}
+		color: flat(body.scale(0.6))}
 	s.object(side, h, s.mmPx*a*0.6, 0.45, 1, clearLabel)
 	top := shape{x0: -a / 2, y0: -a / 2, x1: a / 2, y1: a / 2,
 		sd: func(u, v float64) float64 { return sdRoundRect(u, v, -a/2, -a/2, a/2, a/2, a*0.18) },
-		color: func(u, v float64) rgb {
+		color: func(u, v, _ float64) rgb {
 			for _, p := range pips {
 				if math.Hypot(u-p[0]*a*0.27, v-p[1]*a*0.27) < a*0.09 {
 					return pip
@@ -123,7 +123,7 @@ func (s *scene) bead() {
 		col := hsv(between(rng, 0, 360), between(rng, 0.4, 0.9), between(rng, 0.3, 0.8))
 		sh := shape{x0: -r, y0: -r, x1: r, y1: r,
 			sd: func(u, v float64) float64 { return math.Hypot(u, v) - r },
-			color: func(u, v float64) rgb {
+			color: func(u, v, _ float64) rgb {
 				d := math.Hypot(u+r*0.35, v+r*0.35) / r
 				return col.scale(float32(0.6+0.6*(1-math.Hypot(u, v)/r))).mix(rgb{1, 1, 1}, float32(0.8*math.Exp(-d*d*12)))
 			}}
@@ -140,7 +140,7 @@ func (s *scene) pen() {
 	capCol := jitter(rng, body.scale(0.6), 0.2)
 	sh := shape{x0: -l / 2, y0: -r, x1: l / 2, y1: r,
 		sd: func(u, v float64) float64 { return sdCapsule(u, v, -l/2+r, 0, l/2-r, 0, r) },
-		color: func(u, v float64) rgb {
+		color: func(u, v, _ float64) rgb {
 			c := body
 			if u > l*0.22 {
 				c = capCol
@@ -221,11 +221,11 @@ func (s *scene) hand() {
 	blotch := newLattice(rng)
 	sh := shape{x0: -armLen - palmW, y0: -palmW * 1.6, x1: pl * 2.2, y1: palmW * 1.6,
 		sd: sd,
-		color: func(u, v float64) rgb {
+		color: func(u, v, d float64) rgb {
 			if sleeveOn && u < -pl*0.9 {
 				return cloth.scale(float32(0.85 + 0.15*math.Sin(v/palmW*6)))
 			}
-			depth := clamp01(float32(-sd(u, v) / (fingerR * 1.5)))
+			depth := clamp01(float32(-d / (fingerR * 1.5)))
 			c := skin.scale(0.72 + 0.33*depth).scale(0.97 + 0.06*hash01(int(u), int(v), seed))
 			// Knuckle creases across the fingers, and a little blotchiness.
 			if u > pl*0.45 && math.Abs(math.Sin((u-pl*0.4)/(palmW*0.28)*math.Pi)) < 0.08 {
@@ -276,7 +276,7 @@ func (s *scene) paper() {
 	}
 	sh := shape{x0: -pw / 2, y0: -ph / 2, x1: pw / 2, y1: ph / 2,
 		sd:    func(u, v float64) float64 { return sdRoundRect(u, v, -pw/2, -ph/2, pw/2, ph/2, 0.3) },
-		color: func(u, v float64) rgb { return tex.sample((u+pw/2)*k, (v+ph/2)*k) }}
+		color: func(u, v, _ float64) rgb { return tex.sample((u+pw/2)*k, (v+ph/2)*k) }}
 	s.object(sh, s.onTable(x, y, between(rng, -math.Pi, math.Pi), s.mmPx), s.mmPx*0.3, 0.3, 1, clearLabel)
 }
 
@@ -288,7 +288,7 @@ func (s *scene) emptySleeve() {
 	col := hsv(between(rng, 0, 360), between(rng, 0, 0.8), between(rng, 0.05, 0.8))
 	shp := shape{x0: -sw / 2, y0: -sh / 2, x1: sw / 2, y1: sh / 2,
 		sd: func(u, v float64) float64 { return sdRoundRect(u, v, -sw/2, -sh/2, sw/2, sh/2, 2) },
-		color: func(u, v float64) rgb {
+		color: func(u, v, _ float64) rgb {
 			return col.mix(rgb{1, 1, 1}, float32(0.3*math.Exp(-math.Pow((u+v)/15, 2))))
 		}}
 	s.object(shp, s.onTable(x, y, between(rng, -math.Pi, math.Pi), s.mmPx), s.mmPx*0.3, 0.25, float32(between(rng, 0.6, 0.9)), clearLabel)
@@ -303,7 +303,7 @@ func (s *scene) deckBox() {
 	lbl := col.mix(rgb{1, 1, 1}, 0.6)
 	shp := shape{x0: -bw / 2, y0: -bh / 2, x1: bw / 2, y1: bh / 2,
 		sd: func(u, v float64) float64 { return sdRoundRect(u, v, -bw/2, -bh/2, bw/2, bh/2, 3) },
-		color: func(u, v float64) rgb {
+		color: func(u, v, _ float64) rgb {
 			if math.Abs(u) < bw*0.3 && math.Abs(v+bh*0.25) < bh*0.08 {
 				return lbl
 			}
@@ -322,7 +322,7 @@ func (s *scene) phone() {
 	on := rng.Float64() < 0.6
 	shp := shape{x0: -pw / 2, y0: -ph / 2, x1: pw / 2, y1: ph / 2,
 		sd: func(u, v float64) float64 { return sdRoundRect(u, v, -pw/2, -ph/2, pw/2, ph/2, 8) },
-		color: func(u, v float64) rgb {
+		color: func(u, v, _ float64) rgb {
 			if math.Abs(u) > pw/2-3 || math.Abs(v) > ph/2-3 {
 				return rgb{0.05, 0.05, 0.06}
 			}
@@ -343,7 +343,7 @@ func (s *scene) wrapper() {
 	a, b := hsv(between(rng, 0, 360), 0.7, 0.7), hsv(between(rng, 0, 360), 0.6, 0.3)
 	shp := shape{x0: -ww / 2, y0: -wh / 2, x1: ww / 2, y1: wh / 2,
 		sd: func(u, v float64) float64 { return sdRoundRect(u, v, -ww/2, -wh/2, ww/2, wh/2, 1) },
-		color: func(u, v float64) rgb {
+		color: func(u, v, _ float64) rgb {
 			if math.Abs(v) > wh/2-6 {
 				return rgb{0.75, 0.75, 0.78}.scale(float32(0.8 + 0.2*math.Sin(u*2)))
 			}

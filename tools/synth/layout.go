@@ -105,7 +105,7 @@ func (s *scene) card(x, y, ang, size float64) {
 		sd: func(u, v float64) float64 {
 			return sdRoundRect(u, v, -cardW/2, -cardH/2, cardW/2, cardH/2, cardRadius)
 		},
-		color: func(u, v float64) rgb {
+		color: func(u, v, _ float64) rgb {
 			c := tex.sample((u+cardW/2)*texPerMM, (v+cardH/2)*texPerMM).scale(shade)
 			// The cut edge shows the card stock's light core, which outlines dark borders.
 			if d := sdRoundRect(u, v, -cardW/2, -cardH/2, cardW/2, cardH/2, cardRadius); d > -0.3 {
@@ -147,11 +147,11 @@ func (s *scene) sleeve(h augment.Homography) {
 			inner := sdRoundRect(u, v, -cardW/2, -cardH/2, cardW/2, cardH/2, cardRadius)
 			return max(outer, -inner)
 		},
-		color: solid(col)}
+		color: flat(col)}
 	gloss := float32(between(rng, 0.05, 0.2))
 	film := shape{x0: x0, y0: y0, x1: x1, y1: y1,
 		sd: func(u, v float64) float64 { return sdRoundRect(u, v, x0, y0, x1, y1, cardRadius+m*0.5) },
-		color: func(u, v float64) rgb {
+		color: func(u, v, _ float64) rgb {
 			t := float32(0.5 + 0.5*math.Sin((u+v)*0.05))
 			return rgb{1, 1, 1}.scale(0.7 + 0.3*t)
 		}}

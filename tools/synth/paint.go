@@ -63,6 +63,9 @@ func (c *canvas) paint(x0, y0, x1, y1 float64, sd func(x, y float64) float64, co
 
 func solid(v rgb) func(x, y float64) rgb { return func(float64, float64) rgb { return v } }
 
+// flat is a shape colour that ignores position.
+func flat(v rgb) func(x, y, sd float64) rgb { return func(float64, float64, float64) rgb { return v } }
+
 // rect paints a rounded rectangle in one colour.
 func (c *canvas) rect(x0, y0, x1, y1, r float64, v rgb, alpha float32) {
 	c.paint(x0, y0, x1, y1, func(x, y float64) float64 { return sdRoundRect(x, y, x0, y0, x1, y1, r) }, solid(v), alpha)

@@ -76,11 +76,11 @@ func (c *canvas) sample(x, y float64) rgb {
 }
 
 // shape is an object in its own coordinates: a signed distance (negative inside, in local
-// units) and a colour, both defined over bounds.
+// units) and a colour, both defined over bounds. color also gets the distance, for shading.
 type shape struct {
 	x0, y0, x1, y1 float64 // local bounds
 	sd             func(x, y float64) float64
-	color          func(x, y float64) rgb
+	color          func(x, y, sd float64) rgb
 }
 
 // labelMode says what drawing a shape does to the labels of the pixels it covers.
@@ -153,7 +153,7 @@ func (c *canvas) draw(p projected, alpha float32, mode labelMode) {
 			if cov <= 0 {
 				continue
 			}
-			c.blend(x, y, p.s.color(lx, ly), cov*alpha)
+			c.blend(x, y, p.s.color(lx, ly, sd), cov*alpha)
 			if sd < 0 && c.label != nil {
 				switch mode {
 				case setCard:
@@ -213,38 +213,72 @@ func (c *canvas) shadow(p projected, dx, dy, radius, strength float64, scratch *
 }
 
 // boxBlur blurs a w×h float buffer in place with a (2r+1)-wide box, horizontally then
-// vertically, edges clamped; two passes approximate a Gaussian.
+// vertically, edges clamped; repeated passes approach a Gaussian. Running sums make the cost
+// independent of r.
 func boxBlur(buf []float32, w, h, r int) {
+	inv := 1 / float32(2*r+1)
 	line := make([]float32, max(w, h))
-	run := func(get func(i int) float32, set func(i int, v float32), n int) {
+	for y := 0; y < h; y++ {
+		row := buf[y*w : (y+1)*w]
 		var sum float32
 		for i := -r; i <= r; i++ {
-			sum += get(min(max(i, 0), n-1))
+			sum += row[min(max(i, 0), w-1)]
 		}
-		inv := 1 / float32(2*r+1)
-		for i := 0; i < n; i++ {
-			line[i] = sum * inv
-			sum += get(min(i+r+1, n-1)) - get(max(i-r, 0))
+		for x := 0; x < w; x++ {
+			line[x] = sum * inv
+			sum += row[min(x+r+1, w-1)] - row[max(x-r, 0)]
 		}
-		for i := 0; i < n; i++ {
-			set(i, line[i])
+		copy(row, line[:w])
+	}
+	// Columns, a whole row at a time: sums[x] runs down column x.
+	sums := make([]float32, w)
+	out := make([]float32, w*h)
+	for i := -r; i <= r; i++ {
+		row := buf[min(max(i, 0), h-1)*w:][:w]
+		for x, v := range row {
+			sums[x] += v
 		}
 	}
 	for y := 0; y < h; y++ {
-		row := buf[y*w : (y+1)*w]
-		run(func(i int) float32 { return row[i] }, func(i int, v float32) { row[i] = v }, w)
+		o := out[y*w : (y+1)*w]
+		add, sub := buf[min(y+r+1, h-1)*w:][:w], buf[max(y-r, 0)*w:][:w]
+		for x := range o {
+			o[x] = sums[x] * inv
+			sums[x] += add[x] - sub[x]
+		}
 	}
-	for x := 0; x < w; x++ {
-		run(func(i int) float32 { return buf[i*w+x] }, func(i int, v float32) { buf[i*w+x] = v }, h)
-	}
+	copy(buf, out)
 }
 
-// gaussian blurs the canvas with a Gaussian of standard deviation sigma pixels (separable,
-// edges clamped): a lens slightly out of focus.
+// gaussian blurs the canvas with a Gaussian of standard deviation sigma pixels, edges
+// clamped: a lens slightly out of focus. Small blurs use the exact separable kernel; large ones
+// three box blurs of matching variance, whose cost does not grow with sigma.
 func (c *canvas) gaussian(sigma float64) {
 	if sigma < 0.2 {
 		return
 	}
+	plane := make([]float32, c.w*c.h)
+	tmp := make([]float32, max(c.w, c.h))
+	for ch := 0; ch < 3; ch++ {
+		for i := range plane {
+			plane[i] = c.pix[3*i+ch]
+		}
+		if sigma < 1.5 {
+			convolve(plane, c.w, c.h, gaussKernel(sigma), tmp)
+		} else {
+			// n box passes of width 2r+1 have variance n·((2r+1)²−1)/12.
+			r := max(1, int(math.Round((math.Sqrt(4*sigma*sigma+1)-1)/2)))
+			for range 3 {
+				boxBlur(plane, c.w, c.h, r)
+			}
+		}
+		for i, v := range plane {
+			c.pix[3*i+ch] = v
+		}
+	}
+}
+
+func gaussKernel(sigma float64) []float32 {
 	r := int(math.Ceil(2.5 * sigma))
 	k := make([]float32, 2*r+1)
 	var sum float32
@@ -256,28 +290,42 @@ func (c *canvas) gaussian(sigma float64) {
 	for i := range k {
 		k[i] /= sum
 	}
-	tmp := make([]float32, len(c.pix))
-	for y := 0; y < c.h; y++ {
-		for x := 0; x < c.w; x++ {
-			var acc rgb
-			for i, kw := range k {
-				j := 3 * (y*c.w + min(max(x+i-r, 0), c.w-1))
-				acc = acc.add(rgb{c.pix[j], c.pix[j+1], c.pix[j+2]}.scale(kw))
+	return k
+}
+
+// convolve applies the symmetric kernel k along rows, then columns, of a w×h plane, edges
+// clamped; line is scratch of at least max(w, h).
+func convolve(plane []float32, w, h int, k []float32, line []float32) {
+	r := len(k) / 2
+	for y := 0; y < h; y++ {
+		row := plane[y*w : (y+1)*w]
+		for x := 0; x < w; x++ {
+			var acc float32
+			if x >= r && x+r < w {
+				win := row[x-r : x+r+1]
+				for j, kw := range k {
+					acc += kw * win[j]
+				}
+			} else {
+				for j, kw := range k {
+					acc += kw * row[min(max(x+j-r, 0), w-1)]
+				}
 			}
-			o := 3 * (y*c.w + x)
-			tmp[o], tmp[o+1], tmp[o+2] = acc[0], acc[1], acc[2]
+			line[x] = acc
+		}
+		copy(row, line[:w])
+	}
+	out := make([]float32, w*h)
+	for y := 0; y < h; y++ {
+		o := out[y*w : (y+1)*w]
+		for j, kw := range k {
+			src := plane[min(max(y+j-r, 0), h-1)*w:][:w]
+			for x, v := range src {
+				o[x] += kw * v
+			}
 		}
 	}
-	for y := 0; y < c.h; y++ {
-		for x := 0; x < c.w; x++ {
-			var acc rgb
-			for i, kw := range k {
-				j := 3 * (min(max(y+i-r, 0), c.h-1)*c.w + x)
-				acc = acc.add(rgb{tmp[j], tmp[j+1], tmp[j+2]}.scale(kw))
-			}
-			c.set(x, y, acc)
-		}
-	}
+	copy(plane, out)
 }
 
 // Signed distances, negative inside.

@@ -256,7 +256,7 @@ func (s *scene) playmatEdge() {
 	band := s.ref * 0.008
 	shape := shape{x0: u0, y0: v0, x1: u1, y1: v1,
 		sd: func(u, v float64) float64 { return sdRoundRect(u, v, u0, v0, u1, v1, r) },
-		color: func(u, v float64) rgb {
+		color: func(u, v, _ float64) rgb {
 			d := -sdRoundRect(u, v, u0, v0, u1, v1, r)
 			if d < band {
 				return stitch.scale(0.85 + 0.3*float32(math.Abs(math.Sin((u+v)/band*1.5))))

@@ -36,7 +36,7 @@ func TestLabelsAreExact(t *testing.T) {
 		sd: func(u, v float64) float64 {
 			return sdRoundRect(u, v, -cardW/2, -cardH/2, cardW/2, cardH/2, cardRadius)
 		},
-		color: solid(rgb{1, 1, 1})}
+		color: flat(rgb{1, 1, 1})}
 	cardPlace := similarity(0.3, 0.8, 55, 45)
 	p, ok := place(card, cardPlace, w, h)
 	if !ok {
@@ -45,7 +45,7 @@ func TestLabelsAreExact(t *testing.T) {
 	c.draw(p, 1, setCard)
 	coin := shape{x0: -10, y0: -10, x1: 10, y1: 10,
 		sd:    func(u, v float64) float64 { return math.Hypot(u, v) - 10 },
-		color: solid(rgb{0.5, 0.5, 0})}
+		color: flat(rgb{0.5, 0.5, 0})}
 	coinPlace := similarity(0, 1, 70, 30)
 	q, ok := place(coin, coinPlace, w, h)
 	if !ok {
