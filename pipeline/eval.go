@@ -100,7 +100,8 @@ type ImageResult struct {
 // ConfidenceHistogram counts pixels by their max class probability in equal bins over [0.5, 1],
 // separately for correctly and wrongly classified pixels.
 type ConfidenceHistogram struct {
-	Lo, Hi  float64 `json:"-"`
+	Lo      float64 `json:"lo"`
+	Hi      float64 `json:"hi"`
 	Correct []int64 `json:"correct"`
 	Wrong   []int64 `json:"wrong"`
 }
@@ -317,6 +318,9 @@ func Evaluate(ctx context.Context, m *SegModel, samples []Sample, opts EvalOptio
 			logf("evaluated %d/%d images", len(res.PerImage), len(samples))
 			lastLog = time.Now()
 		}
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("eval: stopped after %d of %d images: %w", len(res.PerImage), len(samples), err)
 	}
 	if len(res.PerImage) != len(samples) {
 		return nil, fmt.Errorf("eval: evaluated %d of %d images", len(res.PerImage), len(samples))

@@ -138,6 +138,12 @@ func redModel(t *testing.T, dir, kind string, in []int64, meta map[string]string
 	x := b.input("image", tFloat, in...)
 	n, h, w := in[0], in[2], in[3]
 	switch kind {
+	case "fp16": // float16 in and out, as cardseg-ort's FP16 graphs
+		x16 := b.g.Input[0]
+		x16.Type.GetTensorType().ElemType = proto.Int32(tFloat16)
+		x32 := b.node("Cast", "", []string{x}, map[string]int64{"to": int64(tFloat)})
+		b.node("Cast", "logits", []string{b.redLogits(x32)}, map[string]int64{"to": int64(tFloat16)})
+		b.output("logits", tFloat16, n, 2, h, w)
 	case "logits2":
 		b.node("Identity", "logits", []string{b.redLogits(x)}, nil)
 		b.output("logits", tFloat, n, 2, h, w)

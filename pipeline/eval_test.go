@@ -151,7 +151,6 @@ func equalCounts(a, b [][]int64) bool {
 // sizes that leave a short last batch.
 func TestEvalOutputLayouts(t *testing.T) {
 	data := writeEvalDataset(t)
-	models := t.TempDir()
 	cases := []struct {
 		kind     string
 		in       []int64
@@ -166,10 +165,15 @@ func TestEvalOutputLayouts(t *testing.T) {
 		{"labels", []int64{-1, 3, evalH, evalW}, 2, OutputLabels},
 		{"lowres", []int64{-1, 3, evalH, evalW}, 2, OutputLogits},
 		{"logits2", []int64{1, 3, evalH, evalW}, 3, OutputLogits}, // static batch 1
+		{"logits2", []int64{2, 3, evalH, evalW}, 1, OutputLogits}, // static batch 2: the last of 5 padded
+		{"fp16", []int64{-1, 3, evalH, evalW}, 2, OutputLogits},
 	}
 	for _, tc := range cases {
 		t.Run(tc.kind+"/"+describeShape(tc.in), func(t *testing.T) {
-			m := openModel(t, redModel(t, models, tc.kind, tc.in, nil), cpuModel())
+			m := openModel(t, redModel(t, t.TempDir(), tc.kind, tc.in, nil), cpuModel())
+			if tc.kind == "fp16" && (m.Input.DType != runtime.Float16 || m.Output.DType != runtime.Float16) {
+				t.Fatalf("fp16 model reads as %s → %s", m.Input, m.Output)
+			}
 			res, err := EvaluateDataset(context.Background(), m, data, "test", EvalOptions{Batch: tc.batch})
 			if err != nil {
 				t.Fatal(err)
