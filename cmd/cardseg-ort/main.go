@@ -47,6 +47,8 @@ type CLI struct {
 	Graphs  GraphsCmd  `cmd:"" help:"Build the ONNX graphs; check gradients against another framework."`
 	Train   TrainCmd   `cmd:"" help:"Train the network (default: the built-in synthetic dataset, CPU or GPU preset)."`
 	Bench   BenchCmd   `cmd:"" help:"Benchmarks."`
+	Data    DataCmd    `cmd:"" help:"Inspect datasets (data check DIR)."`
+	Synth   SynthCmd   `cmd:"" help:"Write the built-in synthetic dataset of trading-card photographs."`
 	Eval    EvalCmd    `cmd:"" help:"Score a segmentation model on a dataset split: metrics, confusion matrix, failures, plots, report.html."`
 }
 
