@@ -7,7 +7,6 @@ import (
 	"image"
 	"math"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -363,7 +362,7 @@ func Evaluate(ctx context.Context, m *SegModel, samples []Sample, opts EvalOptio
 			res.Worst = append(res.Worst, *r)
 		}
 	}
-	if !res.ConfHistHasData() {
+	if !res.hasConfidence() {
 		res.ConfHist = nil
 	}
 	if err := vis.finish(res); err != nil {
@@ -373,8 +372,8 @@ func Evaluate(ctx context.Context, m *SegModel, samples []Sample, opts EvalOptio
 	return res, nil
 }
 
-// ConfHistHasData reports whether any pixel had a confidence (label outputs have none).
-func (r *EvalResult) ConfHistHasData() bool {
+// hasConfidence reports whether any pixel had a confidence (label outputs have none).
+func (r *EvalResult) hasConfidence() bool {
 	if r.ConfHist == nil {
 		return false
 	}
@@ -460,12 +459,4 @@ func classMeans(rs []ImageResult) ClassMeans {
 	m.PixelAccuracy /= n
 	m.MeanIoU /= n
 	return m
-}
-
-// relOut is path relative to the output folder, with forward slashes (for report links).
-func relOut(out, path string) string {
-	if r, err := filepath.Rel(out, path); err == nil {
-		return filepath.ToSlash(r)
-	}
-	return filepath.ToSlash(path)
 }
