@@ -68,8 +68,8 @@ func SaveCheckpoint(path string, cfg TrainConfig, st *State, p Progress) error {
 	m.TrainingInfo = []*onnxpb.TrainingInfoProto{{
 		Initialization: &onnxpb.GraphProto{
 			Name:        proto.String(stateGraphName),
-			DocString:   proto.String("AdamW moments of every trainable parameter, flattened in the architecture's parameter order"),
-			Initializer: []*onnxpb.TensorProto{floatTensor(step.InputMomentM, st.M), floatTensor(step.InputMomentV, st.V)},
+			DocString:   proto.String("AdamW moments (and the pruning mask, if any) of every trainable parameter, flattened in the architecture's parameter order"),
+			Initializer: stateTensors(st),
 		},
 		Algorithm: &onnxpb.GraphProto{
 			Name:      proto.String("cardseg_train_step"),
@@ -81,6 +81,14 @@ func SaveCheckpoint(path string, cfg TrainConfig, st *State, p Progress) error {
 		return err
 	}
 	return WriteFileAtomic(path, b)
+}
+
+func stateTensors(st *State) []*onnxpb.TensorProto {
+	ts := []*onnxpb.TensorProto{floatTensor(step.InputMomentM, st.M), floatTensor(step.InputMomentV, st.V)}
+	if st.Mask != nil {
+		ts = append(ts, floatTensor(step.InputParamMask, st.Mask))
+	}
+	return ts
 }
 
 func floatTensor(name string, d []float32) *onnxpb.TensorProto {
@@ -179,7 +187,12 @@ func LoadCheckpoint(path string) (*Checkpoint, error) {
 			st.M = d
 		case step.InputMomentV:
 			st.V = d
+		case step.InputParamMask:
+			st.Mask = d
 		}
+	}
+	if p.Config.Masked && len(st.Mask) != n {
+		problems = append(problems, fmt.Sprintf("masked training needs %d mask values, the checkpoint has %d", n, len(st.Mask)))
 	}
 	if len(st.M) != n || len(st.V) != n {
 		problems = append(problems, fmt.Sprintf("optimizer moments have %d and %d values, want %d", len(st.M), len(st.V), n))

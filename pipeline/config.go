@@ -63,6 +63,11 @@ type TrainConfig struct {
 
 	// MaxStepsPerEpoch caps an epoch (0: the whole training split); for smoke runs and tests.
 	MaxStepsPerEpoch int `json:"max_steps_per_epoch"`
+
+	// Arch, when set, replaces the MobileNetV3-Large table at WidthMult (a structurally pruned
+	// network); Masked trains with a parameter mask (unstructured pruning's fine-tuning).
+	Arch   *model.Arch `json:"arch,omitempty"`
+	Masked bool        `json:"masked,omitempty"`
 }
 
 // DefaultTrainConfig is the seed's configuration: batch 8, 100 epochs, AdamW lr 1e-3, loss
@@ -146,6 +151,11 @@ func (c TrainConfig) Validate() error {
 	if c.WidthMult <= 0 {
 		bad("width_mult %g: want > 0", c.WidthMult)
 	}
+	if c.Arch != nil {
+		if err := c.Arch.Validate(); err != nil {
+			bad("%v", err)
+		}
+	}
 	if !(c.LR > 0) || math.IsInf(c.LR, 0) {
 		bad("lr %g: want > 0", c.LR)
 	}
@@ -190,9 +200,14 @@ func (c TrainConfig) Validate() error {
 
 // StepConfig is the graphs' view of the configuration.
 func (c TrainConfig) StepConfig() step.Config {
+	arch := model.MobileNetV3Large(c.WidthMult, 2)
+	if c.Arch != nil {
+		arch = *c.Arch
+	}
 	return step.Config{
-		Arch:  model.MobileNetV3Large(c.WidthMult, 2),
-		Batch: c.Batch, Height: c.Height, Width: c.Width,
+		Arch:   arch,
+		Masked: c.Masked,
+		Batch:  c.Batch, Height: c.Height, Width: c.Width,
 		Loss:     step.LossWeights{Dice: float32(c.LossDice), CE: float32(c.LossCE)},
 		Adam:     step.AdamW{Beta1: float32(c.Beta1), Beta2: float32(c.Beta2), Eps: float32(c.AdamEps), WeightDecay: float32(c.WeightDecay)},
 		ClipNorm: float32(c.ClipNorm),

@@ -15,6 +15,9 @@ type State struct {
 	Weights *model.Weights
 	M, V    []float32 // AdamW moments, flat in Arch.Params() order of trainable tensors
 	Step    int64     // optimizer steps taken
+	// Mask, when set (flat like M), keeps pruned weights at zero: the train step multiplies
+	// gradients and updated parameters by it.
+	Mask []float32
 }
 
 // NewState starts training from weights with zero moments.
@@ -79,6 +82,12 @@ func (t *TrainSession) Step(st *State, image []float32, target []int64, lr float
 	}
 	for _, p := range t.specs {
 		feeds[p.Name] = runtime.MustNew([]int64(p.Shape), st.Weights.Tensors[p.Name])
+	}
+	if c.Masked {
+		if len(st.Mask) != len(st.M) {
+			return StepResult{}, fmt.Errorf("train step: the graph is masked but the state has %d mask values for %d parameters", len(st.Mask), len(st.M))
+		}
+		feeds[step.InputParamMask] = runtime.MustNew([]int64{int64(len(st.Mask))}, st.Mask)
 	}
 	feeds[step.InputMomentM] = runtime.MustNew([]int64{int64(len(st.M))}, st.M)
 	feeds[step.InputMomentV] = runtime.MustNew([]int64{int64(len(st.V))}, st.V)

@@ -69,6 +69,9 @@ type Trainer struct {
 	Progress ProgressSink
 	// Resume, when set, continues that checkpoint exactly.
 	Resume *Checkpoint
+	// Init, when set (and Resume is not), starts from these weights (and mask) with fresh
+	// optimizer moments: fine-tuning a pruned model, or starting from torchvision weights.
+	Init *State
 	// Session options (provider, threads).
 	Session runtime.SessionOptions
 }
@@ -105,12 +108,24 @@ func (t *Trainer) Train(ctx context.Context) (TrainResult, error) {
 	if t.Resume != nil {
 		st, prog = t.Resume.State, t.Resume.Progress
 		t.Log.Info().Int64("step", prog.Step).Int("epoch", prog.Epoch).Int("batch", prog.BatchInEpoch).Float64("best_iou", prog.BestIoU).Msg("resuming")
+	} else if t.Init != nil {
+		var err error
+		st, err = NewState(sc.Arch, t.Init.Weights.Clone())
+		if err != nil {
+			return res, fmt.Errorf("initial weights: %w", err)
+		}
+		if t.Init.Mask != nil {
+			st.Mask = append([]float32(nil), t.Init.Mask...)
+		}
 	} else {
 		var err error
 		st, err = NewState(sc.Arch, model.Init(sc.Arch, cfg.Seed))
 		if err != nil {
 			return res, err
 		}
+	}
+	if sc.Masked && len(st.Mask) != len(st.M) {
+		return res, fmt.Errorf("masked training needs a parameter mask (%d values), have %d", len(st.M), len(st.Mask))
 	}
 
 	trainLoader, err := NewLoader(t.Dataset.Train, LoaderConfig{Height: cfg.Height, Width: cfg.Width, BatchSize: cfg.Batch,

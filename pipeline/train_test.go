@@ -204,3 +204,69 @@ func TestResumeEquivalence(t *testing.T) {
 		}
 	}
 }
+
+// TestMaskedStepKeepsZeros: with a parameter mask, masked weights stay exactly zero through
+// training steps and the others move.
+func TestMaskedStepKeepsZeros(t *testing.T) {
+	cfg := tinyConfig("x")
+	cfg.Masked = true
+	sc := cfg.StepConfig()
+	ts, err := NewTrainSession(sc, runtime.SessionOptions{Provider: runtime.ProviderCPU, IntraOpThreads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ts.Close()
+	st := smallState(t, cfg, 3)
+	for i := range st.M {
+		st.M[i], st.V[i] = 0, 0
+	}
+	st.Step = 0
+	// Mask every third value; zero those weights first, as pruning does.
+	st.Mask = make([]float32, len(st.M))
+	off := 0
+	for _, p := range sc.Arch.Params() {
+		if !p.Kind.Trainable() {
+			continue
+		}
+		d := st.Weights.Tensors[p.Name]
+		for i := range d {
+			if (off+i)%3 == 0 {
+				d[i] = 0
+			} else {
+				st.Mask[off+i] = 1
+			}
+		}
+		off += len(d)
+	}
+	before := st.Weights.Clone()
+	img, tgt := randomBatch(sc, 2)
+	for i := 0; i < 3; i++ {
+		if _, err := ts.Step(st, img, tgt, 1e-2); err != nil {
+			t.Fatal(err)
+		}
+	}
+	off, moved := 0, 0
+	for _, p := range sc.Arch.Params() {
+		if !p.Kind.Trainable() {
+			continue
+		}
+		d := st.Weights.Tensors[p.Name]
+		for i := range d {
+			if st.Mask[off+i] == 0 && d[i] != 0 {
+				t.Fatalf("%s[%d] is masked but became %g", p.Name, i, d[i])
+			}
+			if st.Mask[off+i] == 1 && d[i] != before.Tensors[p.Name][i] {
+				moved++
+			}
+		}
+		off += len(d)
+	}
+	if moved < off/2 {
+		t.Fatalf("only %d of %d unmasked weights moved", moved, off)
+	}
+	// Without a mask in the state, a masked session refuses to run.
+	st.Mask = nil
+	if _, err := ts.Step(st, img, tgt, 1e-2); err == nil {
+		t.Fatal("masked step ran without a mask")
+	}
+}

@@ -27,6 +27,10 @@ type Config struct {
 	Loss          LossWeights
 	Adam          AdamW
 	ClipNorm      float32 // clip the global gradient norm to this (0: off), as torch's clip_grad_norm_
+	// Masked adds the input param_mask (float32 [P], flat like the moments): gradients and
+	// updated parameters are multiplied by it, so pruned weights (mask 0) stay exactly zero
+	// while the rest trains (unstructured pruning's fine-tuning).
+	Masked bool
 }
 
 // Names of the step graphs' inputs and outputs besides the parameters.
@@ -48,8 +52,9 @@ func Next(name string) string { return name + ".next" }
 // AdamW's first and second moments of all trainable parameters, flattened in the order of
 // Arch.Params() (float32 [P]).
 const (
-	InputMomentM = "adam.m"
-	InputMomentV = "adam.v"
+	InputMomentM   = "adam.m"
+	InputMomentV   = "adam.v"
+	InputParamMask = "param_mask"
 )
 
 func flatten(vs []*graphs.Value) *graphs.Value {
@@ -119,6 +124,11 @@ func TrainStep(c Config) (*graphs.Graph, error) {
 		flatGrad := flatten(grads)
 		flatParam := flatten(params)
 		total := flatGrad.Dim(0)
+		var mask *graphs.Value
+		if c.Masked {
+			mask = g.Input(InputParamMask, graphs.Float, graphs.Shape{total})
+			flatGrad = graphs.Mul(flatGrad, mask)
+		}
 		norm := graphs.Sqrt(graphs.ReduceSum(graphs.Mul(flatGrad, flatGrad), false))
 		g.Output(OutGradNorm, norm)
 		if c.ClipNorm > 0 {
@@ -131,6 +141,9 @@ func TrainStep(c Config) (*graphs.Graph, error) {
 		m := g.Input(InputMomentM, graphs.Float, graphs.Shape{total})
 		v := g.Input(InputMomentV, graphs.Float, graphs.Shape{total})
 		p2, m2, v2 := opt.update(flatParam, flatGrad, m, v)
+		if mask != nil {
+			p2 = graphs.Mul(p2, mask)
+		}
 		g.Output(Next(InputMomentM), m2)
 		g.Output(Next(InputMomentV), v2)
 		sizes := make([]int64, len(trainable))
