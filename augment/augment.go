@@ -9,6 +9,7 @@ import (
 // goroutine needs its own; the zero value is ready to use.
 type Augmenter struct {
 	small      *image.RGBA // box-prefiltered source
+	work       *image.RGBA // ApplyPlanar's 8-bit image before the float pass
 	field      elasticField
 	rowX, rowY []float32 // elastic field of one row
 	rowU, rowV []float32 // source coordinates of one row
@@ -21,6 +22,21 @@ type Augmenter struct {
 // resampled by nearest neighbour, so dstMask holds only 0 and 1. Blur, colour and noise then
 // touch the image alone.
 func (a *Augmenter) Apply(p Params, src *image.RGBA, srcMask *Mask, dst *image.RGBA, dstMask *Mask) error {
+	if err := a.geometry(p, src, srcMask, dst, dstMask); err != nil {
+		return err
+	}
+	mean := 0.0
+	if p.Contrast != 1 {
+		mean = meanLuma(dst)
+	}
+	if c, changed := photometric(p, mean); changed || p.NoiseSigma > 0 {
+		colorPass(dst, c, p.NoiseSigma, p.NoiseSeed)
+	}
+	return nil
+}
+
+// geometry checks the sizes, warps image and mask together and blurs the image.
+func (a *Augmenter) geometry(p Params, src *image.RGBA, srcMask *Mask, dst *image.RGBA, dstMask *Mask) error {
 	if err := checkSameSize(src, srcMask); err != nil {
 		return fmt.Errorf("augment: source %w", err)
 	}
@@ -40,13 +56,33 @@ func (a *Augmenter) Apply(p Params, src *image.RGBA, srcMask *Mask, dst *image.R
 	if p.MotionLength >= 2 {
 		a.tmp, a.acc = motionBlur(dst, p.MotionLength, p.MotionAngle, a.tmp, a.acc)
 	}
-	mean := 0.0
+	return nil
+}
+
+// ApplyPlanar augments like Apply but writes the image as the network reads it: three planes
+// (R, G, B) of w×h floats in dst, each value (v/255 − mean[c]) / std[c] of the augmented value
+// v, where w×h is dstMask's size. Colour, noise and normalisation share one pass, so the result
+// matches normalising Apply's output up to its rounding to 8 bits.
+func (a *Augmenter) ApplyPlanar(p Params, src *image.RGBA, srcMask *Mask, dst []float32, dstMask *Mask, mean, std [3]float32) error {
+	w, h := dstMask.Width, dstMask.Height
+	if len(dst) != 3*w*h {
+		return fmt.Errorf("augment: %d output values for a %d×%d mask, want %d", len(dst), w, h, 3*w*h)
+	}
+	for c := range std {
+		if !(std[c] > 0) {
+			return fmt.Errorf("augment: std[%d] = %v", c, std[c])
+		}
+	}
+	a.work = resizeRGBA(a.work, w, h)
+	if err := a.geometry(p, src, srcMask, a.work, dstMask); err != nil {
+		return err
+	}
+	mu := 0.0
 	if p.Contrast != 1 {
-		mean = meanLuma(dst)
+		mu = meanLuma(a.work)
 	}
-	if c, changed := photometric(p, mean); changed || p.NoiseSigma > 0 {
-		colorPass(dst, c, p.NoiseSigma, p.NoiseSeed)
-	}
+	c, _ := photometric(p, mu)
+	planarPass(dst, a.work, c, p.NoiseSigma, p.NoiseSeed, mean, std)
 	return nil
 }
 

@@ -113,6 +113,50 @@ func nearBoundary(m *Mask, x, y, d int) bool {
 	return false
 }
 
+func TestAffineRowMatchesGeneralRow(t *testing.T) {
+	src, srcMask := scene(300, 200)
+	for _, k := range []int{1, 2} {
+		img := src
+		if k > 1 {
+			img = boxDownsample(nil, src, k)
+		}
+		s := sampler{src: words(img.Pix), stride: img.Stride / 4, iw: img.Rect.Dx(), ih: img.Rect.Dy(),
+			mask: srcMask.Pix, mstride: 300, dw: 300 / k * k, dh: 200 / k * k, scale: 256 / float32(k)}
+		rng := rand.New(rand.NewPCG(uint64(k), 1))
+		const n = 150
+		fast, slow := make([]uint32, n), make([]uint32, n)
+		mfast, mslow := make([]uint8, n), make([]uint8, n)
+		ru, rv := make([]float32, n), make([]float32, n)
+		rows, labelDiff := 0, 0
+		for trial := 0; trial < 300; trial++ {
+			u, v := 1+rng.Float64()*298, 1+rng.Float64()*198
+			du, dv := (rng.Float64()-0.5)*1.5, (rng.Float64()-0.5)*1.5
+			if !s.affineRow(u, v, du, dv, fast, mfast) {
+				continue
+			}
+			rows++
+			for x := range ru {
+				ru[x], rv[x] = float32(u+du*float64(x)), float32(v+dv*float64(x))
+			}
+			s.row(ru, rv, slow, mslow)
+			for x := range fast {
+				if mfast[x] != mslow[x] {
+					labelDiff++
+				}
+				for c := 0; c < 32; c += 8 {
+					a, b := int(fast[x]>>c&255), int(slow[x]>>c&255)
+					if a-b > 2 || b-a > 2 {
+						t.Fatalf("k=%d pixel %d channel %d: fixed point %d, float %d", k, x, c/8, a, b)
+					}
+				}
+			}
+		}
+		if rows < 20 || labelDiff > rows*n/1000 {
+			t.Fatalf("k=%d: %d rows compared, %d labels differ", k, rows, labelDiff)
+		}
+	}
+}
+
 func TestFlipIsExactMirror(t *testing.T) {
 	src, srcMask := scene(64, 48)
 	p := Identity()
@@ -316,6 +360,42 @@ func TestColorTransforms(t *testing.T) {
 				t.Fatalf("got %v, want gray", got)
 			}
 		})
+	}
+}
+
+func TestApplyPlanarMatchesApply(t *testing.T) {
+	src, srcMask := scene(200, 150)
+	mean := [3]float32{0.485, 0.456, 0.406}
+	std := [3]float32{0.229, 0.224, 0.225}
+	const w, h = 120, 90
+	rng := rand.New(rand.NewPCG(4, 4))
+	for trial, cfg := range []Config{None(), Defaults(), Defaults().WithProbability(1), Defaults().WithProbability(1)} {
+		p := cfg.Sample(rng)
+		var a Augmenter
+		img, m1 := image.NewRGBA(image.Rect(0, 0, w, h)), NewMask(w, h)
+		if err := a.Apply(p, src, srcMask, img, m1); err != nil {
+			t.Fatal(err)
+		}
+		planes, m2 := make([]float32, 3*w*h), NewMask(w, h)
+		if err := a.ApplyPlanar(p, src, srcMask, planes, m2, mean, std); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(m1.Pix, m2.Pix) {
+			t.Fatalf("trial %d: masks differ", trial)
+		}
+		for c := 0; c < 3; c++ {
+			for i := 0; i < w*h; i++ {
+				want := (float32(img.Pix[4*i+c])/255 - mean[c]) / std[c]
+				// Both round to 8 bits the same way, so only float rounding may differ.
+				if d := planes[c*w*h+i] - want; d > 1e-5 || d < -1e-5 {
+					t.Fatalf("trial %d (%+v): channel %d pixel %d = %v, Apply gives %v", trial, p, c, i, planes[c*w*h+i], want)
+				}
+			}
+		}
+	}
+	var a Augmenter
+	if err := a.ApplyPlanar(Identity(), src, srcMask, make([]float32, 5), NewMask(w, h), mean, std); err == nil {
+		t.Fatal("short output accepted")
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"image/color"
 	"image/jpeg"
 	"image/png"
+	"math/rand/v2"
 	"testing"
 )
 
@@ -340,6 +341,55 @@ func TestDecodeMask(t *testing.T) {
 			}
 			if mi.Card != n {
 				t.Fatalf("card pixels %d, want %d", mi.Card, n)
+			}
+		})
+	}
+}
+
+// TestDecodeMaskWide checks the word-at-a-time labelling against a plain reference on masks wide
+// enough to use it, with runs, isolated pixels and stray values inside words.
+func TestDecodeMaskWide(t *testing.T) {
+	const w, h = 37, 9
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, tc := range []struct {
+		name   string
+		values []uint8
+		card   int
+	}{
+		{"0/255", []uint8{0, 255}, 255},
+		{"0/1", []uint8{0, 1}, 1},
+		{"stray values", []uint8{0, 255, 7, 128, 200}, 255},
+		{"0/1 with 255", []uint8{0, 1, 255}, 255},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := image.NewGray(image.Rect(0, 0, w, h))
+			for i := range g.Pix {
+				if rng.IntN(4) == 0 { // mostly runs, sometimes a random value
+					g.Pix[i] = tc.values[rng.IntN(len(tc.values))]
+				} else if i > 0 {
+					g.Pix[i] = g.Pix[i-1]
+				}
+			}
+			m, mi, err := DecodeMask(encodePNG(t, g))
+			if err != nil {
+				t.Fatal(err)
+			}
+			card, nonBinary := 0, 0
+			for i, v := range g.Pix {
+				want := uint8(0)
+				if int(v) >= (tc.card+1)/2 {
+					want = 1
+				}
+				if m.Pix[i] != want {
+					t.Fatalf("pixel %d value %d: label %d, want %d", i, v, m.Pix[i], want)
+				}
+				card += int(want)
+				if v != 0 && int(v) != tc.card {
+					nonBinary++
+				}
+			}
+			if mi.CardValue != tc.card || mi.Card != card || mi.NonBinary != nonBinary {
+				t.Fatalf("info %+v, want card value %d, %d card pixels, %d non-binary", mi, tc.card, card, nonBinary)
 			}
 		})
 	}

@@ -245,6 +245,21 @@ func (a *Augmenter) warp(p Params, src *image.RGBA, srcMask *Mask, dst *image.RG
 			}
 		case affine:
 			u, v := m[0]*0.5+m[1]*oy+m[2], m[3]*0.5+m[4]*oy+m[5]
+			// The pixels whose source lies inside the domain form one run (the row is a line);
+			// it takes the fixed-point path, the mirrored pixels at either end the general one.
+			out := words(dst.Pix[y*dst.Stride : y*dst.Stride+4*w])
+			mout := dstMask.Pix[y*w : (y+1)*w]
+			a, b := insideRun(u, m[0], float64(dw), w)
+			a2, b2 := insideRun(v, m[3], float64(dh), w)
+			a, b = max(a, a2), min(b, b2)
+			if a < b && s.affineRow(u+m[0]*float64(a), v+m[3]*float64(a), m[0], m[3], out[a:b], mout[a:b]) {
+				for x := range ru {
+					ru[x], rv[x] = float32(u+m[0]*float64(x)), float32(v+m[3]*float64(x))
+				}
+				s.row(ru[:a], rv[:a], out[:a], mout[:a])
+				s.row(ru[b:], rv[b:], out[b:], mout[b:])
+				continue
+			}
 			for x := range ru {
 				ru[x], rv[x] = float32(u), float32(v)
 				u += m[0]
@@ -273,6 +288,72 @@ type sampler struct {
 	mstride int
 	dw, dh  int     // sampled domain, full-resolution pixels
 	scale   float32 // 256 / prefilter factor: full-resolution coordinate to 1/256 prefiltered pixels
+}
+
+// insideRun returns the pixels [a, b) of an n-pixel row whose coordinate start + step·x lies
+// safely inside (0, size), shrunk by one pixel at each end against rounding.
+func insideRun(start, step, size float64, n int) (a, b int) {
+	const margin = 1e-3
+	lo, hi := margin, size-margin
+	if step == 0 {
+		if start >= lo && start <= hi {
+			return 0, n
+		}
+		return 0, 0
+	}
+	t0, t1 := (lo-start)/step, (hi-start)/step
+	if t0 > t1 {
+		t0, t1 = t1, t0
+	}
+	a = max(0, int(math.Ceil(t0))+1)
+	b = min(n, int(math.Floor(t1)))
+	if b < a {
+		return 0, 0
+	}
+	return a, b
+}
+
+// affineRow samples a row whose source coordinates start at (u, v) and advance by (du, dv) per
+// pixel, in fixed point, when the whole row lies inside the sampled domain (along a line, both
+// ends inside means every pixel is). It reports false, writing nothing, otherwise; the general
+// path then mirrors the outside pixels. It gives the same labels as row and the same colours up
+// to rounding.
+func (s *sampler) affineRow(u, v, du, dv float64, out []uint32, mout []uint8) bool {
+	n := len(mout)
+	endU, endV := u+du*float64(n-1), v+dv*float64(n-1)
+	// A margin keeps fixed-point truncation from stepping outside the domain at either end.
+	lim := func(a float64, size int) bool { return a >= 1e-6 && a < float64(size)-1e-6 }
+	if !lim(u, s.dw) || !lim(v, s.dh) || !lim(endU, s.dw) || !lim(endV, s.dh) {
+		return false
+	}
+	const one = 1 << 32         // 32.32 fixed point: no drift over any row length
+	k := float64(s.scale) / 256 // prefiltered pixels per source pixel
+	mu, mv := int64(u*one), int64(v*one)
+	mdu, mdv := int64(du*one), int64(dv*one)
+	// Image coordinates in prefiltered pixels, shifted by half a pixel to the sample centres.
+	iu, iv := int64((u*k-0.5)*one), int64((v*k-0.5)*one)
+	idu, idv := int64(du*k*one), int64(dv*k*one)
+	const lanes = 0x00ff00ff
+	out = out[:n]
+	for x := range mout {
+		mx, my := int(mu>>32), int(mv>>32)
+		mout[x] = s.mask[my*s.mstride+mx]
+		x0, y0 := int(iu>>32), int(iv>>32) // arithmetic shift: floor, also for -0.5
+		fx, fy := uint32(iu>>24)&255, uint32(iv>>24)&255
+		x1, y1 := x0+1, y0+1
+		x0, x1 = min(max(x0, 0), s.iw-1), min(max(x1, 0), s.iw-1)
+		y0, y1 = min(max(y0, 0), s.ih-1), min(max(y1, 0), s.ih-1)
+		r0, r1 := y0*s.stride, y1*s.stride
+		p00, p01, p10, p11 := s.src[r0+x0], s.src[r0+x1], s.src[r1+x0], s.src[r1+x1]
+		gx, gy := 256-fx, 256-fy
+		rbT := ((p00&lanes)*gx + (p01&lanes)*fx + 0x00800080) >> 8 & lanes
+		gaT := ((p00>>8&lanes)*gx + (p01>>8&lanes)*fx + 0x00800080) >> 8 & lanes
+		rbB := ((p10&lanes)*gx + (p11&lanes)*fx + 0x00800080) >> 8 & lanes
+		gaB := ((p10>>8&lanes)*gx + (p11>>8&lanes)*fx + 0x00800080) >> 8 & lanes
+		out[x] = (rbT*gy+rbB*fy+0x00800080)>>8&lanes | (gaT*gy+gaB*fy+0x00800080)&0xff00ff00
+		mu, mv, iu, iv = mu+mdu, mv+mdv, iu+idu, iv+idv
+	}
+	return true
 }
 
 // row samples one output row: the image bilinearly with 8-bit weights on two channel lanes at

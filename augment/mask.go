@@ -1,8 +1,10 @@
 package augment
 
 import (
+	"encoding/binary"
 	"fmt"
 	"image"
+	"math/bits"
 )
 
 // Mask holds one class label per pixel, rows packed: 0 background, 1 card. Every value is 0 or 1.
@@ -74,11 +76,7 @@ func (d Decoder) Mask(data []byte, dst *Mask) (*Mask, MaskInfo, error) {
 		// (0/1, non-binary) get a second look.
 		var seen [256]bool
 		for y := 0; y < h; y++ {
-			o := labels.Pix[y*w : (y+1)*w]
-			for x, v := range s.Pix[y*s.Stride : y*s.Stride+w] {
-				seen[v] = true
-				o[x] = v >> 7
-			}
+			label8(labels.Pix[y*w:(y+1)*w], s.Pix[y*s.Stride:y*s.Stride+w], &seen)
 		}
 		var hist [256]int
 		if !seenOnly(&seen, 0, 255) {
@@ -158,10 +156,38 @@ func (d Decoder) Mask(data []byte, dst *Mask) (*Mask, MaskInfo, error) {
 		orient(out.Pix, labels.Pix, w, h, 1, info.Orientation)
 		labels = out
 	}
-	for _, v := range labels.Pix {
-		mi.Card += int(v)
-	}
+	mi.Card = countOnes(labels.Pix)
 	return labels, mi, nil
+}
+
+// label8 writes row's labels at the 0/255 threshold (v >> 7) into o and marks the values seen.
+// Eight pixels at a time, a word whose bytes are each 0 or 255 (all of a byte's bits equal) takes
+// a few operations; other words go byte by byte.
+func label8(o, row []uint8, seen *[256]bool) {
+	const ones, high7 = 0x0101010101010101, 0xfefefefefefefefe
+	o = o[:len(row)]
+	x := 0
+	for ; x+8 <= len(row); x += 8 {
+		v := binary.LittleEndian.Uint64(row[x:])
+		if (v^v<<1)&high7 == 0 {
+			if v != 0 {
+				seen[255] = true
+			}
+			if v != ^uint64(0) {
+				seen[0] = true
+			}
+			binary.LittleEndian.PutUint64(o[x:], v&ones)
+			continue
+		}
+		for i, b := range row[x : x+8] {
+			seen[b] = true
+			o[x+i] = b >> 7
+		}
+	}
+	for ; x < len(row); x++ {
+		seen[row[x]] = true
+		o[x] = row[x] >> 7
+	}
 }
 
 // seenOnly reports whether no value other than a and b was seen.
@@ -195,6 +221,18 @@ func threshold8(mi *MaskInfo, hist *[256]int, seen *[256]bool, full int) {
 			}
 		}
 	}
+}
+
+// countOnes counts the 1 labels, eight at a time.
+func countOnes(pix []uint8) int {
+	n, x := 0, 0
+	for ; x+8 <= len(pix); x += 8 {
+		n += bits.OnesCount64(binary.LittleEndian.Uint64(pix[x:]))
+	}
+	for _, v := range pix[x:] {
+		n += int(v)
+	}
+	return n
 }
 
 func b2u(b bool) uint8 {

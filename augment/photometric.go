@@ -117,6 +117,24 @@ func colorPass(img *image.RGBA, c colorAffine, sigma float64, seed uint64) {
 		}
 		t[i] = int32(math.Round(c.t[i]*one)) + one/2
 	}
+	if sigma <= 0 && m[1] == 0 && m[2] == 0 && m[3] == 0 && m[5] == 0 && m[6] == 0 && m[7] == 0 {
+		// Brightness and contrast only: one table per channel.
+		var lut [3][256]uint8
+		for c := 0; c < 3; c++ {
+			for v := range lut[c] {
+				lut[c][v] = clampShift(m[4*c]*int32(v) + t[c])
+			}
+		}
+		w, h := img.Rect.Dx(), img.Rect.Dy()
+		for y := 0; y < h; y++ {
+			row := img.Pix[y*img.Stride : y*img.Stride+4*w]
+			for x := 0; x < w; x++ {
+				p := row[4*x : 4*x+3 : 4*x+3]
+				p[0], p[1], p[2] = lut[0][p[0]], lut[1][p[1]], lut[2][p[2]]
+			}
+		}
+		return
+	}
 	var noise [4096]int32
 	if sigma > 0 {
 		for i, q := range noiseLevels() {
@@ -158,4 +176,84 @@ func clampShift(v int32) uint8 {
 		return 255
 	}
 	return uint8(v)
+}
+
+// planarPass writes img through the colour transform c and Gaussian noise of standard deviation
+// sigma (fraction of full scale) as normalised float planes: dst[c·n + i] = (v/255 − mean[c]) /
+// std[c] for pixel i of n, v the transformed value rounded to 8 bits exactly as colorPass
+// rounds it. Without noise a diagonal transform (brightness, contrast) folds into one table per
+// channel.
+func planarPass(dst []float32, img *image.RGBA, c colorAffine, sigma float64, seed uint64, mean, std [3]float32) {
+	w, h := img.Rect.Dx(), img.Rect.Dy()
+	n := w * h
+	var scale, bias [3]float32
+	for ch := range scale {
+		scale[ch] = 1 / (255 * std[ch])
+		bias[ch] = -mean[ch] / std[ch]
+	}
+	pr, pg, pb := dst[:n], dst[n:2*n], dst[2*n:3*n]
+	// Fixed point as in colorPass, then one table lookup per channel for the normalisation.
+	var norm [3][256]float32
+	for ch := range norm {
+		for v := range norm[ch] {
+			norm[ch][v] = float32(v)*scale[ch] + bias[ch]
+		}
+	}
+	const one = 1 << colorShift
+	var m [9]int32
+	var t [3]int32
+	for i := 0; i < 3; i++ {
+		for j := 0; j < 3; j++ {
+			m[3*i+j] = int32(math.Round(c.m[i][j] * one))
+		}
+		t[i] = int32(math.Round(c.t[i]*one)) + one/2
+	}
+	if sigma <= 0 && m[1] == 0 && m[2] == 0 && m[3] == 0 && m[5] == 0 && m[6] == 0 && m[7] == 0 {
+		var lut [3][256]float32
+		for ch := range lut {
+			for v := range lut[ch] {
+				lut[ch][v] = norm[ch][clampShift(m[4*ch]*int32(v)+t[ch])]
+			}
+		}
+		for y := 0; y < h; y++ {
+			row := img.Pix[y*img.Stride : y*img.Stride+4*w]
+			o := y * w
+			rr, gg, bb := pr[o:o+w], pg[o:o+w], pb[o:o+w]
+			for x := range rr {
+				p := row[4*x : 4*x+3 : 4*x+3]
+				rr[x], gg[x], bb[x] = lut[0][p[0]], lut[1][p[1]], lut[2][p[2]]
+			}
+		}
+		return
+	}
+	var noise [4096]int32
+	if sigma > 0 {
+		for i, q := range noiseLevels() {
+			noise[i] = int32(math.Round(q * sigma * 255 * one))
+		}
+	}
+	state := seed
+	for y := 0; y < h; y++ {
+		row := img.Pix[y*img.Stride : y*img.Stride+4*w]
+		o := y * w
+		rr, gg, bb := pr[o:o+w], pg[o:o+w], pb[o:o+w]
+		for x := range rr {
+			p := row[4*x : 4*x+3 : 4*x+3]
+			r, g, b := int32(p[0]), int32(p[1]), int32(p[2])
+			nr, ng, nb := t[0], t[1], t[2]
+			if sigma > 0 { // the same generator and quantiles as colorPass
+				state += 0x9e3779b97f4a7c15
+				z := state
+				z = (z ^ z>>30) * 0xbf58476d1ce4e5b9
+				z = (z ^ z>>27) * 0x94d049bb133111eb
+				z ^= z >> 31
+				nr += noise[z&4095]
+				ng += noise[(z>>12)&4095]
+				nb += noise[(z>>24)&4095]
+			}
+			rr[x] = norm[0][clampShift(m[0]*r+m[1]*g+m[2]*b+nr)]
+			gg[x] = norm[1][clampShift(m[3]*r+m[4]*g+m[5]*b+ng)]
+			bb[x] = norm[2][clampShift(m[6]*r+m[7]*g+m[8]*b+nb)]
+		}
+	}
 }

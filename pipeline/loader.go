@@ -15,35 +15,12 @@ import (
 	"github.com/cardseg-ort/cardseg-ort/augment"
 )
 
-// normLUT maps an 8-bit channel value to the network's input, per channel: RGB scaled to [0,1],
-// then ImageNet's mean (0.485, 0.456, 0.406) and std (0.229, 0.224, 0.225), as DESIGN.md's
-// contract says.
-var normLUT = func() (t [3][256]float32) {
-	mean := [3]float32{0.485, 0.456, 0.406}
-	std := [3]float32{0.229, 0.224, 0.225}
-	for c := range t {
-		for v := range t[c] {
-			t[c][v] = (float32(v)/255 - mean[c]) / std[c]
-		}
-	}
-	return t
-}()
-
-// normalizeInto writes img as planes R, G, B of w×h normalised floats; dst holds 3·w·h values.
-func normalizeInto(dst []float32, img *image.RGBA) {
-	w, h := img.Rect.Dx(), img.Rect.Dy()
-	n := w * h
-	r, g, b := dst[:n], dst[n:2*n], dst[2*n:3*n]
-	for y := 0; y < h; y++ {
-		row := img.Pix[y*img.Stride : y*img.Stride+4*w]
-		o := y * w
-		rr, gg, bb := r[o:o+w], g[o:o+w], b[o:o+w]
-		for x := range rr {
-			p := row[4*x : 4*x+3 : 4*x+3]
-			rr[x], gg[x], bb[x] = normLUT[0][p[0]], normLUT[1][p[1]], normLUT[2][p[2]]
-		}
-	}
-}
+// The network's input normalisation (DESIGN.md): RGB scaled to [0,1], then ImageNet's mean and
+// standard deviation.
+var (
+	imageNetMean = [3]float32{0.485, 0.456, 0.406}
+	imageNetStd  = [3]float32{0.229, 0.224, 0.225}
+)
 
 // LoaderConfig configures a Loader.
 type LoaderConfig struct {
@@ -75,7 +52,11 @@ type Batch struct {
 	Targets []int64
 	// Samples are the pairs in batch order.
 	Samples []Sample
+}
 
+// batchBuf is a Batch being filled by the workers.
+type batchBuf struct {
+	Batch
 	pending atomic.Int32  // samples not yet written
 	done    chan struct{} // closed when pending reaches 0
 }
@@ -86,8 +67,8 @@ type Loader struct {
 	cfg     LoaderConfig
 
 	mu      sync.Mutex
-	free    []*Batch  // batch buffers for reuse
-	workers []*worker // worker scratch for reuse
+	free    []*batchBuf // batch buffers for reuse
+	workers []*worker   // worker scratch for reuse
 }
 
 // NewLoader checks cfg and returns a loader over samples.
@@ -154,9 +135,9 @@ type Epoch struct {
 	parent context.Context
 	ctx    context.Context
 	cancel context.CancelFunc
-	ready  chan *Batch // batches in order, as soon as their jobs are queued
+	ready  chan *batchBuf // batches in order, as soon as their jobs are queued
 	wg     sync.WaitGroup
-	cur    *Batch
+	cur    *batchBuf
 
 	mu        sync.Mutex
 	err       error // first sample that failed to load
@@ -165,7 +146,7 @@ type Epoch struct {
 }
 
 type job struct {
-	batch *Batch
+	batch *batchBuf
 	slot  int
 	index int // into Loader.samples
 }
@@ -174,7 +155,7 @@ type job struct {
 func (l *Loader) Epoch(ctx context.Context, epoch int) *Epoch {
 	parent := ctx
 	ctx, cancel := context.WithCancel(ctx)
-	e := &Epoch{l: l, parent: parent, ctx: ctx, cancel: cancel, ready: make(chan *Batch, l.cfg.Prefetch)}
+	e := &Epoch{l: l, parent: parent, ctx: ctx, cancel: cancel, ready: make(chan *batchBuf, l.cfg.Prefetch)}
 	order := l.Order(epoch)
 	nb := l.Batches()
 	order = order[:min(len(order), nb*l.cfg.BatchSize)]
@@ -244,7 +225,7 @@ func (e *Epoch) Next() bool {
 		e.l.putBatch(e.cur)
 		e.cur = nil
 	}
-	var b *Batch
+	var b *batchBuf
 	select {
 	case next, ok := <-e.ready:
 		if !ok {
@@ -270,7 +251,12 @@ func (e *Epoch) Next() bool {
 }
 
 // Batch is the batch Next made ready; it stays valid until the next call to Next or Close.
-func (e *Epoch) Batch() *Batch { return e.cur }
+func (e *Epoch) Batch() *Batch {
+	if e.cur == nil {
+		return nil
+	}
+	return &e.cur.Batch
+}
 
 // Err is what ended the epoch early: a sample that failed to load (the error names its files)
 // or the cancellation of the context given to Loader.Epoch. It is nil after a complete epoch.
@@ -302,17 +288,17 @@ func (e *Epoch) Close() error {
 	return e.err
 }
 
-func (l *Loader) getBatch(index, n int) *Batch {
+func (l *Loader) getBatch(index, n int) *batchBuf {
 	h, w := l.cfg.Height, l.cfg.Width
 	l.mu.Lock()
-	var b *Batch
+	var b *batchBuf
 	if k := len(l.free); k > 0 {
 		b, l.free = l.free[k-1], l.free[:k-1]
 	}
 	l.mu.Unlock()
 	if b == nil {
 		bs := l.cfg.BatchSize
-		b = &Batch{Images: make([]float32, bs*3*h*w), Targets: make([]int64, bs*h*w), Samples: make([]Sample, bs)}
+		b = &batchBuf{Batch: Batch{Images: make([]float32, bs*3*h*w), Targets: make([]int64, bs*h*w), Samples: make([]Sample, bs)}}
 	}
 	b.Index, b.Size, b.Height, b.Width = index, n, h, w
 	b.Images, b.Targets, b.Samples = b.Images[:n*3*h*w], b.Targets[:n*h*w], b.Samples[:n]
@@ -321,7 +307,7 @@ func (l *Loader) getBatch(index, n int) *Batch {
 	return b
 }
 
-func (l *Loader) putBatch(b *Batch) {
+func (l *Loader) putBatch(b *batchBuf) {
 	l.mu.Lock()
 	if len(l.free) < l.cfg.Prefetch+2 {
 		l.free = append(l.free, b)
@@ -338,7 +324,7 @@ func (l *Loader) getWorker() *worker {
 		return w
 	}
 	h, wd := l.cfg.Height, l.cfg.Width
-	return &worker{out: image.NewRGBA(image.Rect(0, 0, wd, h)), outMask: augment.NewMask(wd, h)}
+	return &worker{outMask: augment.NewMask(wd, h)}
 }
 
 func (l *Loader) putWorker(w *worker) {
@@ -347,14 +333,13 @@ func (l *Loader) putWorker(w *worker) {
 	l.mu.Unlock()
 }
 
-// worker holds one goroutine's buffers: file bytes, decoded image and mask, augmented output.
+// worker holds one goroutine's buffers: file bytes, decoded image and mask, augmented mask.
 type worker struct {
 	aug     augment.Augmenter
 	dec     augment.Decoder
 	file    []byte
 	img     *image.RGBA
 	mask    *augment.Mask
-	out     *image.RGBA
 	outMask *augment.Mask
 }
 
@@ -382,12 +367,11 @@ func (w *worker) load(l *Loader, j job, augSeed uint64) error {
 	if l.cfg.Augment != nil {
 		p = l.cfg.Augment.Sample(rand.New(rand.NewPCG(augSeed, uint64(j.index))))
 	}
-	if err := w.aug.Apply(p, w.img, w.mask, w.out, w.outMask); err != nil {
-		return fmt.Errorf("load %s: %w", s.Image, err)
-	}
 	b := j.batch
 	hw := b.Height * b.Width
-	normalizeInto(b.Images[j.slot*3*hw:(j.slot+1)*3*hw], w.out)
+	if err := w.aug.ApplyPlanar(p, w.img, w.mask, b.Images[j.slot*3*hw:(j.slot+1)*3*hw], w.outMask, imageNetMean, imageNetStd); err != nil {
+		return fmt.Errorf("load %s: %w", s.Image, err)
+	}
 	t := b.Targets[j.slot*hw : (j.slot+1)*hw]
 	for i, v := range w.outMask.Pix[:hw] {
 		t[i] = int64(v)
