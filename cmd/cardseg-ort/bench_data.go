@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	goruntime "runtime"
+	"runtime/pprof"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -28,21 +29,22 @@ type BenchDataCmd struct {
 	Dir     string  `help:"Dataset folder whose train split is read; default: synthetic pictures at the measured size." type:"path"`
 	Images  int     `help:"Synthetic pictures to generate when no --dir is given." default:"64"`
 	JSON    bool    `help:"Print one JSON line."`
+	Profile string  `name:"cpuprofile" help:"Write a CPU profile of the measured part to this file (go tool pprof)." type:"path"`
 }
 
 type benchDataResult struct {
-	Height      int     `json:"height"`
-	Width       int     `json:"width"`
-	Batch       int     `json:"batch"`
-	Workers     int     `json:"workers"`
-	Cores       int     `json:"cores"` // GOMAXPROCS
-	Augment     string  `json:"augment"`
-	Source      string  `json:"source"`
-	Images      int     `json:"images"`
-	Seconds     float64 `json:"seconds"`
-	PerSecond   float64 `json:"images_per_s"`
-	PerCore     float64 `json:"images_per_s_per_core"`
-	TargetPerCo float64 `json:"target_per_core"`
+	Height        int     `json:"height"`
+	Width         int     `json:"width"`
+	Batch         int     `json:"batch"`
+	Workers       int     `json:"workers"`
+	Cores         int     `json:"cores"` // GOMAXPROCS
+	Augment       string  `json:"augment"`
+	Source        string  `json:"source"`
+	Images        int     `json:"images"`
+	Seconds       float64 `json:"seconds"`
+	PerSecond     float64 `json:"images_per_s"`
+	PerCore       float64 `json:"images_per_s_per_core"`
+	TargetPerCore float64 `json:"target_per_core"`
 }
 
 func (c *BenchDataCmd) Run(log *zerolog.Logger) error {
@@ -97,6 +99,19 @@ func (c *BenchDataCmd) Run(log *zerolog.Logger) error {
 		for e.Next() {
 			if !warm { // the first batch pays for allocation and cold caches
 				warm, start = true, time.Now()
+				if c.Profile != "" {
+					f, err := os.Create(c.Profile)
+					if err != nil {
+						e.Close()
+						return err
+					}
+					defer f.Close()
+					if err := pprof.StartCPUProfile(f); err != nil {
+						e.Close()
+						return err
+					}
+					defer pprof.StopCPUProfile()
+				}
 				continue
 			}
 			images += e.Batch().Size
@@ -119,7 +134,7 @@ func (c *BenchDataCmd) Run(log *zerolog.Logger) error {
 	cores := min(workers, goruntime.GOMAXPROCS(0))
 	r := benchDataResult{Height: c.Height, Width: c.Width, Batch: c.Batch, Workers: workers, Cores: goruntime.GOMAXPROCS(0),
 		Augment: c.Augment, Source: source, Images: images, Seconds: secs, PerSecond: float64(images) / secs,
-		PerCore: float64(images) / secs / float64(cores), TargetPerCo: 60}
+		PerCore: float64(images) / secs / float64(cores), TargetPerCore: 60}
 	if c.JSON {
 		b, _ := json.Marshal(r)
 		fmt.Println(string(b))
