@@ -12,6 +12,7 @@ import (
 	"github.com/cardseg-ort/cardseg-ort/graphs/model"
 	"github.com/cardseg-ort/cardseg-ort/graphs/safetensors"
 	"github.com/cardseg-ort/cardseg-ort/graphs/step"
+	"github.com/cardseg-ort/cardseg-ort/pipeline"
 	"github.com/cardseg-ort/cardseg-ort/runtime"
 )
 
@@ -77,7 +78,7 @@ func (c *GraphsBuildCmd) Run(log *zerolog.Logger) error {
 			return err
 		}
 		path := filepath.Join(c.Out, item.name)
-		if err := writeFileAtomic(path, b); err != nil {
+		if err := pipeline.WriteFileAtomic(path, b); err != nil {
 			return err
 		}
 		log.Info().Str("file", path).Int("nodes", len(item.g.Nodes())).Int("bytes", len(b)).Msg("wrote graph")
@@ -178,39 +179,5 @@ func (c *GraphsCheckGradCmd) Run(log *zerolog.Logger) error {
 		return err
 	}
 	log.Info().Str("file", c.Out).Float32("loss", runtime.Data[float32](out[step.OutLoss])[0]).Int("gradients", len(names)-3).Msg("wrote gradients")
-	return nil
-}
-
-// writeFileAtomic writes via a temporary file in the same folder, fsync and rename, so readers
-// never see a partial file.
-func writeFileAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	name := tmp.Name()
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		os.Remove(name)
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		os.Remove(name)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		os.Remove(name)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		os.Remove(name)
-		return err
-	}
-	if err := os.Rename(name, path); err != nil {
-		os.Remove(name)
-		return err
-	}
 	return nil
 }

@@ -94,26 +94,13 @@ func TrainStep(c Config) (*graphs.Graph, error) {
 	}
 	g := graphs.New("train_step")
 	err := graphs.Build(func() error {
-		image := g.Input(InputImage, graphs.Float, graphs.Shape{int64(c.Batch), 3, int64(c.Height), int64(c.Width)})
-		target := g.Input(InputTarget, graphs.Int64, graphs.Shape{int64(c.Batch), int64(c.Height), int64(c.Width)})
-		lr := g.Input(InputLR, graphs.Float, graphs.Shape{})
-		stepN := g.Input(InputStep, graphs.Float, graphs.Shape{})
-		src := &inputSource{vals: map[string]*graphs.Value{}}
-		out := model.Forward(g, image, c.Arch, src, model.Train)
-		loss := SegLoss(out.Logits, target, c.Loss)
-		specs := c.Arch.Params()
-		var params []*graphs.Value
-		var trainable []model.ParamSpec
-		for _, s := range specs {
-			if s.Kind.Trainable() {
-				params = append(params, src.vals[s.Name])
-				trainable = append(trainable, s)
-			}
-		}
-		grads, err := graphs.Grad(loss.Total, params)
+		fb, err := forwardBackward(g, c)
 		if err != nil {
 			return err
 		}
+		lr := g.Input(InputLR, graphs.Float, graphs.Shape{})
+		stepN := g.Input(InputStep, graphs.Float, graphs.Shape{})
+		out, loss, params, grads, trainable := fb.out, fb.loss, fb.params, fb.grads, fb.trainable
 		g.Output(OutLoss, loss.Total)
 		g.Output(OutCE, loss.CE)
 		g.Output(OutDice, loss.Dice)
@@ -210,28 +197,16 @@ func GradGraph(c Config) (*graphs.Graph, error) {
 	}
 	g := graphs.New("grad_check")
 	err := graphs.Build(func() error {
-		image := g.Input(InputImage, graphs.Float, graphs.Shape{int64(c.Batch), 3, int64(c.Height), int64(c.Width)})
-		target := g.Input(InputTarget, graphs.Int64, graphs.Shape{int64(c.Batch), int64(c.Height), int64(c.Width)})
-		src := &inputSource{vals: map[string]*graphs.Value{}}
-		out := model.Forward(g, image, c.Arch, src, model.Train)
-		loss := SegLoss(out.Logits, target, c.Loss)
-		var params []*graphs.Value
-		var names []string
-		for _, s := range c.Arch.Params() {
-			if s.Kind.Trainable() {
-				params = append(params, src.vals[s.Name])
-				names = append(names, s.Name)
-			}
-		}
-		grads, err := graphs.Grad(loss.Total, params)
+		fb, err := forwardBackward(g, c)
 		if err != nil {
 			return err
 		}
+		loss, grads := fb.loss, fb.grads
 		g.Output(OutLoss, loss.Total)
 		g.Output(OutCE, loss.CE)
 		g.Output(OutDice, loss.Dice)
 		for i, d := range grads {
-			g.Output("grad."+names[i], d)
+			g.Output("grad."+fb.trainable[i].Name, d)
 		}
 		return nil
 	})
@@ -239,4 +214,34 @@ func GradGraph(c Config) (*graphs.Graph, error) {
 		return nil, err
 	}
 	return g, nil
+}
+
+// fwdBwd is the part the train step and the gradient check share.
+type fwdBwd struct {
+	out       *model.Output
+	loss      Loss
+	trainable []model.ParamSpec
+	params    []*graphs.Value // graph inputs of the trainable tensors, in trainable's order
+	grads     []*graphs.Value
+}
+
+// forwardBackward declares image, target and every network tensor as inputs, builds the
+// training-mode forward and the loss, and differentiates it with respect to the trainable
+// parameters.
+func forwardBackward(g *graphs.Graph, c Config) (fwdBwd, error) {
+	var fb fwdBwd
+	image := g.Input(InputImage, graphs.Float, graphs.Shape{int64(c.Batch), 3, int64(c.Height), int64(c.Width)})
+	target := g.Input(InputTarget, graphs.Int64, graphs.Shape{int64(c.Batch), int64(c.Height), int64(c.Width)})
+	src := &inputSource{vals: map[string]*graphs.Value{}}
+	fb.out = model.Forward(g, image, c.Arch, src, model.Train)
+	fb.loss = SegLoss(fb.out.Logits, target, c.Loss)
+	for _, s := range c.Arch.Params() {
+		if s.Kind.Trainable() {
+			fb.params = append(fb.params, src.vals[s.Name])
+			fb.trainable = append(fb.trainable, s)
+		}
+	}
+	var err error
+	fb.grads, err = graphs.Grad(fb.loss.Total, fb.params)
+	return fb, err
 }
