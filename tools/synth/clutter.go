@@ -219,6 +219,7 @@ func (s *scene) hand() {
 	}
 	seed := rng.Uint64()
 	blotch := newLattice(rng)
+	lightSide := between(rng, -1, 1)
 	sh := shape{x0: -armLen - palmW, y0: -palmW * 1.6, x1: pl * 2.2, y1: palmW * 1.6,
 		sd: sd,
 		color: func(u, v, d float64) rgb {
@@ -227,10 +228,8 @@ func (s *scene) hand() {
 			}
 			depth := clamp01(float32(-d / (fingerR * 1.5)))
 			c := skin.scale(0.72 + 0.33*depth).scale(0.97 + 0.06*hash01(int(u), int(v), seed))
-			// Knuckle creases across the fingers, and a little blotchiness.
-			if u > pl*0.45 && math.Abs(math.Sin((u-pl*0.4)/(palmW*0.28)*math.Pi)) < 0.08 {
-				c = c.scale(0.9)
-			}
+			// Light from one side of the hand, and a little blotchiness.
+			c = c.scale(float32(1 + 0.12*lightSide*v/palmW))
 			c = c.scale(1 + 0.06*blotch.fbm(u/(palmW*0.3), v/(palmW*0.3), 2))
 			for _, p := range parts[:4] { // nails, elongated along the finger
 				if math.Hypot((u-(p.bx-p.r*0.35))/1.3, v-p.by) < p.r*0.55 {
