@@ -120,9 +120,13 @@ func sourceMapping(p Params, w, h int, sw, sh float64) Homography {
 	return toSource.Mul(affine).Mul(m)
 }
 
+// elasticStep is the spacing of the elastic field's grid, in output pixels; warp cuts rows into
+// spans of the same length, along which the field is linear.
+const elasticStep = 16
+
 // elasticField is a smooth random displacement field sampled on a coarse grid of output pixels.
 type elasticField struct {
-	step   int       // grid spacing in pixels
+	step   int       // grid spacing in pixels: elasticStep
 	cols   int       // grid nodes per row
 	dx, dy []float32 // displacement at each node, pixels
 }
@@ -130,7 +134,7 @@ type elasticField struct {
 // make fills f with Perlin-noise displacements whose largest magnitude is
 // alpha·min(w, h) and whose wavelength is min(w, h)/freq.
 func (f *elasticField) make(p Params, w, h int) {
-	f.step = 16
+	f.step = elasticStep
 	f.cols = w/f.step + 2
 	rows := h/f.step + 2
 	n := f.cols * rows
@@ -208,12 +212,24 @@ func (a *Augmenter) warp(p Params, src *image.RGBA, srcMask *Mask, dst *image.RG
 		img = a.small
 	}
 	m := sourceMapping(p, w, h, float64(dw), float64(dh))
-	if m == IdentityHomography && p.Elastic == 0 && sw == w && sh == h {
-		for y := 0; y < h; y++ {
-			copy(dst.Pix[y*dst.Stride:y*dst.Stride+4*w], src.Pix[y*src.Stride:])
+	if p.Elastic == 0 && sw == w && sh == h {
+		switch m {
+		case IdentityHomography: // a copy
+			for y := 0; y < h; y++ {
+				copy(dst.Pix[y*dst.Stride:y*dst.Stride+4*w], src.Pix[y*src.Stride:])
+			}
+			copy(dstMask.Pix, srcMask.Pix)
+			return
+		case Homography{-1, 0, float64(w), 0, 1, 0, 0, 0, 1}: // a mirror: the flip alone
+			for y := 0; y < h; y++ {
+				in, out := words(src.Pix[y*src.Stride:y*src.Stride+4*w]), words(dst.Pix[y*dst.Stride:y*dst.Stride+4*w])
+				min, mout := srcMask.Pix[y*w:(y+1)*w], dstMask.Pix[y*w:(y+1)*w]
+				for x := range out {
+					out[x], mout[x] = in[w-1-x], min[w-1-x]
+				}
+			}
+			return
 		}
-		copy(dstMask.Pix, srcMask.Pix)
-		return
 	}
 	elastic := p.Elastic > 0
 	if elastic {
@@ -226,55 +242,44 @@ func (a *Augmenter) warp(p Params, src *image.RGBA, srcMask *Mask, dst *image.RG
 		src: words(img.Pix), stride: img.Stride / 4, iw: img.Rect.Dx(), ih: img.Rect.Dy(),
 		mask: srcMask.Pix, mstride: sw, dw: dw, dh: dh, scale: 256 / float32(k),
 	}
-	for y := 0; y < h; y++ {
-		ru, rv := a.rowU[:w], a.rowV[:w]
-		oy := float64(y) + 0.5
-		switch {
-		case elastic:
-			rx, ry := a.rowX, a.rowY
-			a.field.row(y, rx, ry)
-			step := a.field.step
-			for x := range ru {
-				i := x / step
-				t := float32(x-i*step) / float32(step)
-				ox := float64(x) + 0.5 + float64(rx[i]+t*(rx[i+1]-rx[i]))
-				oyx := oy + float64(ry[i]+t*(ry[i+1]-ry[i]))
-				z := m[6]*ox + m[7]*oyx + m[8]
-				ru[x] = float32((m[0]*ox + m[1]*oyx + m[2]) / z)
-				rv[x] = float32((m[3]*ox + m[4]*oyx + m[5]) / z)
-			}
-		case affine:
-			u, v := m[0]*0.5+m[1]*oy+m[2], m[3]*0.5+m[4]*oy+m[5]
-			// The pixels whose source lies inside the domain form one run (the row is a line);
-			// it takes the fixed-point path, the mirrored pixels at either end the general one.
-			out := words(dst.Pix[y*dst.Stride : y*dst.Stride+4*w])
-			mout := dstMask.Pix[y*w : (y+1)*w]
-			a, b := insideRun(u, m[0], float64(dw), w)
-			a2, b2 := insideRun(v, m[3], float64(dh), w)
-			a, b = max(a, a2), min(b, b2)
-			if a < b && s.affineRow(u+m[0]*float64(a), v+m[3]*float64(a), m[0], m[3], out[a:b], mout[a:b]) {
-				for x := range ru {
-					ru[x], rv[x] = float32(u+m[0]*float64(x)), float32(v+m[3]*float64(x))
-				}
-				s.row(ru[:a], rv[:a], out[:a], mout[:a])
-				s.row(ru[b:], rv[b:], out[b:], mout[b:])
-				continue
-			}
-			for x := range ru {
-				ru[x], rv[x] = float32(u), float32(v)
-				u += m[0]
-				v += m[3]
-			}
-		default:
-			nu, nv, z := m[0]*0.5+m[1]*oy+m[2], m[3]*0.5+m[4]*oy+m[5], m[6]*0.5+m[7]*oy+m[8]
-			for x := range ru {
-				ru[x], rv[x] = float32(nu/z), float32(nv/z)
-				nu += m[0]
-				nv += m[3]
-				z += m[6]
-			}
+	// Each row is cut into spans of spanStep pixels (the elastic grid's spacing), the source
+	// coordinates computed exactly at the span ends and stepped linearly in between: exact for
+	// affine maps and for the elastic field (linear along a row within a grid cell), and within
+	// a hundredth of a pixel for the mild perspective of the augmentations.
+	const spanStep = elasticStep
+	var rx, ry []float32
+	coord := func(x int, oy float64) (float64, float64) {
+		ox := float64(x) + 0.5
+		if elastic {
+			i := min(x/spanStep, len(rx)-2)
+			t := float32(x-i*spanStep) / spanStep
+			ox += float64(rx[i] + t*(rx[i+1]-rx[i]))
+			oy += float64(ry[i] + t*(ry[i+1]-ry[i]))
 		}
-		s.row(ru, rv, words(dst.Pix[y*dst.Stride:y*dst.Stride+4*w]), dstMask.Pix[y*w:(y+1)*w])
+		z := m[6]*ox + m[7]*oy + m[8]
+		return (m[0]*ox + m[1]*oy + m[2]) / z, (m[3]*ox + m[4]*oy + m[5]) / z
+	}
+	for y := 0; y < h; y++ {
+		out := words(dst.Pix[y*dst.Stride : y*dst.Stride+4*w])
+		mout := dstMask.Pix[y*w : (y+1)*w]
+		oy := float64(y) + 0.5
+		if affine && !elastic {
+			u, v := coord(0, oy)
+			a.linearRun(&s, u, v, m[0], m[3], out, mout)
+			continue
+		}
+		if elastic {
+			rx, ry = a.rowX, a.rowY
+			a.field.row(y, rx, ry)
+		}
+		u0, v0 := coord(0, oy)
+		for x0 := 0; x0 < w; x0 += spanStep {
+			x1 := min(x0+spanStep, w)
+			u1, v1 := coord(x1, oy)
+			n := float64(x1 - x0)
+			a.linearRun(&s, u0, v0, (u1-u0)/n, (v1-v0)/n, out[x0:x1], mout[x0:x1])
+			u0, v0 = u1, v1
+		}
 	}
 }
 
@@ -288,6 +293,32 @@ type sampler struct {
 	mstride int
 	dw, dh  int     // sampled domain, full-resolution pixels
 	scale   float32 // 256 / prefilter factor: full-resolution coordinate to 1/256 prefiltered pixels
+}
+
+// linearRun samples pixels whose source coordinates are (u + du·x, v + dv·x): the part inside
+// the domain by the fixed-point path, mirrored pixels at either end by the general one.
+func (a *Augmenter) linearRun(s *sampler, u, v, du, dv float64, out []uint32, mout []uint8) {
+	n := len(mout)
+	lo, hi := insideRun(u, du, float64(s.dw), n)
+	lo2, hi2 := insideRun(v, dv, float64(s.dh), n)
+	lo, hi = max(lo, lo2), min(hi, hi2)
+	if lo < hi && s.affineRow(u+du*float64(lo), v+dv*float64(lo), du, dv, out[lo:hi], mout[lo:hi]) {
+		if lo == 0 && hi == n {
+			return
+		}
+	} else {
+		lo, hi = 0, 0
+	}
+	ru, rv := a.rowU[:n], a.rowV[:n]
+	for x := 0; x < n; x++ {
+		if x == lo && lo < hi {
+			x = hi - 1 // the fixed-point path did these
+			continue
+		}
+		ru[x], rv[x] = float32(u+du*float64(x)), float32(v+dv*float64(x))
+	}
+	s.row(ru[:lo], rv[:lo], out[:lo], mout[:lo])
+	s.row(ru[hi:], rv[hi:], out[hi:], mout[hi:])
 }
 
 // insideRun returns the pixels [a, b) of an n-pixel row whose coordinate start + step·x lies
@@ -334,17 +365,26 @@ func (s *sampler) affineRow(u, v, du, dv float64, out []uint32, mout []uint8) bo
 	iu, iv := int64((u*k-0.5)*one), int64((v*k-0.5)*one)
 	idu, idv := int64(du*k*one), int64(dv*k*one)
 	const lanes = 0x00ff00ff
+	// Locals, not fields: the compiler cannot keep s's fields in registers across the stores.
+	src, mask := s.src, s.mask
+	stride, mstride := s.stride, s.mstride
+	iw1, ih1 := s.iw-1, s.ih-1
 	out = out[:n]
+	if k == 1 {
+		// No prefilter: the image sample sits half a pixel before the mask coordinate, so one
+		// pair of accumulators serves both.
+		bilinearNearest(src, mask, stride, mstride, iw1, ih1, mu, mv, mdu, mdv, out, mout)
+		return true
+	}
 	for x := range mout {
 		mx, my := int(mu>>32), int(mv>>32)
-		mout[x] = s.mask[my*s.mstride+mx]
+		mout[x] = mask[my*mstride+mx]
 		x0, y0 := int(iu>>32), int(iv>>32) // arithmetic shift: floor, also for -0.5
 		fx, fy := uint32(iu>>24)&255, uint32(iv>>24)&255
-		x1, y1 := x0+1, y0+1
-		x0, x1 = min(max(x0, 0), s.iw-1), min(max(x1, 0), s.iw-1)
-		y0, y1 = min(max(y0, 0), s.ih-1), min(max(y1, 0), s.ih-1)
-		r0, r1 := y0*s.stride, y1*s.stride
-		p00, p01, p10, p11 := s.src[r0+x0], s.src[r0+x1], s.src[r1+x0], s.src[r1+x1]
+		x1, y1 := min(x0+1, iw1), min(y0+1, ih1)
+		x0, y0 = max(x0, 0), max(y0, 0)
+		r0, r1 := y0*stride, y1*stride
+		p00, p01, p10, p11 := src[r0+x0], src[r0+x1], src[r1+x0], src[r1+x1]
 		gx, gy := 256-fx, 256-fy
 		rbT := ((p00&lanes)*gx + (p01&lanes)*fx + 0x00800080) >> 8 & lanes
 		gaT := ((p00>>8&lanes)*gx + (p01>>8&lanes)*fx + 0x00800080) >> 8 & lanes
@@ -354,6 +394,31 @@ func (s *sampler) affineRow(u, v, du, dv float64, out []uint32, mout []uint8) bo
 		mu, mv, iu, iv = mu+mdu, mv+mdv, iu+idu, iv+idv
 	}
 	return true
+}
+
+// bilinearNearest is affineRow's loop without prefiltering, in a function of its own so that
+// its few live values stay in registers.
+func bilinearNearest(src []uint32, mask []uint8, stride, mstride, iw1, ih1 int, mu, mv, mdu, mdv int64, out []uint32, mout []uint8) {
+	const lanes = 0x00ff00ff
+	const half = 1 << 31
+	out = out[:len(mout)]
+	for x := range mout {
+		mout[x] = mask[int(mv>>32)*mstride+int(mu>>32)]
+		su, sv := mu-half, mv-half
+		x0, y0 := int(su>>32), int(sv>>32)
+		fx, fy := uint32(su>>24)&255, uint32(sv>>24)&255
+		x1, y1 := min(x0+1, iw1), min(y0+1, ih1)
+		x0, y0 = max(x0, 0), max(y0, 0)
+		r0, r1 := y0*stride, y1*stride
+		p00, p01, p10, p11 := src[r0+x0], src[r0+x1], src[r1+x0], src[r1+x1]
+		gx, gy := 256-fx, 256-fy
+		rbT := ((p00&lanes)*gx + (p01&lanes)*fx + 0x00800080) >> 8 & lanes
+		gaT := ((p00>>8&lanes)*gx + (p01>>8&lanes)*fx + 0x00800080) >> 8 & lanes
+		rbB := ((p10&lanes)*gx + (p11&lanes)*fx + 0x00800080) >> 8 & lanes
+		gaB := ((p10>>8&lanes)*gx + (p11>>8&lanes)*fx + 0x00800080) >> 8 & lanes
+		out[x] = (rbT*gy+rbB*fy+0x00800080)>>8&lanes | (gaT*gy+gaB*fy+0x00800080)&0xff00ff00
+		mu, mv = mu+mdu, mv+mdv
+	}
 }
 
 // row samples one output row: the image bilinearly with 8-bit weights on two channel lanes at
