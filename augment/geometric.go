@@ -364,7 +364,6 @@ func (s *sampler) affineRow(u, v, du, dv float64, out []uint32, mout []uint8) bo
 	// Image coordinates in prefiltered pixels, shifted by half a pixel to the sample centres.
 	iu, iv := int64((u*k-0.5)*one), int64((v*k-0.5)*one)
 	idu, idv := int64(du*k*one), int64(dv*k*one)
-	const lanes = 0x00ff00ff
 	// Locals, not fields: the compiler cannot keep s's fields in registers across the stores.
 	src, mask := s.src, s.mask
 	stride, mstride := s.stride, s.mstride
@@ -385,12 +384,7 @@ func (s *sampler) affineRow(u, v, du, dv float64, out []uint32, mout []uint8) bo
 		x0, y0 = max(x0, 0), max(y0, 0)
 		r0, r1 := y0*stride, y1*stride
 		p00, p01, p10, p11 := src[r0+x0], src[r0+x1], src[r1+x0], src[r1+x1]
-		gx, gy := 256-fx, 256-fy
-		rbT := ((p00&lanes)*gx + (p01&lanes)*fx + 0x00800080) >> 8 & lanes
-		gaT := ((p00>>8&lanes)*gx + (p01>>8&lanes)*fx + 0x00800080) >> 8 & lanes
-		rbB := ((p10&lanes)*gx + (p11&lanes)*fx + 0x00800080) >> 8 & lanes
-		gaB := ((p10>>8&lanes)*gx + (p11>>8&lanes)*fx + 0x00800080) >> 8 & lanes
-		out[x] = (rbT*gy+rbB*fy+0x00800080)>>8&lanes | (gaT*gy+gaB*fy+0x00800080)&0xff00ff00
+		out[x] = bilerp(p00, p01, p10, p11, fx, fy)
 		mu, mv, iu, iv = mu+mdu, mv+mdv, iu+idu, iv+idv
 	}
 	return true
@@ -411,20 +405,32 @@ func bilinearNearest(src []uint32, mask []uint8, stride, mstride, iw1, ih1 int, 
 		x0, y0 = max(x0, 0), max(y0, 0)
 		r0, r1 := y0*stride, y1*stride
 		p00, p01, p10, p11 := src[r0+x0], src[r0+x1], src[r1+x0], src[r1+x1]
-		gx, gy := 256-fx, 256-fy
-		rbT := ((p00&lanes)*gx + (p01&lanes)*fx + 0x00800080) >> 8 & lanes
-		gaT := ((p00>>8&lanes)*gx + (p01>>8&lanes)*fx + 0x00800080) >> 8 & lanes
-		rbB := ((p10&lanes)*gx + (p11&lanes)*fx + 0x00800080) >> 8 & lanes
-		gaB := ((p10>>8&lanes)*gx + (p11>>8&lanes)*fx + 0x00800080) >> 8 & lanes
-		out[x] = (rbT*gy+rbB*fy+0x00800080)>>8&lanes | (gaT*gy+gaB*fy+0x00800080)&0xff00ff00
+		// bilerp, written out: the compiler does not inline it.
+		w11 := (fx*fy + 128) >> 8
+		w01, w10 := fx-w11, fy-w11
+		w00 := 256 - fx - fy + w11
+		rb := (p00&lanes)*w00 + (p01&lanes)*w01 + (p10&lanes)*w10 + (p11&lanes)*w11 + 0x00800080
+		ga := (p00>>8&lanes)*w00 + (p01>>8&lanes)*w01 + (p10>>8&lanes)*w10 + (p11>>8&lanes)*w11 + 0x00800080
+		out[x] = rb>>8&lanes | ga&0xff00ff00
 		mu, mv = mu+mdu, mv+mdv
 	}
+}
+
+// bilerp blends four RGBA words with bilinear weights from the fractions fx, fy (in 1/256): the
+// four weights, summing to exactly 256, multiply two channel lanes per word at once.
+func bilerp(p00, p01, p10, p11, fx, fy uint32) uint32 {
+	const lanes = 0x00ff00ff
+	w11 := (fx*fy + 128) >> 8
+	w01, w10 := fx-w11, fy-w11
+	w00 := 256 - fx - fy + w11
+	rb := (p00&lanes)*w00 + (p01&lanes)*w01 + (p10&lanes)*w10 + (p11&lanes)*w11 + 0x00800080
+	ga := (p00>>8&lanes)*w00 + (p01>>8&lanes)*w01 + (p10>>8&lanes)*w10 + (p11>>8&lanes)*w11 + 0x00800080
+	return rb>>8&lanes | ga&0xff00ff00
 }
 
 // row samples one output row: the image bilinearly with 8-bit weights on two channel lanes at
 // a time, the mask at the nearest source pixel. Coordinates outside the domain are mirrored.
 func (s *sampler) row(ru, rv []float32, out []uint32, mout []uint8) {
-	const lanes = 0x00ff00ff
 	fdw, fdh := float32(s.dw), float32(s.dh)
 	rv = rv[:len(ru)]
 	out = out[:len(ru)]
@@ -449,14 +455,7 @@ func (s *sampler) row(ru, rv []float32, out []uint32, mout []uint8) {
 		y0, y1 = min(max(y0, 0), s.ih-1), min(y1, s.ih-1)
 		r0, r1 := y0*s.stride, y1*s.stride
 		p00, p01, p10, p11 := s.src[r0+x0], s.src[r0+x1], s.src[r1+x0], s.src[r1+x1]
-		gx, gy := 256-fx, 256-fy
-		rbT := ((p00&lanes)*gx + (p01&lanes)*fx + 0x00800080) >> 8 & lanes
-		gaT := ((p00>>8&lanes)*gx + (p01>>8&lanes)*fx + 0x00800080) >> 8 & lanes
-		rbB := ((p10&lanes)*gx + (p11&lanes)*fx + 0x00800080) >> 8 & lanes
-		gaB := ((p10>>8&lanes)*gx + (p11>>8&lanes)*fx + 0x00800080) >> 8 & lanes
-		rb := (rbT*gy + rbB*fy + 0x00800080) >> 8 & lanes
-		ga := (gaT*gy + gaB*fy + 0x00800080) & 0xff00ff00
-		out[x] = rb | ga
+		out[x] = bilerp(p00, p01, p10, p11, fx, fy)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"os/signal"
 	goruntime "runtime"
 	"runtime/pprof"
+	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -33,17 +34,21 @@ type BenchDataCmd struct {
 }
 
 type benchDataResult struct {
-	Height        int     `json:"height"`
-	Width         int     `json:"width"`
-	Batch         int     `json:"batch"`
-	Workers       int     `json:"workers"`
-	Cores         int     `json:"cores"` // GOMAXPROCS
-	Augment       string  `json:"augment"`
-	Source        string  `json:"source"`
-	Images        int     `json:"images"`
-	Seconds       float64 `json:"seconds"`
-	PerSecond     float64 `json:"images_per_s"`
-	PerCore       float64 `json:"images_per_s_per_core"`
+	Height    int     `json:"height"`
+	Width     int     `json:"width"`
+	Batch     int     `json:"batch"`
+	Workers   int     `json:"workers"`
+	Cores     int     `json:"cores"` // GOMAXPROCS
+	Augment   string  `json:"augment"`
+	Source    string  `json:"source"`
+	Images    int     `json:"images"`
+	Seconds   float64 `json:"seconds"`
+	PerSecond float64 `json:"images_per_s"`
+	PerCore   float64 `json:"images_per_s_per_core"`
+	// CPUSeconds is the process's user+system CPU time over the measurement; images per
+	// CPU-second is the per-core rate even when other processes share the cores.
+	CPUSeconds    float64 `json:"cpu_seconds"`
+	PerCPUSec     float64 `json:"images_per_cpu_s"`
 	TargetPerCore float64 `json:"target_per_core"`
 }
 
@@ -94,11 +99,12 @@ func (c *BenchDataCmd) Run(log *zerolog.Logger) error {
 	}
 	images, warm := 0, false
 	var start time.Time
+	var cpuStart time.Duration
 	for epoch := 0; ; epoch++ {
 		e := l.Epoch(ctx, epoch)
 		for e.Next() {
 			if !warm { // the first batch pays for allocation and cold caches
-				warm, start = true, time.Now()
+				warm, start, cpuStart = true, time.Now(), cpuTime()
 				if c.Profile != "" {
 					f, err := os.Create(c.Profile)
 					if err != nil {
@@ -131,16 +137,26 @@ func (c *BenchDataCmd) Run(log *zerolog.Logger) error {
 		}
 	}
 	secs := time.Since(start).Seconds()
+	cpu := (cpuTime() - cpuStart).Seconds()
 	cores := min(workers, goruntime.GOMAXPROCS(0))
 	r := benchDataResult{Height: c.Height, Width: c.Width, Batch: c.Batch, Workers: workers, Cores: goruntime.GOMAXPROCS(0),
 		Augment: c.Augment, Source: source, Images: images, Seconds: secs, PerSecond: float64(images) / secs,
-		PerCore: float64(images) / secs / float64(cores), TargetPerCore: 60}
+		PerCore: float64(images) / secs / float64(cores), CPUSeconds: cpu, PerCPUSec: float64(images) / cpu, TargetPerCore: 60}
 	if c.JSON {
 		b, _ := json.Marshal(r)
 		fmt.Println(string(b))
 		return nil
 	}
-	fmt.Printf("loader %dx%d, batch %d, %d workers, augment %s, %s data: %.1f images/s, %.1f images/s per core (target 60)\n",
-		r.Height, r.Width, r.Batch, r.Workers, r.Augment, r.Source, r.PerSecond, r.PerCore)
+	fmt.Printf("loader %dx%d, batch %d, %d workers, augment %s, %s data: %.1f images/s, %.1f images/s per core, %.1f images per CPU-second (target 60 per core)\n",
+		r.Height, r.Width, r.Batch, r.Workers, r.Augment, r.Source, r.PerSecond, r.PerCore, r.PerCPUSec)
 	return nil
+}
+
+// cpuTime is the process's user and system CPU time so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
