@@ -50,6 +50,7 @@ type CLI struct {
 	Data    DataCmd    `cmd:"" help:"Inspect datasets (data check DIR)."`
 	Synth   SynthCmd   `cmd:"" help:"Write the built-in synthetic dataset of trading-card photographs."`
 	Eval    EvalCmd    `cmd:"" help:"Score a segmentation model on a dataset split: metrics, confusion matrix, failures, plots, report.html."`
+	Prune   PruneCmd   `cmd:"" help:"Prune a checkpoint (single weights or whole channels), optionally fine-tune, and report size, latency and quality."`
 }
 
 // exitError carries a specific exit code up to main.

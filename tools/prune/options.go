@@ -16,14 +16,22 @@ const (
 )
 
 // Criterion ranks channels for structured pruning.
+//
+// An expansion channel passes expansion conv → batch norm → depthwise conv → batch norm →
+// projection, and the depthwise batch norm sets the scale the projection sees; the criteria
+// read that layer. Measured on a trained checkpoint (30% of the expansion channels, batch-norm
+// statistics re-estimated, no fine-tuning), the depthwise |γ| kept card IoU at 0.371 of 0.379;
+// the depthwise filters' L1 norms 0.233, the expansion filters' 0.158, and the L1 norms of the
+// filters with batch norm folded in 0.005: batch norm makes a filter's scale arbitrary.
 type Criterion string
 
 const (
-	// L1 ranks a channel by the L1 norm of the filter that produces it, batch norm folded in
-	// (what the deployed model computes: a raw filter's scale means nothing under batch norm).
-	L1 Criterion = "l1"
-	// BNGamma ranks a channel by |γ| of the batch norm that scales it (network slimming).
+	// BNGamma ranks a channel by |γ| of the batch norm that scales it (network slimming, Liu
+	// et al. 2017): the depthwise conv's batch norm for expansion channels.
 	BNGamma Criterion = "bn-gamma"
+	// L1 ranks a channel by the L1 norm of the filter that produces it (Li et al. 2017): the
+	// depthwise filter for expansion channels.
+	L1 Criterion = "l1"
 )
 
 // Options say what to prune and how much.
@@ -36,7 +44,7 @@ type Options struct {
 	// for structured pruning.
 	Scope Scope
 	// Criterion ranks channels (structured only; unstructured pruning ranks single weights by
-	// magnitude). Empty means L1.
+	// magnitude). Empty means BNGamma.
 	Criterion Criterion
 	// Squeeze also prunes the squeeze-and-excite bottleneck channels (structured).
 	Squeeze bool
@@ -57,7 +65,10 @@ func (o Options) withDefaults() Options {
 		}
 	}
 	if o.Criterion == "" {
-		o.Criterion = L1
+		o.Criterion = BNGamma
+		if !o.Structured {
+			o.Criterion = L1 // magnitude
+		}
 	}
 	if o.Multiple < 1 {
 		o.Multiple = 1

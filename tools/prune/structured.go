@@ -74,7 +74,6 @@ func bnCuts(prefix string) []cut {
 type scorer struct {
 	crit   Criterion
 	shapes map[string]graphs.Shape
-	eps    map[string]float32 // batch norm prefix → eps
 }
 
 // filterL1 is the L1 norm of each output filter (axis 0) of a weight.
@@ -91,22 +90,17 @@ func (s *scorer) filterL1(w *model.Weights, name string) []float64 {
 	return out
 }
 
-// convBN scores the channels a conv + batch norm produce: the folded filter's L1 norm
-// (‖w‖₁·|γ|/√(var+ε)), or |γ| alone.
+// convBN scores the channels a conv + batch norm produce: the conv's filter L1 norms, or the
+// batch norm's |γ|.
 func (s *scorer) convBN(conv, bn string) func(w *model.Weights) []float64 {
 	return func(w *model.Weights) []float64 {
+		if s.crit == L1 {
+			return s.filterL1(w, conv)
+		}
 		gamma := w.Tensors[bn+".weight"]
 		out := make([]float64, len(gamma))
-		if s.crit == BNGamma {
-			for c, g := range gamma {
-				out[c] = math.Abs(float64(g))
-			}
-			return out
-		}
-		l1 := s.filterL1(w, conv)
-		variance := w.Tensors[bn+".running_var"]
 		for c, g := range gamma {
-			out[c] = l1[c] * math.Abs(float64(g)) / math.Sqrt(float64(variance[c])+float64(s.eps[bn]))
+			out[c] = math.Abs(float64(g))
 		}
 		return out
 	}
@@ -169,12 +163,9 @@ func channelGroups(a model.Arch, opts Options, sc *scorer) (first, second []*cha
 // pruneChannels removes the least important channels of every group and slices the weights
 // (and mask) to the smaller architecture.
 func pruneChannels(a model.Arch, w *model.Weights, flatMask []float32, opts Options) (*Result, error) {
-	sc := &scorer{crit: opts.Criterion, shapes: map[string]graphs.Shape{}, eps: map[string]float32{}}
+	sc := &scorer{crit: opts.Criterion, shapes: map[string]graphs.Shape{}}
 	for _, p := range a.Params() {
 		sc.shapes[p.Name] = p.Shape
-		if p.Kind == model.BNWeight {
-			sc.eps[p.Name[:len(p.Name)-len(".weight")]] = p.Eps
-		}
 	}
 	first, second, kept := channelGroups(a, opts, sc)
 	out := w.Clone()

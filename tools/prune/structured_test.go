@@ -11,11 +11,12 @@ import (
 )
 
 // killChannels silences channels of every channel group so that removing exactly them leaves
-// the network's function unchanged: a depthwise batch norm with γ = β = 0 outputs 0, which
-// ReLU and hardswish keep at 0, so nothing downstream reads the channel; likewise a squeeze
-// channel whose fc1 row and bias are 0, the last conv's channels (γ = β = 0) and the head's
-// inter channels (γ = β = 0). share gives the dead fraction of each group (by index, cycled).
-// It returns the live width of every group by layer and kind.
+// the network's function unchanged, and both criteria rank them last: a depthwise filter of
+// zeros with a batch norm of γ = β = 0 outputs 0, which ReLU and hardswish keep at 0, so
+// nothing downstream reads the channel; likewise a squeeze channel whose fc1 row and bias are
+// 0, the last conv's channels and the head's inter channels (filter and γ, β zero). shares
+// give the dead fraction of each group (cycled). It returns the live width of every group by
+// layer and kind.
 func killChannels(a model.Arch, w *model.Weights, shares []float64, head bool, seed uint64) map[string]int {
 	r := rand.New(rand.NewPCG(seed, 1))
 	live := map[string]int{}
@@ -29,13 +30,18 @@ func killChannels(a model.Arch, w *model.Weights, shares []float64, head bool, s
 		}
 		live[key] = width - dead
 	}
-	zeroBN := func(bn string) func(int) {
-		return func(c int) { w.Tensors[bn+".weight"][c], w.Tensors[bn+".bias"][c] = 0, 0 }
+	zeroConvBN := func(prefix string) func(int) {
+		return func(c int) {
+			f := w.Tensors[prefix+".0.weight"]
+			per := len(f) / len(w.Tensors[prefix+".1.weight"])
+			clear(f[c*per : (c+1)*per])
+			w.Tensors[prefix+".1.weight"][c], w.Tensors[prefix+".1.bias"][c] = 0, 0
+		}
 	}
 	for i, b := range a.Blocks {
 		l := layersOf(i+1, b)
 		if l.expand != "" {
-			kill(fmt.Sprintf("backbone.%d %s", i+1, kindExpansion), b.Expanded, zeroBN(l.depthwise+".1"))
+			kill(fmt.Sprintf("backbone.%d %s", i+1, kindExpansion), b.Expanded, zeroConvBN(l.depthwise))
 		}
 		if b.SE {
 			fc1 := w.Tensors[l.se+".fc1.weight"]
@@ -48,8 +54,8 @@ func killChannels(a model.Arch, w *model.Weights, shares []float64, head bool, s
 	}
 	if head {
 		last := fmt.Sprintf("backbone.%d", len(a.Blocks)+1)
-		kill(last+" "+kindLastConv, a.LastConv, zeroBN(last+".1"))
-		kill("classifier.cbr "+kindInter, a.Inter, zeroBN("classifier.cbr.1"))
+		kill(last+" "+kindLastConv, a.LastConv, zeroConvBN(last))
+		kill("classifier.cbr "+kindInter, a.Inter, zeroConvBN("classifier.cbr"))
 	}
 	return live
 }
@@ -69,9 +75,11 @@ func TestStructuredRemovesSilentChannelsExactly(t *testing.T) {
 	}{
 		{"layerwise l1 expansion only", Options{Scope: Layerwise, Criterion: L1}, []float64{0.3}},
 		{"layerwise bn-gamma with squeeze and head", Options{Scope: Layerwise, Criterion: BNGamma, Squeeze: true, Head: true}, []float64{0.3}},
+		{"layerwise l1 with squeeze and head", Options{Scope: Layerwise, Criterion: L1, Squeeze: true, Head: true}, []float64{0.25}},
 		// Global ranking gives each block its own share; squeeze and head groups stay (their
 		// silent shares differ from the expansion channels', and global ranks kinds apart).
-		{"global l1 uneven shares", Options{Scope: Global, Criterion: L1}, []float64{0.1, 0.5, 0.25, 0.4}},
+		{"global bn-gamma uneven shares", Options{Scope: Global, Criterion: BNGamma}, []float64{0.1, 0.5, 0.25, 0.4}},
+		{"global l1 uneven shares", Options{Scope: Global, Criterion: L1}, []float64{0.4, 0.15, 0.3}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			a := model.MobileNetV3Large(1, 2)
@@ -139,8 +147,8 @@ func TestStructuredRemovesSilentChannelsExactly(t *testing.T) {
 	}
 }
 
-// The bar: 30% structured pruning (the CLI's defaults: layerwise, L1, squeeze channels
-// too, widths in multiples of 8) removes at least a quarter of the exported model's
+// The bar: 30% structured pruning (the CLI's defaults: layerwise, bn-gamma, squeeze
+// channels too, widths in multiples of 8) removes at least a quarter of the exported model's
 // parameters, and the pruned model runs on ONNX Runtime, at batch 1 and 2.
 func TestThirtyPercentStructuredShrinksExportedModel(t *testing.T) {
 	a := model.MobileNetV3Large(1, 2)
@@ -153,7 +161,7 @@ func TestThirtyPercentStructuredShrinksExportedModel(t *testing.T) {
 	}{
 		{"cli defaults", Options{Amount: 0.3, Structured: true, Squeeze: true, Multiple: 8}, 0.25},
 		{"expansion only, exact widths", Options{Amount: 0.3, Structured: true}, 0.25},
-		{"global bn-gamma", Options{Amount: 0.3, Structured: true, Scope: Global, Criterion: BNGamma, Squeeze: true, Multiple: 8}, 0.25},
+		{"global l1", Options{Amount: 0.3, Structured: true, Scope: Global, Criterion: L1, Squeeze: true, Multiple: 8}, 0.25},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			res, err := Prune(a, w, nil, tc.opts)
