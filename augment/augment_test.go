@@ -157,6 +157,31 @@ func TestAffineRowMatchesGeneralRow(t *testing.T) {
 	}
 }
 
+// TestElasticFieldFinite: this seed gives bild's Perlin generator a zero gradient, whose NaN
+// once reached the sampler as an index; the field must be redrawn finite.
+func TestElasticFieldFinite(t *testing.T) {
+	var f elasticField
+	p := Identity()
+	p.Elastic, p.ElasticSeed, p.ElasticFreq = 0.02, 4381975616672972197, 3
+	f.make(p, 192, 144)
+	var largest float64
+	for i := range f.dx {
+		dx, dy := float64(f.dx[i]), float64(f.dy[i])
+		if math.IsNaN(dx) || math.IsNaN(dy) || math.IsInf(dx, 0) || math.IsInf(dy, 0) {
+			t.Fatalf("node %d displacement (%v, %v)", i, dx, dy)
+		}
+		largest = max(largest, math.Hypot(dx, dy))
+	}
+	if want := 0.02 * 144; math.Abs(largest-want) > 1e-3 {
+		t.Fatalf("largest displacement %v, want %v", largest, want)
+	}
+	src, m := scene(384, 288)
+	var a Augmenter
+	if err := a.Apply(p, src, m, image.NewRGBA(image.Rect(0, 0, 192, 144)), NewMask(192, 144)); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestFlipIsExactMirror(t *testing.T) {
 	src, srcMask := scene(64, 48)
 	p := Identity()

@@ -1,6 +1,7 @@
 package augment
 
 import (
+	"encoding/binary"
 	"image"
 	"image/color"
 )
@@ -144,16 +145,15 @@ func ycbcrToRGBA(dst []uint8, s *image.YCbCr) {
 		o := dst[4*w*y : 4*w*(y+1)]
 		if hs == 1 {
 			// 4:2:0 and 4:2:2, by far the most common: two pixels share one chroma sample.
-			ow := words(o)[:w]
 			for ci := range cbrow {
 				cb, cr := int32(cbrow[ci])-128, int32(crrow[ci])-128
 				dr, dg, db := 91881*cr, -22554*cb-46802*cr, 116130*cb
 				x := 2 * ci
 				yy := int32(yrow[x]) * 0x10101
-				ow[x] = pack(clamp16(yy+dr), clamp16(yy+dg), clamp16(yy+db))
+				binary.LittleEndian.PutUint32(o[4*x:], uint32(clamp16(yy+dr))|uint32(clamp16(yy+dg))<<8|uint32(clamp16(yy+db))<<16|0xff000000)
 				if x+1 < w {
 					yy = int32(yrow[x+1]) * 0x10101
-					ow[x+1] = pack(clamp16(yy+dr), clamp16(yy+dg), clamp16(yy+db))
+					binary.LittleEndian.PutUint32(o[4*x+4:], uint32(clamp16(yy+dr))|uint32(clamp16(yy+dg))<<8|uint32(clamp16(yy+db))<<16|0xff000000)
 				}
 			}
 			continue
@@ -169,10 +169,5 @@ func ycbcrToRGBA(dst []uint8, s *image.YCbCr) {
 	}
 }
 
-// clamp16 returns v>>16 clamped to 0..255, as in color.YCbCrToRGB.
-func clamp16(v int32) uint8 {
-	if uint32(v)&0xff000000 == 0 {
-		return uint8(v >> 16)
-	}
-	return uint8(^(v >> 31))
-}
+// clamp16 returns v>>16 clamped to 0..255, as color.YCbCrToRGB does, without a branch.
+func clamp16(v int32) uint8 { return uint8(min(max(v>>16, 0), 255)) }

@@ -140,17 +140,33 @@ func (f *elasticField) make(p Params, w, h int) {
 	n := f.cols * rows
 	f.dx, f.dy = growF32(f.dx, n), growF32(f.dy, n)
 	short := float64(min(w, h))
-	px := perlin.NewPerlin(2, 2, 2, p.ElasticSeed)
-	py := perlin.NewPerlin(2, 2, 2, p.ElasticSeed^0x5bd1e995)
 	freq := p.ElasticFreq / short
 	var largest float64
-	for j := 0; j < rows; j++ {
-		for i := 0; i < f.cols; i++ {
-			x, y := float64(i*f.step)*freq, float64(j*f.step)*freq
-			vx, vy := px.Noise2D(x, y), py.Noise2D(x+17.3, y+5.1)
-			f.dx[j*f.cols+i], f.dy[j*f.cols+i] = float32(vx), float32(vy)
-			largest = max(largest, math.Hypot(vx, vy))
+	// bild's Perlin normalises random gradients, and a zero gradient (about one generator in a
+	// thousand) yields NaN near its lattice point; such a field is drawn again from a seed
+	// derived from the first, so the result stays a function of the Params.
+	seed := p.ElasticSeed
+	for attempt := 0; ; attempt++ {
+		px := perlin.NewPerlin(2, 2, 2, seed)
+		py := perlin.NewPerlin(2, 2, 2, seed^0x5bd1e995)
+		largest = 0
+		bad := false
+		for j := 0; j < rows; j++ {
+			for i := 0; i < f.cols; i++ {
+				x, y := float64(i*f.step)*freq, float64(j*f.step)*freq
+				vx, vy := px.Noise2D(x, y), py.Noise2D(x+17.3, y+5.1)
+				if math.IsNaN(vx) || math.IsNaN(vy) || math.IsInf(vx, 0) || math.IsInf(vy, 0) {
+					bad = true
+					vx, vy = 0, 0
+				}
+				f.dx[j*f.cols+i], f.dy[j*f.cols+i] = float32(vx), float32(vy)
+				largest = max(largest, math.Hypot(vx, vy))
+			}
 		}
+		if !bad || attempt == 8 {
+			break
+		}
+		seed = int64(uint64(seed)*0x9e3779b97f4a7c15 + 1)
 	}
 	if largest == 0 {
 		clear(f.dx)

@@ -55,16 +55,28 @@ type field struct {
 
 // perlinField samples bild's Perlin fBm (octaves, seeded) over a w×h area every step pixels, at
 // wavelength pixels per noise cell.
+// A zero random gradient in bild's generator (about one seed in a thousand) yields NaN near its
+// lattice point; such a field is drawn again from a derived seed.
 func perlinField(seed int64, w, h int, step, wavelength float64, octaves int) *field {
-	p := perlin.NewPerlin(2, 2, max(1, min(octaves, 8)), seed)
 	f := &field{gw: int(float64(w)/step) + 2, gh: int(float64(h)/step) + 2, step: step}
 	f.v = make([]float32, f.gw*f.gh)
-	for j := 0; j < f.gh; j++ {
-		for i := 0; i < f.gw; i++ {
-			f.v[j*f.gw+i] = float32(p.Noise2D(float64(i)*step/wavelength, float64(j)*step/wavelength))
+	for attempt := 0; ; attempt++ {
+		p := perlin.NewPerlin(2, 2, max(1, min(octaves, 8)), seed)
+		bad := false
+		for j := 0; j < f.gh; j++ {
+			for i := 0; i < f.gw; i++ {
+				v := p.Noise2D(float64(i)*step/wavelength, float64(j)*step/wavelength)
+				if math.IsNaN(v) || math.IsInf(v, 0) {
+					bad, v = true, 0
+				}
+				f.v[j*f.gw+i] = float32(v)
+			}
 		}
+		if !bad || attempt == 8 {
+			return f
+		}
+		seed = int64(uint64(seed)*0x9e3779b97f4a7c15 + 1)
 	}
-	return f
 }
 
 // at interpolates the field at pixel coordinates (x, y), clamped to its area.
