@@ -505,6 +505,28 @@ func TestHomographyFromQuads(t *testing.T) {
 	}
 }
 
+func TestDegenerateParamsDoNotPanic(t *testing.T) {
+	src, m := scene(64, 48)
+	dst, dm := image.NewRGBA(image.Rect(0, 0, 32, 24)), NewMask(32, 24)
+	var a Augmenter
+	for _, p := range []Params{
+		{Scale: math.NaN(), Contrast: 1, Saturation: 1},
+		{Scale: 1e-300, Contrast: 1, Saturation: 1},
+		{Scale: 1, Rotate: math.Inf(1), Contrast: 1, Saturation: 1},
+		{Scale: 1, Perspective: [4][2]float64{{0.5, 0.5}, {-0.5, 0.5}, {-0.5, -0.5}, {0.5, -0.5}}, Contrast: 1, Saturation: 1},
+		{Scale: 1, Elastic: 5, ElasticSeed: 1, ElasticFreq: 3, Contrast: 1, Saturation: 1},
+	} {
+		if err := a.Apply(p, src, m, dst, dm); err != nil {
+			t.Fatal(err)
+		}
+		for _, v := range dm.Pix {
+			if v > 1 {
+				t.Fatalf("%+v: label %d", p, v)
+			}
+		}
+	}
+}
+
 func TestApplyRejectsMismatchedSizes(t *testing.T) {
 	var a Augmenter
 	img := image.NewRGBA(image.Rect(0, 0, 10, 10))

@@ -204,6 +204,9 @@ func reflect(u, n float64) float64 {
 	if u >= 0 && u <= n {
 		return u
 	}
+	if math.IsNaN(u) || math.IsInf(u, 0) { // a degenerate mapping: sample the corner, never index with NaN
+		return 0
+	}
 	u = math.Mod(math.Abs(u), 2*n)
 	if u > n {
 		u = 2*n - u
