@@ -343,10 +343,15 @@ type worker struct {
 	outMask *augment.Mask
 }
 
-// load reads, decodes, augments and normalises one sample into its batch slot.
-func (w *worker) load(l *Loader, j job, augSeed uint64) error {
+// load reads, decodes, augments and normalises one sample into its batch slot. A panic (a bug,
+// never expected) becomes the epoch's error, naming the file, instead of ending the process.
+func (w *worker) load(l *Loader, j job, augSeed uint64) (err error) {
 	s := l.samples[j.index]
-	var err error
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("load %s: internal error: %v", s.Image, r)
+		}
+	}()
 	if w.file, err = readFile(s.Image, w.file); err != nil {
 		return fmt.Errorf("load %s: %w", s.Image, err)
 	}
