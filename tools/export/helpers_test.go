@@ -125,10 +125,12 @@ func randomWeights(cfg pipeline.TrainConfig, seed uint64) *model.Weights {
 	return w
 }
 
-// randomCheckpoint saves a checkpoint of random weights (smoke preset, 64×96).
+// randomCheckpoint saves a checkpoint of random weights (smoke preset, 64×96, the narrow
+// network of the trained test model).
 func randomCheckpoint(t testing.TB, path string, seed uint64) (pipeline.TrainConfig, *model.Weights) {
 	t.Helper()
 	cfg := smokeConfig("x")
+	cfg.WidthMult = testWidthMult
 	w := randomWeights(cfg, seed)
 	st, err := pipeline.NewState(cfg.StepConfig().Arch, w)
 	if err != nil {
@@ -139,6 +141,22 @@ func randomCheckpoint(t testing.TB, path string, seed uint64) (pipeline.TrainCon
 		t.Fatal(err)
 	}
 	return cfg, w
+}
+
+var (
+	randomOnce sync.Once
+	randomPath string
+)
+
+// sharedRandomCheckpoint is one random checkpoint for the tests that only read it.
+func sharedRandomCheckpoint(t testing.TB) string {
+	t.Helper()
+	requireORT(t)
+	randomOnce.Do(func() {
+		randomPath = filepath.Join(testTmp, "random.onnx")
+		randomCheckpoint(t, randomPath, 1)
+	})
+	return randomPath
 }
 
 var (

@@ -345,10 +345,20 @@ let logits = try out["logits"]!.tensorData() as Data   // float32 [1,2,{{.H}},{{
 {{fence}}python
 import torch
 from safetensors.torch import load_file
+{{- if eq .Source.WidthMult 1.0}}
 from torchvision.models.segmentation import lraspp_mobilenet_v3_large
 model = lraspp_mobilenet_v3_large(num_classes=2, weights=None, weights_backbone=None)
+{{- else}}
+from torchvision.models.mobilenetv3 import MobileNetV3, _mobilenet_v3_conf
+from torchvision.models.segmentation.lraspp import _lraspp_mobilenetv3
+# lraspp_mobilenet_v3_large with MobileNetV3's width multiplier {{.Source.WidthMult}}
+setting, last_channel = _mobilenet_v3_conf("mobilenet_v3_large", width_mult={{.Source.WidthMult}}, dilated=True)
+model = _lraspp_mobilenetv3(MobileNetV3(setting, last_channel), num_classes=2)
+{{- end}}
 model.load_state_dict(load_file("{{.Weights.File}}"), strict=True)
-model.eval()   # model(x)["out"] equals the ONNX network's logits
+model.eval()   # model(x)["out"] equals the ONNX network's logits (x normalised as above, [N,3,{{.H}},{{.W}}])
 {{fence}}
+
+{{tick}}cardseg-ort export {{.Weights.File}}{{tick}} turns such a file (or one saved from PyTorch, with {{tick}}--size HxW{{tick}}) back into these models.
 {{- end}}
 `
