@@ -50,6 +50,7 @@ type CLI struct {
 	Data    DataCmd    `cmd:"" help:"Inspect datasets (data check DIR)."`
 	Synth   SynthCmd   `cmd:"" help:"Write the built-in synthetic dataset of trading-card photographs."`
 	Eval    EvalCmd    `cmd:"" help:"Score a segmentation model on a dataset split: metrics, confusion matrix, failures, plots, report.html."`
+	Export  ExportCmd  `cmd:"" help:"Export a checkpoint for apps: ONNX FP32/FP16/INT8, uint8-RGB variants, safetensors, a deployment package; every model verified."`
 	Prune   PruneCmd   `cmd:"" help:"Prune a checkpoint (single weights or whole channels), optionally fine-tune, and report size, latency and quality."`
 }
 
