@@ -242,9 +242,9 @@ func (a *Augmenter) warp(p Params, src *image.RGBA, srcMask *Mask, dst *image.RG
 		case Homography{-1, 0, float64(w), 0, 1, 0, 0, 0, 1}: // a mirror: the flip alone
 			for y := 0; y < h; y++ {
 				in, out := words(src.Pix[y*src.Stride:y*src.Stride+4*w]), words(dst.Pix[y*dst.Stride:y*dst.Stride+4*w])
-				min, mout := srcMask.Pix[y*w:(y+1)*w], dstMask.Pix[y*w:(y+1)*w]
+				mrow, mout := srcMask.Pix[y*w:(y+1)*w], dstMask.Pix[y*w:(y+1)*w]
 				for x := range out {
-					out[x], mout[x] = in[w-1-x], min[w-1-x]
+					out[x], mout[x] = in[w-1-x], mrow[w-1-x]
 				}
 			}
 			return
@@ -261,7 +261,7 @@ func (a *Augmenter) warp(p Params, src *image.RGBA, srcMask *Mask, dst *image.RG
 		src: words(img.Pix), stride: img.Stride / 4, iw: img.Rect.Dx(), ih: img.Rect.Dy(),
 		mask: srcMask.Pix, mstride: sw, dw: dw, dh: dh, scale: 256 / float32(k),
 	}
-	// Each row is cut into spans of spanStep pixels (the elastic grid's spacing), the source
+	// Other rows are cut into spans of spanStep pixels (the elastic grid's spacing), the source
 	// coordinates computed exactly at the span ends and stepped linearly in between: exact for
 	// affine maps and for the elastic field (linear along a row within a grid cell), and within
 	// a hundredth of a pixel for the mild perspective of the augmentations.
