@@ -15,12 +15,14 @@ import (
 	"github.com/cardseg-ort/cardseg-ort/augment"
 )
 
-// The network's input normalisation (DESIGN.md): RGB scaled to [0,1], then ImageNet's mean and
-// standard deviation.
-var (
-	imageNetMean = [3]float32{0.485, 0.456, 0.406}
-	imageNetStd  = [3]float32{0.229, 0.224, 0.225}
-)
+// The network's input normalisation is the one ImageNet (eval_model.go) states: RGB scaled to
+// [0,1] (its Scale is 1/255), then ImageNet's mean and standard deviation.
+var imageNetMean, imageNetStd = func() (mean, std [3]float32) {
+	for c := range mean {
+		mean[c], std[c] = float32(ImageNet.Mean[c]), float32(ImageNet.Std[c])
+	}
+	return mean, std
+}()
 
 // LoaderConfig configures a Loader.
 type LoaderConfig struct {

@@ -69,8 +69,12 @@ func TestLoaderBatchesWithoutAugmentation(t *testing.T) {
 	if len(batches) != 3 || batches[2].Size != 1 || l.Batches() != 3 {
 		t.Fatalf("%d batches, last of %d", len(batches), batches[len(batches)-1].Size)
 	}
+	// DESIGN.md's contract, written out rather than read from ImageNet, so the test checks it.
 	mean := [3]float64{0.485, 0.456, 0.406}
 	std := [3]float64{0.229, 0.224, 0.225}
+	if ImageNet.Scale != 1.0/255 {
+		t.Fatalf("the loader scales by 1/255, ImageNet.Scale is %v", ImageNet.Scale)
+	}
 	const hw = 8 * 12
 	for bi, b := range batches {
 		if len(b.Images) != b.Size*3*hw || len(b.Targets) != b.Size*hw {
