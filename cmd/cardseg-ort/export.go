@@ -37,7 +37,7 @@ type ExportCmd struct {
 	MaxInt8IoUDrop float64 `name:"max-int8-iou-drop" help:"Largest INT8 card-IoU drop on the test split accepted." default:"0.01"`
 
 	DynamicBatch    bool `name:"dynamic-batch" help:"Symbolic batch dimension (default: batch 1, what mobile runtimes optimise best)."`
-	Opset           int  `help:"ONNX opset, 14 to 21." default:"17"`
+	Opset           int  `help:"ONNX opset, 14 to 21 (18, the default, is the first with antialiased resizing, which the RGB variants use)." default:"18"`
 	EmbedPreprocess bool `name:"embed-preprocess" help:"Also NAME[.fp16|.int8].rgb.onnx: uint8 RGB pixels [H,W,3] of any size in; a uint8 mask (255 card) and the card probability out, at the input's size."`
 	CreatePackage   bool `name:"create-package" help:"Also README.md (I/O, preprocessing, calling ORT on Android, iOS and desktop, sizes, latency, parity) and a Go example program."`
 

@@ -55,7 +55,7 @@ func TestExportCommand(t *testing.T) {
 	if !found {
 		t.Fatalf("no JSON report in the output:\n%s", stdout)
 	}
-	if len(rep.Models) != 4 || rep.Weights == nil || rep.Batch != "1" || rep.Opset != 17 {
+	if len(rep.Models) != 4 || rep.Weights == nil || rep.Batch != "1" || rep.Opset != 18 {
 		t.Fatalf("report: %d models, weights %v, batch %s, opset %d", len(rep.Models), rep.Weights, rep.Batch, rep.Opset)
 	}
 	for _, f := range []string{"cardseg.onnx", "cardseg.rgb.onnx", "cardseg.fp16.onnx", "cardseg.fp16.rgb.onnx", "cardseg.safetensors", export.ReportName} {
@@ -69,11 +69,11 @@ func TestExportCommand(t *testing.T) {
 
 	// The summary names every file, and the RGB model re-exports from the safetensors file.
 	again := filepath.Join(t.TempDir(), "again")
-	stdout, code = runCLI(t, nil, "export", filepath.Join(out, "cardseg.safetensors"), "--out", again, "--name", "fromweights", "--opset", "18")
+	stdout, code = runCLI(t, nil, "export", filepath.Join(out, "cardseg.safetensors"), "--out", again, "--name", "fromweights", "--opset", "21")
 	if code != 0 {
 		t.Fatalf("export from safetensors exited %d:\n%s", code, stdout)
 	}
-	for _, want := range []string{"fromweights.onnx", "fp32", "(safetensors)", "opset 18", "synthetic pictures"} {
+	for _, want := range []string{"fromweights.onnx", "fp32", "(safetensors)", "opset 21", "synthetic pictures"} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("summary lacks %q:\n%s", want, stdout)
 		}

@@ -25,9 +25,13 @@ import (
 	"sort"
 	"strings"
 
+	"google.golang.org/protobuf/proto"
+
+	"github.com/cardseg-ort/cardseg-ort/augment"
 	"github.com/cardseg-ort/cardseg-ort/graphs"
 	"github.com/cardseg-ort/cardseg-ort/graphs/onnxpb"
 	"github.com/cardseg-ort/cardseg-ort/graphs/step"
+	"github.com/cardseg-ort/cardseg-ort/metrics"
 	"github.com/cardseg-ort/cardseg-ort/pipeline"
 	"github.com/cardseg-ort/cardseg-ort/runtime"
 )
@@ -68,7 +72,7 @@ type Options struct {
 	Int8WeightBits int
 
 	DynamicBatch    bool // symbolic batch dimension instead of 1
-	Opset           int  // default 17
+	Opset           int  // default 18 (DefaultOpset)
 	EmbedPreprocess bool // also the uint8 RGB → mask variants
 	CreatePackage   bool // README.md and the example program besides the models
 
@@ -122,6 +126,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.Logf == nil {
 		o.Logf = func(string, ...any) {}
+	}
+	if o.ToolVersion == "" {
+		o.ToolVersion = "dev"
 	}
 }
 
@@ -461,14 +468,14 @@ func (e *exporter) finish(m *onnxpb.ModelProto, precision string, rgb bool, extr
 		md[k] = v
 	}
 	setMetadata(m, md)
-	m.ProducerName = &[]string{graphs.Producer}[0]
-	m.ProducerVersion = &e.o.ToolVersion
+	m.ProducerName = proto.String(graphs.Producer)
+	m.ProducerVersion = proto.String(e.o.ToolVersion)
 	what := map[string]string{FP32: "FP32", FP16: "FP16 (float16 weights and compute)", INT8: "INT8 (static QDQ quantisation)"}[precision]
 	doc := fmt.Sprintf("LR-ASPP MobileNetV3-Large card segmentation (background=0, card=1), %s, input %dx%d", what, e.h, e.w)
 	if rgb {
 		doc += "; takes uint8 RGB pixels of any size and returns a uint8 mask and the card probability"
 	}
-	m.DocString = &doc
+	m.DocString = proto.String(doc)
 	return nil
 }
 
@@ -572,6 +579,9 @@ func (e *exporter) exportVariant(v *variant) error {
 	e.rep.Models = append(e.rep.Models, v.rep)
 	if !e.o.EmbedPreprocess {
 		return nil
+	}
+	if e.o.Opset < 18 && v.precision == FP32 {
+		e.warn("opset %d has no antialiased Resize: the RGB variants shrink large photos by plain bilinear sampling, which aliases; apps should shrink photos far larger than %dx%d first, or export with --opset 18 or later", e.o.Opset, e.h, e.w)
 	}
 	wrapped, err := wrapRGB(core, e.h, e.w, e.o.DynamicBatch, e.o.Opset)
 	if err != nil {
@@ -716,6 +726,7 @@ func (e *exporter) scoreTestSplit() error {
 		return nil
 	}
 	var fp32 float64
+	var pairs []pipeline.ImageResult
 	for i := range e.rep.Models {
 		m := &e.rep.Models[i]
 		if m.Preprocess {
@@ -734,7 +745,7 @@ func (e *exporter) scoreTestSplit() error {
 		m.TestIoU = &iou
 		e.rep.TestSplit = &TestSplitReport{Dir: dir, Split: "test", Images: res.Images}
 		if m.Precision == FP32 {
-			fp32 = iou
+			fp32, pairs = iou, res.PerImage
 			continue
 		}
 		drop := fp32 - iou
@@ -746,7 +757,64 @@ func (e *exporter) scoreTestSplit() error {
 					m.File, iou, drop, fp32, e.o.MaxInt8IoUDrop)})
 		}
 	}
+	for i := range e.rep.Models {
+		m := &e.rep.Models[i]
+		if !m.Preprocess {
+			continue
+		}
+		iou, err := e.scoreRGB(m.File, pairs)
+		if err != nil {
+			return err
+		}
+		drop := fp32 - iou
+		m.TestIoU, m.TestIoUDrop = &iou, &drop
+		e.o.Logf("%s: test card IoU %.4f at the photos' own size (FP32 network %.4f)", m.File, iou, fp32)
+	}
 	return nil
+}
+
+// scoreRGB scores an RGB variant on the test pairs as an app gets it: each photo fed at its
+// own size, the mask compared with the truth (at the truth's resolution), pooled.
+func (e *exporter) scoreRGB(file string, pairs []pipeline.ImageResult) (float64, error) {
+	b, err := os.ReadFile(filepath.Join(e.o.Out, file))
+	if err != nil {
+		return 0, fmt.Errorf("export: %w", err)
+	}
+	s, err := session(file, b, e.o.Session)
+	if err != nil {
+		return 0, err
+	}
+	defer s.Close()
+	c := metrics.NewConfusion(2)
+	for _, p := range pairs {
+		if err := e.ctx.Err(); err != nil {
+			return 0, err
+		}
+		img, _, err := augment.ReadImage(p.Image)
+		if err != nil {
+			return 0, fmt.Errorf("export: score %s: %w", file, err)
+		}
+		truth, _, err := augment.ReadMask(p.Mask)
+		if err != nil {
+			return 0, fmt.Errorf("export: score %s: %w", file, err)
+		}
+		w, h := img.Rect.Dx(), img.Rect.Dy()
+		out, err := runRGB(s, hwc(img), h, w)
+		if err != nil {
+			return 0, fmt.Errorf("export: score %s on %s: %w", file, p.Image, err)
+		}
+		pred := make([]uint8, truth.Width*truth.Height)
+		for y := 0; y < truth.Height; y++ {
+			sy := min(h-1, y*h/truth.Height)
+			for x := 0; x < truth.Width; x++ {
+				pred[y*truth.Width+x] = out.mask[sy*w+min(w-1, x*w/truth.Width)] / 255
+			}
+		}
+		if err := c.Add(truth.Pix[:len(pred)], pred); err != nil {
+			return 0, fmt.Errorf("export: score %s on %s: %w", file, p.Image, err)
+		}
+	}
+	return c.IoU(metrics.Card), nil
 }
 
 // measure times every model at batch 1.

@@ -18,16 +18,18 @@ const (
 	elemInt8    = int32(onnxpb.TensorProto_INT8)
 	elemInt32   = int32(onnxpb.TensorProto_INT32)
 	elemInt64   = int32(onnxpb.TensorProto_INT64)
-	elemBool    = int32(onnxpb.TensorProto_BOOL)
 	elemFloat16 = int32(onnxpb.TensorProto_FLOAT16)
 )
 
 // Opset range export writes. 14 is the first with HardSwish; 21 the newest this code has been
-// run against (ONNX Runtime 1.29 and ORT Mobile builds of the last two years load it).
+// run against. The default is 18, the first whose Resize antialiases: the RGB variants shrink
+// camera photos inside the model, and without antialiasing a 480×640 photo fed to a 144×192
+// network gave masks with IoU 0.75 against the training pipeline's preprocessing, 0.95 with it.
+// ONNX Runtime (Mobile too) reads opset 18 since 1.14.
 const (
 	MinOpset     = 14
 	MaxOpset     = 21
-	DefaultOpset = 17
+	DefaultOpset = 18
 )
 
 // irVersion is the lowest ONNX IR version that may declare opset (onnx's VERSION_TABLE), so a
@@ -185,19 +187,6 @@ func elemType(v *onnxpb.ValueInfoProto) int32 {
 
 func setElemType(v *onnxpb.ValueInfoProto, elem int32) {
 	v.GetType().GetTensorType().ElemType = proto.Int32(elem)
-}
-
-// dims returns a value's dimensions, -1 for symbolic ones.
-func dims(v *onnxpb.ValueInfoProto) []int64 {
-	var out []int64
-	for _, d := range v.GetType().GetTensorType().GetShape().GetDim() {
-		if x, ok := d.Value.(*onnxpb.TensorShapeProto_Dimension_DimValue); ok {
-			out = append(out, x.DimValue)
-		} else {
-			out = append(out, -1)
-		}
-	}
-	return out
 }
 
 // setBatch makes axis 0 of every graph input and output static 1 (batch 0) or symbolic,

@@ -193,14 +193,29 @@ What the training data loader does, and what an app feeding {{tick}}image{{tick}
 4. lay the three channels out as planes: {{tick}}[1, 3, {{.H}}, {{.W}}]{{tick}}, float32.
 
 Postprocessing: take {{tick}}logits[1] − logits[0]{{tick}}, resize it to the photo's size (bilinear), and call a pixel card where it
-is above 0. {{tick}}example/main.go{{tick}} does exactly this in ~40 lines.
+is above 0. {{tick}}runNetwork{{tick}} in {{tick}}example/main.go{{tick}} does exactly this.
+
+## Which model
+
+- **FP32** ({{tick}}{{.Name}}.onnx{{tick}}): the reference; every execution provider runs it.
+{{- if .Model "fp16" false}}
+- **FP16**: half the size; for GPUs and NPUs that compute in half precision (CoreML, NNAPI, CUDA). CPUs without
+  float16 arithmetic convert it back to float32 at run time, so it is no faster there.
+{{- end}}
+{{- if .Model "int8" false}}
+- **INT8**: a quarter of the size; for mobile CPUs (ARM dot-product instructions) and NNAPI, XNNPACK, QNN.
+{{- end}}
+{{- if .RGB}}
+- **.rgb** variants: the same networks with the pre- and post-processing inside; the simplest to call from an app.
+{{- end}}
 
 ## Accuracy and parity
 
 Every model was run on {{.Samples.Count}}{{if .Samples.Synthetic}} synthetic pictures (no sample images were given){{else}} sample images from {{tick}}{{.Samples.Dir}}{{tick}}{{end}} and compared with the
 checkpoint's own FP32 forward pass (batch norm unfolded, run by ONNX Runtime on the same inputs).
 {{- if .TestSplit}} The test-split card IoU is
-pooled over the {{.TestSplit.Images}} images of {{tick}}{{.TestSplit.Dir}}/{{.TestSplit.Split}}{{tick}}, scored at mask resolution as {{tick}}cardseg-ort eval{{tick}} does.{{end}}
+pooled over the {{.TestSplit.Images}} images of {{tick}}{{.TestSplit.Dir}}/{{.TestSplit.Split}}{{tick}}, scored at mask resolution as {{tick}}cardseg-ort eval{{tick}} does
+(networks: Go preprocessing as in training; RGB variants: each photo fed as it is, what an app gets).{{end}}
 
 | model | max abs diff | mask IoU vs FP32 checkpoint | pixel agreement | test card IoU | drop vs FP32 |
 |---|---|---|---|---|---|
@@ -216,6 +231,9 @@ pooled over the {{.TestSplit.Images}} images of {{tick}}{{.TestSplit.Dir}}/{{.Te
 - {{tick}}{{.File}}{{tick}}: {{.Quantization.Format}}; activations {{.Quantization.Activations}}; weights {{.Quantization.Weights}};
   calibrated ({{.Quantization.Method}}{{if .Quantization.Percentile}} {{.Quantization.Percentile}}%{{end}}) on {{.Quantization.Images}} images from {{tick}}{{.Quantization.ImageDir}}{{tick}};
   {{.Quantization.Tensors}} activation tensors quantised; {{join .Quantization.FloatOperators ", "}} run in float between them.
+  {{- if .Quantization.WeightBits}}{{if eq .Quantization.WeightBits 7}} The weights use 7 of their 8 bits so that x86 CPUs
+  without VNNI (whose 8-bit multiply-add saturates) compute exactly what ARM phones do; for ARM-only deployment
+  {{tick}}--int8-weight-bits 8{{tick}} buys a little precision.{{end}}{{end}}
 {{- end}}{{end}}{{end}}
 {{- range .Warnings}}
 - warning: {{.}}
@@ -236,7 +254,7 @@ A desktop CPU's x86 kernels are not a phone's: INT8 (QDQ) and FP16 models pay of
 CoreML or QNN, which run the quantised and half-precision operators natively; on x86 ONNX Runtime may even
 run them slower than FP32. Measure on the target device.
 {{else}}
-Not measured (export without {{tick}}--create-package{{tick}} skips timing).
+Not measured ({{tick}}--latency-runs -1{{tick}}).
 {{end}}
 ## Running it
 

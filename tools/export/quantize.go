@@ -326,6 +326,7 @@ func (e *exporter) quantize(m *onnxpb.ModelProto, shapes map[string][]int64) (*Q
 		Format:        "QDQ (QuantizeLinear/DequantizeLinear pairs; ORT fuses them into integer kernels)",
 		Activations:   "int8, asymmetric, per tensor",
 		Weights:       fmt.Sprintf("int8 holding %d-bit values (±%d), symmetric, per output channel (Conv); int32 biases", e.o.Int8WeightBits, 1<<(e.o.Int8WeightBits-1)-1),
+		WeightBits:    e.o.Int8WeightBits,
 		Method:        e.o.CalibMethod,
 		Images:        len(files),
 		ImageDir:      from,

@@ -98,6 +98,7 @@ type QuantReport struct {
 	Format         string         `json:"format"`
 	Activations    string         `json:"activations"`
 	Weights        string         `json:"weights"`
+	WeightBits     int            `json:"weight_bits"`
 	Method         string         `json:"calibration_method"`
 	Percentile     float64        `json:"percentile,omitempty"`
 	Images         int            `json:"calibration_images"`

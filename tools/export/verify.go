@@ -3,7 +3,6 @@ package export
 import (
 	"fmt"
 	"math"
-	"math/rand/v2"
 	"sort"
 	"time"
 
@@ -33,21 +32,6 @@ type sample struct {
 	atSize []uint8   // the image resized to the network's size, HWC
 	orig   []uint8   // the image as decoded, HWC
 	ow, oh int
-}
-
-// syntheticSamples are random network inputs for a model exported without any image at hand:
-// enough to check numerical parity, meaningless for masks.
-func syntheticSamples(n, h, w int) []sample {
-	r := rand.New(rand.NewPCG(7, 11))
-	out := make([]sample, n)
-	for i := range out {
-		x := make([]float32, 3*h*w)
-		for k := range x {
-			x[k] = float32(r.NormFloat64())
-		}
-		out[i] = sample{name: fmt.Sprintf("synthetic-%d", i+1), input: x}
-	}
-	return out
 }
 
 func imageSamples(imgs []loadedImage, h, w int) []sample {
