@@ -256,7 +256,8 @@ func (j *Job) Run(ctx context.Context) (*Report, error) {
 			return nil, err
 		}
 		for i := range rep.Stages {
-			rep.Stages[i].LatencyMS = float64(lat[i].Microseconds()) / 1000
+			rep.Stages[i].LatencyMS = float64(lat[i].Median.Microseconds()) / 1000
+			rep.Stages[i].LatencyMinMS = float64(lat[i].Min.Microseconds()) / 1000
 			rep.Stages[i].LatencyRuns = j.Latency.Runs
 		}
 	}

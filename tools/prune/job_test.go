@@ -101,7 +101,7 @@ func TestJobUnstructuredFineTuneKeepsZeros(t *testing.T) {
 				t.Fatalf("%d stages", len(rep.Stages))
 			}
 			for _, s := range rep.Stages {
-				if s.Val == nil || s.Val.Images != 2 || s.LatencyMS <= 0 || s.FileBytes <= 0 {
+				if s.Val == nil || s.Val.Images != 2 || s.LatencyMS <= 0 || s.LatencyMinMS <= 0 || s.LatencyMinMS > s.LatencyMS || s.FileBytes <= 0 {
 					t.Fatalf("stage %s incomplete: %+v", s.Stage, s)
 				}
 			}

@@ -26,9 +26,11 @@ type Measurement struct {
 	// GzipBytes is that file gzip-compressed: what an app download carries, and where
 	// unstructured pruning's zeros pay off (a dense ONNX tensor stores zeros like any value).
 	GzipBytes int64 `json:"gzip_bytes"`
-	// LatencyMS is the median CPU batch-1 latency of the exported model; 0 when not measured.
-	LatencyMS   float64 `json:"latency_ms"`
-	LatencyRuns int     `json:"latency_runs,omitempty"`
+	// LatencyMS is the median CPU batch-1 latency of the exported model, LatencyMinMS its
+	// fastest run (the least disturbed by other work on the machine); 0 when not measured.
+	LatencyMS    float64 `json:"latency_ms"`
+	LatencyMinMS float64 `json:"latency_min_ms"`
+	LatencyRuns  int     `json:"latency_runs,omitempty"`
 	// Val is the test split's loss, card IoU and Dice (nil without data or a test split).
 	Val *pipeline.ValMetrics `json:"val,omitempty"`
 
@@ -75,10 +77,13 @@ type LatencyOptions struct {
 	Threads int // ORT intra-op threads; 0: ORT's default
 }
 
+// Timing is one model's latency: the median and the fastest of its runs.
+type Timing struct{ Median, Min time.Duration }
+
 // Latencies measures each model's CPU latency on one random image of h×w. The models run
 // interleaved, one run each per round, so that load from elsewhere on the machine falls on
-// all of them alike; each gets the median of its runs.
-func Latencies(ctx context.Context, models [][]byte, h, w int, o LatencyOptions) ([]time.Duration, error) {
+// all of them alike.
+func Latencies(ctx context.Context, models [][]byte, h, w int, o LatencyOptions) ([]Timing, error) {
 	if o.Runs < 1 {
 		return nil, fmt.Errorf("latency: %d runs, want at least 1", o.Runs)
 	}
@@ -118,12 +123,12 @@ func Latencies(ctx context.Context, models [][]byte, h, w int, o LatencyOptions)
 			}
 		}
 	}
-	out := make([]time.Duration, len(models))
+	out := make([]Timing, len(models))
 	for i, t := range times {
 		slices.Sort(t)
-		out[i] = t[len(t)/2]
+		out[i] = Timing{Median: t[len(t)/2], Min: t[0]}
 		if len(t)%2 == 0 {
-			out[i] = (t[len(t)/2-1] + t[len(t)/2]) / 2
+			out[i].Median = (t[len(t)/2-1] + t[len(t)/2]) / 2
 		}
 	}
 	return out, nil

@@ -38,16 +38,16 @@ func (r *Report) WriteText(w io.Writer) error {
 	} else {
 		p.f("measured at %dx%d without data (no IoU or Dice)\n", r.Size[0], r.Size[1])
 	}
-	p.f("\n%-11s %11s %11s %11s %9s %9s %11s %9s %8s\n", "stage", "params", "nonzero", "trainable", "file MB", "gzip MB", "latency ms", "card IoU", "Dice")
+	p.f("\n%-11s %11s %11s %11s %9s %9s %15s %9s %8s\n", "stage", "params", "nonzero", "trainable", "file MB", "gzip MB", "latency ms", "card IoU", "Dice")
 	for _, s := range r.Stages {
 		iou, dice, lat := "-", "-", "-"
 		if s.Val != nil {
 			iou, dice = fmt.Sprintf("%.4f", s.Val.IoU), fmt.Sprintf("%.4f", s.Val.Dice)
 		}
 		if s.LatencyRuns > 0 {
-			lat = fmt.Sprintf("%.2f", s.LatencyMS)
+			lat = fmt.Sprintf("%.2f (%.2f)", s.LatencyMS, s.LatencyMinMS)
 		}
-		p.f("%-11s %11s %11s %11s %9.2f %9.2f %11s %9s %8s\n", s.Stage, thousands(s.Params), thousands(s.NonZero), thousands(s.Trainable),
+		p.f("%-11s %11s %11s %11s %9.2f %9.2f %15s %9s %8s\n", s.Stage, thousands(s.Params), thousands(s.NonZero), thousands(s.Trainable),
 			mb(s.FileBytes), mb(s.GzipBytes), lat, iou, dice)
 	}
 	before := r.Stage(StageBefore)
@@ -59,8 +59,8 @@ func (r *Report) WriteText(w io.Writer) error {
 			fmt.Sprintf("file %+.1f%%", pct(int(last.FileBytes), int(before.FileBytes))),
 			fmt.Sprintf("gzip %+.1f%%", pct(int(last.GzipBytes), int(before.GzipBytes))),
 		}
-		if last.LatencyRuns > 0 && before.LatencyMS > 0 {
-			parts = append(parts, fmt.Sprintf("latency %+.1f%%", 100*(last.LatencyMS/before.LatencyMS-1)))
+		if last.LatencyRuns > 0 && before.LatencyMS > 0 && before.LatencyMinMS > 0 {
+			parts = append(parts, fmt.Sprintf("latency %+.1f%% (fastest run %+.1f%%)", 100*(last.LatencyMS/before.LatencyMS-1), 100*(last.LatencyMinMS/before.LatencyMinMS-1)))
 		}
 		if last.Val != nil && before.Val != nil {
 			parts = append(parts, fmt.Sprintf("card IoU %+.4f", last.Val.IoU-before.Val.IoU), fmt.Sprintf("Dice %+.4f", last.Val.Dice-before.Val.Dice))
@@ -68,7 +68,7 @@ func (r *Report) WriteText(w io.Writer) error {
 		p.f("%s vs before: %s\n", last.Stage, strings.Join(parts, ", "))
 	}
 	if last.LatencyRuns > 0 {
-		p.f("latency: median of %d batch-1 CPU runs per model, the models interleaved\n", last.LatencyRuns)
+		p.f("latency: median (fastest) of %d batch-1 CPU runs per model, the models interleaved\n", last.LatencyRuns)
 	}
 	if ft := r.FineTune; ft != nil {
 		p.f("\nfine-tuned %d epochs (%d steps, peak lr %.3g, cosine decay) in %s; kept epoch %d (best test card IoU)", ft.Epochs, ft.Steps, ft.LR, ft.RunDir, ft.BestEpoch)
