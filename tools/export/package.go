@@ -232,8 +232,8 @@ pooled over the {{.TestSplit.Images}} images of {{tick}}{{.TestSplit.Dir}}/{{.Te
   calibrated ({{.Quantization.Method}}{{if .Quantization.Percentile}} {{.Quantization.Percentile}}%{{end}}) on {{.Quantization.Images}} images from {{tick}}{{.Quantization.ImageDir}}{{tick}};
   {{.Quantization.Tensors}} activation tensors quantised; {{join .Quantization.FloatOperators ", "}} run in float between them.
   {{- if .Quantization.WeightBits}}{{if eq .Quantization.WeightBits 7}} The weights use 7 of their 8 bits so that x86 CPUs
-  without VNNI (whose 8-bit multiply-add saturates) compute exactly what ARM phones do; for ARM-only deployment
-  {{tick}}--int8-weight-bits 8{{tick}} buys a little precision.{{end}}{{end}}
+  without VNNI, whose 8-bit multiply-add saturates, compute them without overflow, as ARM phones do; for ARM-only
+  deployment {{tick}}--int8-weight-bits 8{{tick}} buys a little precision.{{end}}{{end}}
 {{- end}}{{end}}{{end}}
 {{- range .Warnings}}
 - warning: {{.}}

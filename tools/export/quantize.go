@@ -323,7 +323,7 @@ func (e *exporter) quantize(m *onnxpb.ModelProto, shapes map[string][]int64) (*Q
 		e.warn("int8: %d bias values exceeded int32 at their scale and were clamped", clamped)
 	}
 	q := &QuantReport{
-		Format:        "QDQ (QuantizeLinear/DequantizeLinear pairs; ORT fuses them into integer kernels)",
+		Format:        "QDQ (QuantizeLinear/DequantizeLinear pairs, which ORT's providers fuse into integer kernels)",
 		Activations:   "int8, asymmetric, per tensor",
 		Weights:       fmt.Sprintf("int8 holding %d-bit values (±%d), symmetric, per output channel (Conv); int32 biases", e.o.Int8WeightBits, 1<<(e.o.Int8WeightBits-1)-1),
 		WeightBits:    e.o.Int8WeightBits,
