@@ -25,6 +25,14 @@ train *ARGS: setup build
 eval *ARGS: setup build
     {{bin}} eval {{ARGS}}
 
+# Export a checkpoint for deployment (just export RUN/checkpoints/best.onnx --out DIR --fp16 --int8 --calib DATA --create-package).
+export *ARGS: setup build
+    {{bin}} export {{ARGS}}
+
+# Prune a checkpoint (just prune CKPT --amount 0.3 --structured --fine-tune --out CKPT2).
+prune *ARGS: setup build
+    {{bin}} prune {{ARGS}}
+
 # Run every test (sets up ONNX Runtime first).
 test *FLAGS: setup
     go test -count=1 {{FLAGS}} ./...
