@@ -33,8 +33,10 @@ type PruneCmd struct {
 	Head       bool    `help:"Structured: also prune the last backbone conv's channels and the LR-ASPP head's inter channels."`
 	Multiple   int     `name:"channel-multiple" help:"Structured: round pruned widths to a multiple of this (8 keeps ONNX Runtime's blocked convolutions usable; 1: exact)." default:"8"`
 
-	FineTune       bool    `name:"fine-tune" help:"Fine-tune after pruning (pruned weights held at zero by the mask)."`
-	FineTuneEpochs int     `name:"fine-tune-epochs" help:"Fine-tuning epochs (also written into the output's configuration for a later train --resume)." default:"3"`
+	FineTune bool `name:"fine-tune" help:"Fine-tune after pruning (pruned weights held at zero by the mask)."`
+	// Six epochs: on a converged CPU-preset model, 30% structured pruning and 3 epochs left card
+	// IoU 0.011 below the checkpoint's; 6 epochs recovered it (+0.003).
+	FineTuneEpochs int     `name:"fine-tune-epochs" help:"Fine-tuning epochs (also written into the output's configuration for a later train --resume)." default:"6"`
 	FineTuneLR     float64 `name:"fine-tune-lr" help:"Fine-tuning peak learning rate, cosine decay, no warm-up (0: a tenth of the checkpoint's)." default:"0"`
 	FineTuneDir    string  `name:"fine-tune-dir" help:"Fine-tuning run folder (default: OUT without its extension + .finetune)." type:"path"`
 	MaxSteps       int     `name:"max-steps-per-epoch" help:"Cap on fine-tuning steps per epoch (0: the checkpoint's setting)." default:"0"`
