@@ -173,9 +173,14 @@ func (c *TrainCmd) Run(g *Globals, log *zerolog.Logger) error {
 
 	// Ctrl-C / SIGTERM: finish the current step, save, exit 130. A second signal kills.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	finished := make(chan struct{})
+	defer func() { close(finished); stop() }()
 	go func() {
-		<-ctx.Done()
+		select {
+		case <-finished: // a normal return, not a signal
+			return
+		case <-ctx.Done():
+		}
 		stop() // the next signal uses the default action
 		log.Warn().Msg("stopping after the current step (press Ctrl-C again to abort without saving)")
 	}()
