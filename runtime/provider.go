@@ -93,6 +93,15 @@ func CheckCUDA() CUDAReport {
 		r.Libraries = append(r.Libraries, c)
 	}
 	r.GPUs = nvidiaGPUs()
+	if len(r.GPUs) == 0 && len(missing) == 0 {
+		// Sandboxed kernels (gVisor, some containers) hide /proc/driver/nvidia: ask the CUDA
+		// runtime instead.
+		if n, err := CUDADeviceCount(); err == nil {
+			for i := 0; i < n; i++ {
+				r.GPUs = append(r.GPUs, fmt.Sprintf("CUDA device %d", i))
+			}
+		}
+	}
 	if len(r.GPUs) == 0 {
 		missing = append(missing, "no NVIDIA GPU visible (/proc/driver/nvidia/gpus is empty or absent)")
 	}
