@@ -56,6 +56,7 @@ bench-train *ARGS: setup build
 # Regenerate generated code (ONNX protobuf types from Debian's onnx.proto).
 gen:
     bash tools/gen/onnxpb.sh
+    go run ./tools/gen/ortapi
 
 # Check the machine: ONNX Runtime, providers, CUDA, GPUs.
 doctor: setup build

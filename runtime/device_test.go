@@ -35,7 +35,22 @@ func counterModel(t *testing.T) []byte {
 // value; on the CPU provider it exercises the whole device path but the CUDA copies.
 func TestDeviceSessionPingPong(t *testing.T) {
 	requireORT(t)
-	s, err := runtime.NewDeviceSession("counter", counterModel(t), runtime.DeviceOptions{Provider: runtime.ProviderCPU, IntraOpThreads: 1})
+	pingPong(t, runtime.DeviceOptions{Provider: runtime.ProviderCPU, IntraOpThreads: 1})
+}
+
+// TestCUDADeviceSessionGraphs: the same on the GPU with CUDA graphs — each binding's graph
+// is captured once and replayed; values must keep flowing through the ping-pong state.
+func TestCUDADeviceSessionGraphs(t *testing.T) {
+	requireORT(t)
+	if r := runtime.CheckCUDA(); !r.Usable {
+		t.Skip("no usable CUDA: " + r.Problem)
+	}
+	pingPong(t, runtime.DeviceOptions{Provider: runtime.ProviderCUDA})
+	pingPong(t, runtime.DeviceOptions{Provider: runtime.ProviderCUDA, CUDAGraph: true})
+}
+
+func pingPong(t *testing.T, opts runtime.DeviceOptions) {
+	s, err := runtime.NewDeviceSession("counter", counterModel(t), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +82,7 @@ func TestDeviceSessionPingPong(t *testing.T) {
 	}
 	defer stage.Free()
 	want := []float32{1, 2, 3, 4}
-	for k := 0; k < 5; k++ {
+	for k := 0; k < 7; k++ {
 		copy(stage.Float32s(), []float32{float32(k), 0, -1, 10})
 		if err := x[k%2].UploadAsync(stage); err != nil {
 			t.Fatal(err)
@@ -95,13 +110,13 @@ func TestDeviceSessionPingPong(t *testing.T) {
 			want[i] += 0.5
 		}
 	}
-	final, err := st[1].Fetch() // five runs: the state ends in s1
+	final, err := st[1].Fetch() // seven runs: the state ends in s1
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i, v := range runtime.Data[float32](final) {
 		if v != want[i] {
-			t.Fatalf("state[%d] = %v after 5 runs, want %v", i, v, want[i])
+			t.Fatalf("state[%d] = %v after 7 runs, want %v", i, v, want[i])
 		}
 	}
 }
