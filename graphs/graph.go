@@ -322,16 +322,19 @@ func (g *Graph) ConstInt64(shape Shape, data ...int64) *Value {
 	return v
 }
 
-// Scalar is a rank-0 float constant of the given type (float32 or float16 via Cast).
+// Scalar is a rank-0 float32 constant (ScalarLike gives other element types).
 func (g *Graph) Scalar(x float32) *Value { return g.ConstFloat(Shape{}, x) }
 
-// ScalarLike is a rank-0 constant with v's element type.
+// ScalarLike is a rank-0 constant with v's element type: float16 is stored as float16, other
+// types are a Cast of the float32 constant.
 func ScalarLike(v *Value, x float32) *Value {
-	c := v.g.Scalar(x)
-	if v.dtype != Float {
-		return Cast(c, v.dtype)
+	switch v.dtype {
+	case Float:
+		return v.g.Scalar(x)
+	case Float16:
+		return v.g.ConstFloat16(Shape{}, x)
 	}
-	return c
+	return Cast(v.g.Scalar(x), v.dtype)
 }
 
 // Ints1D is a 1-D int64 constant, used for shapes and axes.

@@ -202,6 +202,11 @@ func And(a, b *Value) *Value {
 	return a.g.addNode("And", []*Value{a, b}, nil, []outSpec{{Bool, broadcastShape("And", a.shape, b.shape)}})[0]
 }
 
+// Or is the logical or of two bool tensors.
+func Or(a, b *Value) *Value {
+	return a.g.addNode("Or", []*Value{a, b}, nil, []outSpec{{Bool, broadcastShape("Or", a.shape, b.shape)}})[0]
+}
+
 // Not is the logical not.
 func Not(a *Value) *Value { return unary("Not", a) }
 

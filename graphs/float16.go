@@ -1,0 +1,94 @@
+package graphs
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+)
+
+// Float16Bits rounds f to the nearest IEEE 754 binary16 value (ties to even), overflowing to
+// ±Inf and underflowing gradually through the subnormals, as CUDA's __float2half_rn.
+func Float16Bits(f float32) uint16 {
+	b := math.Float32bits(f)
+	sign := uint16(b>>16) & 0x8000
+	exp := int32(b>>23) & 0xff
+	mant := b & 0x7fffff
+	switch {
+	case exp == 0xff: // Inf, or NaN kept quiet and non-zero
+		if mant != 0 {
+			return sign | 0x7e00
+		}
+		return sign | 0x7c00
+	case exp-127+15 >= 0x1f:
+		return sign | 0x7c00
+	case exp-127+15 <= 0: // a binary16 subnormal or zero
+		e := exp - 127 + 15
+		if e < -10 {
+			return sign
+		}
+		m := mant | 0x800000
+		shift := uint32(14 - e)
+		h := m >> shift
+		rem, half := m&(1<<shift-1), uint32(1)<<(shift-1)
+		if rem > half || (rem == half && h&1 == 1) {
+			h++
+		}
+		return sign | uint16(h)
+	}
+	h := uint32(exp-127+15)<<10 | mant>>13
+	if rem := mant & 0x1fff; rem > 0x1000 || (rem == 0x1000 && h&1 == 1) {
+		h++ // a carry into the exponent is still the right rounding, up to Inf
+	}
+	return sign | uint16(h)
+}
+
+func float16Raw(data []float32) []byte {
+	raw := make([]byte, 2*len(data))
+	for i, f := range data {
+		binary.LittleEndian.PutUint16(raw[2*i:], Float16Bits(f))
+	}
+	return raw
+}
+
+// InitFloat16 adds a float16 initializer with an exact name, rounding data from float32.
+func (g *Graph) InitFloat16(name string, shape Shape, data []float32) *Value {
+	if int64(len(data)) != shape.Size() {
+		panic(fmt.Sprintf("graphs: initializer %s: shape %v needs %d values, got %d", name, shape, shape.Size(), len(data)))
+	}
+	return g.InitRaw(name, Float16, shape, float16Raw(data))
+}
+
+// ConstFloat16 returns a float16 constant rounded from float32 data (shared when small). A
+// stored constant needs no Cast node, so nothing about it is left for an execution provider
+// to place.
+func (g *Graph) ConstFloat16(shape Shape, data ...float32) *Value {
+	key := ""
+	if len(data) <= 16 {
+		key = fmt.Sprintf("h%v%v", shape, data)
+		if v, ok := g.constant[key]; ok {
+			return v
+		}
+	}
+	if int64(len(data)) != shape.Size() {
+		panic(fmt.Sprintf("graphs: float16 constant: shape %v needs %d values, got %d", shape, shape.Size(), len(data)))
+	}
+	name := g.uniqueName("const")
+	v := &Value{g: g, name: name, dtype: Float16, shape: shape.clone(), kind: kindInitializer}
+	v.init = &Initializer{Value: v, Raw: float16Raw(data)}
+	g.inits = append(g.inits, v.init)
+	if key != "" {
+		g.constant[key] = v
+	}
+	return v
+}
+
+// ConstLike returns a constant with v's element type (float32 or float16) from float32 data.
+func ConstLike(v *Value, shape Shape, data ...float32) *Value {
+	switch v.dtype {
+	case Float:
+		return v.g.ConstFloat(shape, data...)
+	case Float16:
+		return v.g.ConstFloat16(shape, data...)
+	}
+	return Cast(v.g.ConstFloat(shape, data...), v.dtype)
+}
