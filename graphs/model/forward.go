@@ -57,7 +57,11 @@ const (
 	actHardSwish
 )
 
-// Forward builds the network on image x [N,3,H,W] (normalised).
+// Forward builds the network on image x [N,3,H,W] (normalised) and computes in x's element
+// type. For float16 (mixed precision) the source may hand out float32 tensors: conv weights
+// and biases are cast to float16 where they are used (the cast's gradient returns float32
+// gradients to them), and batch norm keeps its statistics and per-channel arithmetic in
+// float32 (see batchNormHalf).
 func Forward(g *graphs.Graph, x *graphs.Value, a Arch, src ParamSource, mode Mode) *Output {
 	if err := a.Validate(); err != nil {
 		panic(err)
@@ -80,6 +84,14 @@ func Forward(g *graphs.Graph, x *graphs.Value, a Arch, src ParamSource, mode Mod
 	n.out.Logits = ResizeBilinear(logits, x.Dim(2), x.Dim(3))
 	check(n.out.Logits, x.Dim(0), int64(a.Classes), x.Dim(2), x.Dim(3))
 	return n.out
+}
+
+// castTo casts v to dt unless it has that type already.
+func castTo(v *graphs.Value, dt graphs.DType) *graphs.Value {
+	if v.DType() == dt {
+		return v
+	}
+	return graphs.Cast(v, dt)
 }
 
 func check(v *graphs.Value, dims ...int64) {
@@ -143,9 +155,11 @@ func (n *net) conv(prefix string, x *graphs.Value, in, out, k, stride, dil, grou
 	fanIn := in / groups * k * k
 	w := n.src.Param(n.g, ParamSpec{Name: prefix + ".weight", Shape: graphs.Shape{int64(out), int64(in / groups), int64(k), int64(k)},
 		Kind: wk, FanIn: fanIn, FanOut: out * k * k})
+	w = castTo(w, x.DType())
 	var b *graphs.Value
 	if bias {
 		b = n.src.Param(n.g, ParamSpec{Name: prefix + ".bias", Shape: graphs.Shape{int64(out)}, Kind: bk, FanIn: fanIn, FanOut: out * k * k})
+		b = castTo(b, x.DType())
 	}
 	p := int64((k - 1) / 2 * dil)
 	return graphs.Conv(x, w, b, graphs.ConvOpts{
@@ -193,6 +207,9 @@ func (n *net) batchNorm(prefix, conv string, x *graphs.Value, ch int, eps, mom f
 	meanSpec, varSpec := spec("running_mean", BNMean), spec("running_var", BNVar)
 	rm := n.src.Param(n.g, meanSpec)
 	rv := n.src.Param(n.g, varSpec)
+	if x.DType() != graphs.Float {
+		return n.batchNormHalf(prefix, x, gamma, beta, rm, rv, meanSpec, varSpec, eps, mom)
+	}
 	if n.mode == Eval {
 		return graphs.BatchNormInference(x, gamma, beta, rm, rv, eps)
 	}
@@ -239,6 +256,78 @@ func (n *net) batchNorm(prefix, conv string, x *graphs.Value, ch int, eps, mom f
 		Mean: meanSpec, Var: varSpec, RunMean: rm, RunVar: rv,
 		BatchMean: graphs.Reshape(mean, graphs.Shape{c}), BatchV: graphs.Reshape(unbiased, graphs.Shape{c}),
 		Momentum: mom,
+	})
+	return y
+}
+
+// batchNormHalf is batch norm on a float16 activation with float32 statistics, as mixed
+// precision training does it: float16 keeps 11 significant bits, too few for sums over a
+// whole batch, so the reductions run on the activation cast to float32, and the per-channel
+// scale γ/σ and shift β−μ·γ/σ are computed in float32 and applied in float16 (one multiply and
+// one add over the full tensor). In Eval mode μ and σ are the running statistics. In Train
+// mode the fused gradient likewise reduces Σdy and Σdy·(x−μ) in float32 and applies
+// dx = a·dy + b·x + c with per-channel a = γ/σ, b = −a·Σdy·(x−μ)/(M·σ²), c = −a·Σdy/M − b·μ
+// (the same expression as the float32 rule, with x̂ = (x−μ)/σ expanded).
+func (n *net) batchNormHalf(prefix string, x, gamma, beta, rm, rv *graphs.Value, meanSpec, varSpec ParamSpec, eps, mom float32) *graphs.Value {
+	c := x.Dim(1)
+	bc := graphs.Shape{1, c, 1, 1}
+	half := x.DType()
+	apply := func(x, scale, shift *graphs.Value) *graphs.Value { // x·scale + shift, scale and shift float32 [C]
+		s := graphs.Cast(graphs.Reshape(scale, bc), half)
+		t := graphs.Cast(graphs.Reshape(shift, bc), half)
+		return graphs.Add(graphs.Mul(x, s), t)
+	}
+	affine := func(mean, variance *graphs.Value) (scale, shift, inv *graphs.Value) { // [C] float32
+		inv = graphs.Reciprocal(graphs.Sqrt(graphs.Add(variance, graphs.ScalarLike(variance, eps))))
+		scale = graphs.Mul(gamma, inv)
+		shift = graphs.Sub(beta, graphs.Mul(mean, scale))
+		return scale, shift, inv
+	}
+	if n.mode == Eval {
+		scale, shift, _ := affine(rm, rv)
+		return apply(x, scale, shift)
+	}
+	var mean, variance, inv *graphs.Value // [C] float32
+	count := x.Dim(0) * x.Dim(2) * x.Dim(3)
+	y := n.g.Composite(prefix, []*graphs.Value{x, gamma, beta}, func() []*graphs.Value {
+		xf := graphs.Cast(x, graphs.Float)
+		m := graphs.ReduceMean(xf, true, 0, 2, 3)
+		xc := graphs.Sub(xf, m)
+		mean = graphs.Reshape(m, graphs.Shape{c})
+		variance = graphs.Reshape(graphs.ReduceMean(graphs.Mul(xc, xc), true, 0, 2, 3), graphs.Shape{c})
+		var scale, shift *graphs.Value
+		scale, shift, inv = affine(mean, variance)
+		return []*graphs.Value{apply(x, scale, shift)}
+	}, func(dys []*graphs.Value, want []bool) []*graphs.Value {
+		dyf := graphs.Cast(dys[0], graphs.Float)
+		// x−μ is formed again from the float16 x rather than kept from the forward pass: a
+		// float32 copy of every activation would live from the forward to the backward pass.
+		xc := graphs.Sub(graphs.Cast(x, graphs.Float), graphs.Reshape(mean, bc))
+		sumDy := graphs.Reshape(graphs.ReduceSum(dyf, false, 0, 2, 3), graphs.Shape{c})
+		sumDyXc := graphs.Reshape(graphs.ReduceSum(graphs.Mul(dyf, xc), false, 0, 2, 3), graphs.Shape{c})
+		out := make([]*graphs.Value, 3)
+		if want[0] {
+			m := graphs.ScalarLike(sumDy, 1/float32(count))
+			a := graphs.Mul(gamma, inv)
+			b := graphs.Neg(graphs.Mul(graphs.Mul(a, graphs.Mul(inv, inv)), graphs.Mul(sumDyXc, m)))
+			cc := graphs.Sub(graphs.Neg(graphs.Mul(a, graphs.Mul(sumDy, m))), graphs.Mul(b, mean))
+			out[0] = graphs.Add(graphs.Mul(dys[0], graphs.Cast(graphs.Reshape(a, bc), half)), apply(x, b, cc))
+		}
+		if want[1] {
+			out[1] = graphs.Mul(sumDyXc, inv) // Σdy·x̂
+		}
+		if want[2] {
+			out[2] = sumDy
+		}
+		return out
+	})[0]
+	unbiased := variance
+	if count > 1 {
+		unbiased = graphs.Mul(variance, graphs.ScalarLike(variance, float32(float64(count)/float64(count-1))))
+	}
+	n.out.BN = append(n.out.BN, BNUpdate{
+		Mean: meanSpec, Var: varSpec, RunMean: rm, RunVar: rv,
+		BatchMean: mean, BatchV: unbiased, Momentum: mom,
 	})
 	return y
 }

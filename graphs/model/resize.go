@@ -31,16 +31,15 @@ func BilinearMatrix(out, in int64) []float32 {
 
 // ResizeBilinear resizes x [N,C,H,W] to [N,C,h,w] as two MatMuls with constant interpolation
 // matrices: exact PyTorch semantics, a gradient for free (MatMul's), and it runs on every
-// execution provider.
+// execution provider. The matrices have x's element type (float16 constants for a float16 x).
 func ResizeBilinear(x *graphs.Value, h, w int64) *graphs.Value {
 	H, W := x.Dim(2), x.Dim(3)
 	if H == h && W == w {
 		return x
 	}
-	g := x.Graph()
 	y := x
 	if H != h {
-		y = graphs.MatMul(g.ConstFloat(graphs.Shape{h, H}, BilinearMatrix(h, H)...), y)
+		y = graphs.MatMul(graphs.ConstLike(x, graphs.Shape{h, H}, BilinearMatrix(h, H)...), y)
 	}
 	if W != w {
 		wt := BilinearMatrix(w, W) // [w, W]; we need its transpose [W, w]
@@ -50,7 +49,7 @@ func ResizeBilinear(x *graphs.Value, h, w int64) *graphs.Value {
 				t[j*w+i] = wt[i*W+j]
 			}
 		}
-		y = graphs.MatMul(y, g.ConstFloat(graphs.Shape{W, w}, t...))
+		y = graphs.MatMul(y, graphs.ConstLike(x, graphs.Shape{W, w}, t...))
 	}
 	return y
 }
