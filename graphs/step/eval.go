@@ -21,7 +21,9 @@ const (
 // EvalStep builds the evaluation step: eval-mode forward (running statistics), the loss and
 // its per-image parts, and confusion counts per image and in total. The batch dimension is
 // symbolic, so one graph serves every batch size. Inputs: image, target and every network
-// tensor by name.
+// tensor by name. With c.FP16 the forward computes in float16 (batch norm's per-channel
+// scale and shift from the running statistics in float32, then cast) and the loss and
+// confusion counts in float32 on the logits cast back; inputs and outputs are as in FP32.
 func EvalStep(c Config) (*graphs.Graph, error) {
 	c.Batch = 1
 	if err := c.validate(); err != nil {
@@ -32,8 +34,9 @@ func EvalStep(c Config) (*graphs.Graph, error) {
 		image := g.Input(InputImage, graphs.Float, graphs.Shape{-1, 3, int64(c.Height), int64(c.Width)})
 		target := g.Input(InputTarget, graphs.Int64, graphs.Shape{-1, int64(c.Height), int64(c.Width)})
 		src := &inputSource{vals: map[string]*graphs.Value{}}
-		out := model.Forward(g, image, c.Arch, src, model.Eval)
-		loss := SegLoss(out.Logits, target, c.Loss)
+		out := model.Forward(g, computeInput(image, c), c.Arch, src, model.Eval)
+		logits := lossInput(out.Logits)
+		loss := SegLoss(logits, target, c.Loss)
 		g.Output(OutLoss, loss.Total)
 		g.Output(OutCE, loss.CE)
 		g.Output(OutDice, loss.Dice)
@@ -41,7 +44,7 @@ func EvalStep(c Config) (*graphs.Graph, error) {
 		g.Output(OutDiceInter, loss.Parts.Inter)
 		g.Output(OutDiceP, loss.Parts.P)
 		g.Output(OutDiceT, loss.Parts.T)
-		conf := Confusion(out.Logits, target)
+		conf := Confusion(logits, target)
 		g.Output(OutConfusion, conf)
 		g.Output(OutConfusionTotal, graphs.ReduceSum(conf, false, 0))
 		return nil
@@ -52,15 +55,19 @@ func EvalStep(c Config) (*graphs.Graph, error) {
 	return g, nil
 }
 
-// initSource stores every tensor as an initializer.
+// initSource stores every tensor as an initializer, float32 unless half is set (float16).
 type initSource struct {
-	w *model.Weights
+	w    *model.Weights
+	half bool
 }
 
 func (s initSource) Param(g *graphs.Graph, spec model.ParamSpec) *graphs.Value {
 	d, ok := s.w.Tensors[spec.Name]
 	if !ok {
 		panic(fmt.Sprintf("weights lack %s", spec.Name))
+	}
+	if s.half {
+		return g.InitFloat16(spec.Name, spec.Shape, d)
 	}
 	return g.InitFloat(spec.Name, spec.Shape, d)
 }
@@ -71,6 +78,10 @@ var (
 	Std        = [3]float32{0.229, 0.224, 0.225}
 	ClassNames = []string{"background", "card"}
 )
+
+// MetaPrecision is the metadata key an FP16 inference model records its precision under
+// ("fp16"); models without it compute in float32.
+const MetaPrecision = "cardseg.precision"
 
 // InferenceMetadata is what the inference model records in its ONNX metadata_props.
 func InferenceMetadata(c Config) map[string]string {
@@ -90,7 +101,10 @@ func InferenceMetadata(c Config) map[string]string {
 
 // Inference builds the deployable model: eval forward with batch norm folded into the convs,
 // input image float32 [N,3,H,W] (N symbolic), output logits float32 [N,K,H,W], weights as
-// initializers, metadata describing I/O and normalisation.
+// initializers, metadata describing I/O and normalisation. With c.FP16 the folded weights are
+// stored as float16 and the network computes in float16 between a cast of the image and a
+// cast of the logits, so the model's inputs and outputs are those of the FP32 model; its
+// metadata adds cardseg.precision = fp16.
 func Inference(c Config, w *model.Weights) (*graphs.Graph, error) {
 	c.Batch = 1
 	if err := c.validate(); err != nil {
@@ -103,14 +117,17 @@ func Inference(c Config, w *model.Weights) (*graphs.Graph, error) {
 	g := graphs.New("cardseg_lraspp_mobilenet_v3_large")
 	err = graphs.Build(func() error {
 		image := g.Input(InputImage, graphs.Float, graphs.Shape{-1, 3, int64(c.Height), int64(c.Width)})
-		out := model.Forward(g, image, c.Arch, initSource{folded}, model.Folded)
-		g.Output(OutLogits, out.Logits)
+		out := model.Forward(g, computeInput(image, c), c.Arch, initSource{w: folded, half: c.FP16}, model.Folded)
+		g.Output(OutLogits, lossInput(out.Logits))
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
 	g.Metadata = InferenceMetadata(c)
+	if c.FP16 {
+		g.Metadata[MetaPrecision] = "fp16"
+	}
 	g.Doc = "LR-ASPP MobileNetV3-Large card segmentation (background=0, card=1), trained with cardseg-ort"
 	return g, nil
 }

@@ -1,9 +1,3 @@
-// Package step builds the three graphs cardseg-ort runs from the one forward declaration in
-// graphs/model: the train step (training-mode forward, loss, gradients, AdamW, running-stat
-// updates), the eval step (eval-mode forward, loss, confusion counts) and the inference model
-// (batch norm folded, what export ships).
-//
-// It may import graphs, graphs/model and the standard library.
 package step
 
 import (

@@ -31,6 +31,45 @@ type Config struct {
 	// updated parameters are multiplied by it, so pruned weights (mask 0) stay exactly zero
 	// while the rest trains (unstructured pruning's fine-tuning).
 	Masked bool
+	// FP16 builds mixed-precision graphs (for the GPU): float16 convolutions, activations and
+	// resizes; float32 master weights, batch-norm statistics, loss and optimizer. Inputs and
+	// outputs keep their names, types and shapes, so state moves freely between FP32 and FP16
+	// steps; the FP16 train step adds dynamic loss scaling and makes the step counter state.
+	FP16 bool
+	// LossScale tunes the FP16 train step's dynamic loss scaling (zero fields: defaults).
+	LossScale LossScaling
+}
+
+// LossScaling is dynamic loss scaling with torch.cuda.amp.GradScaler's semantics: the loss is
+// multiplied by the scale before differentiation so that small float16 gradients do not flush
+// to zero; a step whose gradients hold Inf or NaN is skipped and the scale multiplied by
+// Backoff; after Interval consecutive good steps it is multiplied by Growth.
+type LossScaling struct {
+	Init     float32 `json:"init"`     // the first step's scale (the host's initial loss_scale)
+	Growth   float32 `json:"growth"`   // factor after Interval good steps
+	Backoff  float32 `json:"backoff"`  // factor after a step with non-finite gradients
+	Interval int     `json:"interval"` // good steps between growths
+}
+
+// DefaultLossScaling is GradScaler's: init 2^16, growth 2, backoff 0.5, interval 2000.
+var DefaultLossScaling = LossScaling{Init: 65536, Growth: 2, Backoff: 0.5, Interval: 2000}
+
+// WithDefaults fills the zero fields from DefaultLossScaling.
+func (l LossScaling) WithDefaults() LossScaling {
+	d := DefaultLossScaling
+	if l.Init == 0 {
+		l.Init = d.Init
+	}
+	if l.Growth == 0 {
+		l.Growth = d.Growth
+	}
+	if l.Backoff == 0 {
+		l.Backoff = d.Backoff
+	}
+	if l.Interval == 0 {
+		l.Interval = d.Interval
+	}
+	return l
 }
 
 // Names of the step graphs' inputs and outputs besides the parameters.
@@ -81,6 +120,9 @@ func (c Config) validate() error {
 	if c.Height%16 != 0 || c.Width%16 != 0 {
 		return fmt.Errorf("step: size %dx%d: height and width must be multiples of 16 (the backbone's output stride)", c.Height, c.Width)
 	}
+	if l := c.LossScale.WithDefaults(); c.FP16 && !(l.Init > 0 && l.Growth >= 1 && l.Backoff > 0 && l.Backoff < 1 && l.Interval >= 1) {
+		return fmt.Errorf("step: loss scaling %+v: want init > 0, growth >= 1, 0 < backoff < 1, interval >= 1", l)
+	}
 	return c.Arch.Validate()
 }
 
@@ -109,6 +151,9 @@ func TrainStep(c Config) (*graphs.Graph, error) {
 		// one vector (the moments live flat), so the update is a dozen large elementwise ops
 		// instead of a dozen per tensor.
 		flatGrad := flatten(grads)
+		if fb.scaler != nil {
+			flatGrad = fb.scaler.unscale(flatGrad)
+		}
 		flatParam := flatten(params)
 		total := flatGrad.Dim(0)
 		var mask *graphs.Value
@@ -116,8 +161,14 @@ func TrainStep(c Config) (*graphs.Graph, error) {
 			mask = g.Input(InputParamMask, graphs.Float, graphs.Shape{total})
 			flatGrad = graphs.Mul(flatGrad, mask)
 		}
-		norm := graphs.Sqrt(graphs.ReduceSum(graphs.Mul(flatGrad, flatGrad), false))
+		sumSq := graphs.ReduceSum(graphs.Mul(flatGrad, flatGrad), false)
+		norm := graphs.Sqrt(sumSq)
 		g.Output(OutGradNorm, norm)
+		keep := func(old, updated *graphs.Value) *graphs.Value { return updated }
+		if fb.scaler != nil {
+			g.Output(OutFoundInf, fb.scaler.check(sumSq))
+			keep = fb.scaler.keepIfSkipped
+		}
 		if c.ClipNorm > 0 {
 			// torch: coef = max_norm / (norm + 1e-6), applied only when below 1.
 			coef := graphs.Div(graphs.Scalar(g, c.ClipNorm), graphs.Add(norm, graphs.Scalar(g, 1e-6)))
@@ -131,6 +182,7 @@ func TrainStep(c Config) (*graphs.Graph, error) {
 		if mask != nil {
 			p2 = graphs.Mul(p2, mask)
 		}
+		p2, m2, v2 = keep(flatParam, p2), keep(m, m2), keep(v, v2)
 		g.Output(Next(InputMomentM), m2)
 		g.Output(Next(InputMomentV), v2)
 		sizes := make([]int64, len(trainable))
@@ -141,8 +193,11 @@ func TrainStep(c Config) (*graphs.Graph, error) {
 			g.Output(Next(trainable[i].Name), graphs.Reshape(piece, trainable[i].Shape))
 		}
 		for _, u := range out.BN {
-			g.Output(Next(u.Mean.Name), ema(u.RunMean, u.BatchMean, u.Momentum))
-			g.Output(Next(u.Var.Name), ema(u.RunVar, u.BatchV, u.Momentum))
+			g.Output(Next(u.Mean.Name), keep(u.RunMean, ema(u.RunMean, u.BatchMean, u.Momentum)))
+			g.Output(Next(u.Var.Name), keep(u.RunVar, ema(u.RunVar, u.BatchV, u.Momentum)))
+		}
+		if fb.scaler != nil {
+			fb.scaler.outputs(g, stepN)
 		}
 		return nil
 	})
@@ -206,6 +261,9 @@ func GradGraph(c Config) (*graphs.Graph, error) {
 		g.Output(OutCE, loss.CE)
 		g.Output(OutDice, loss.Dice)
 		for i, d := range grads {
+			if fb.scaler != nil {
+				d = fb.scaler.unscale(d)
+			}
 			g.Output("grad."+fb.trainable[i].Name, d)
 		}
 		return nil
@@ -222,7 +280,8 @@ type fwdBwd struct {
 	loss      Loss
 	trainable []model.ParamSpec
 	params    []*graphs.Value // graph inputs of the trainable tensors, in trainable's order
-	grads     []*graphs.Value
+	grads     []*graphs.Value // multiplied by the loss scale when scaler is set
+	scaler    *lossScaler     // FP16 only
 }
 
 // forwardBackward declares image, target and every network tensor as inputs, builds the
@@ -233,15 +292,38 @@ func forwardBackward(g *graphs.Graph, c Config) (fwdBwd, error) {
 	image := g.Input(InputImage, graphs.Float, graphs.Shape{int64(c.Batch), 3, int64(c.Height), int64(c.Width)})
 	target := g.Input(InputTarget, graphs.Int64, graphs.Shape{int64(c.Batch), int64(c.Height), int64(c.Width)})
 	src := &inputSource{vals: map[string]*graphs.Value{}}
-	fb.out = model.Forward(g, image, c.Arch, src, model.Train)
-	fb.loss = SegLoss(fb.out.Logits, target, c.Loss)
+	fb.out = model.Forward(g, computeInput(image, c), c.Arch, src, model.Train)
+	fb.loss = SegLoss(lossInput(fb.out.Logits), target, c.Loss)
 	for _, s := range c.Arch.Params() {
 		if s.Kind.Trainable() {
 			fb.params = append(fb.params, src.vals[s.Name])
 			fb.trainable = append(fb.trainable, s)
 		}
 	}
+	seed := fb.loss.Total
+	if c.FP16 {
+		fb.scaler = newLossScaler(g, c.LossScale.WithDefaults())
+		seed = graphs.Mul(seed, fb.scaler.scale)
+	}
 	var err error
-	fb.grads, err = graphs.Grad(fb.loss.Total, fb.params)
+	fb.grads, err = graphs.Grad(seed, fb.params)
 	return fb, err
+}
+
+// computeInput is the image in the forward's compute type: float16 for FP16 graphs, whose
+// image input stays float32 (one contract for every graph and the host's loader).
+func computeInput(image *graphs.Value, c Config) *graphs.Value {
+	if c.FP16 {
+		return graphs.Cast(image, graphs.Float16)
+	}
+	return image
+}
+
+// lossInput is the logits in float32: the loss and its sums over all pixels need float32's
+// range and precision whatever the forward computed in.
+func lossInput(logits *graphs.Value) *graphs.Value {
+	if logits.DType() != graphs.Float {
+		return graphs.Cast(logits, graphs.Float)
+	}
+	return logits
 }
