@@ -15,6 +15,10 @@ import (
 // openGraph marshals g and opens it on the CPU provider (two threads: the test machines are
 // small and shared).
 func openGraph(t *testing.T, g *graphs.Graph) *runtime.Session {
+	return openGraphOn(t, g, runtime.ProviderCPU)
+}
+
+func openGraphOn(t *testing.T, g *graphs.Graph, p runtime.Provider) *runtime.Session {
 	t.Helper()
 	if err := runtime.Init(); err != nil {
 		t.Fatal(err)
@@ -23,12 +27,28 @@ func openGraph(t *testing.T, g *graphs.Graph) *runtime.Session {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := runtime.NewSession(g.Name, b, runtime.SessionOptions{Provider: runtime.ProviderCPU, IntraOpThreads: 2})
+	s, err := runtime.NewSession(g.Name, b, runtime.SessionOptions{Provider: p, IntraOpThreads: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
 	return s
+}
+
+// fp16Providers are where the FP16 tests run: the CPU provider always, and the CUDA provider
+// where it is usable. ORT's CPU provider runs most float16 nodes through float32 kernels and
+// drops the casts between them, so only on a GPU do these tests see float16 arithmetic
+// (its rounding, and overflow inside the network); the FP32 reference always runs on the CPU
+// (the CUDA provider's float32 convolutions may use TF32).
+func fp16Providers(t *testing.T) []runtime.Provider {
+	if err := runtime.Init(); err != nil {
+		t.Fatal(err)
+	}
+	ps := []runtime.Provider{runtime.ProviderCPU}
+	if runtime.CheckCUDA().Usable {
+		ps = append(ps, runtime.ProviderCUDA)
+	}
+	return ps
 }
 
 func run(t *testing.T, s *runtime.Session, feeds map[string]*runtime.Tensor) map[string]*runtime.Tensor {
@@ -114,15 +134,23 @@ func TestFP16TrainStepMatchesFP32(t *testing.T) {
 	c16 := c32
 	c16.FP16 = true
 	st := newTrainState(a, n, h, wd, 3)
-	outs := map[bool]map[string]*runtime.Tensor{}
-	for _, c := range []step.Config{c32, c16} {
-		g, err := step.TrainStep(c)
-		if err != nil {
-			t.Fatal(err)
-		}
-		outs[c.FP16] = run(t, openGraph(t, g), st.feeds(c, 1e-3))
+	g32, err := step.TrainStep(c32)
+	if err != nil {
+		t.Fatal(err)
 	}
-	o32, o16 := outs[false], outs[true]
+	o32 := run(t, openGraph(t, g32), st.feeds(c32, 1e-3))
+	g16, err := step.TrainStep(c16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, prov := range fp16Providers(t) {
+		t.Run(string(prov), func(t *testing.T) {
+			compareTrainSteps(t, a, run(t, openGraphOn(t, g16, prov), st.feeds(c16, 1e-3)), o32)
+		})
+	}
+}
+
+func compareTrainSteps(t *testing.T, a model.Arch, o16, o32 map[string]*runtime.Tensor) {
 	for _, k := range []string{step.OutLoss, step.OutCE, step.OutDice} {
 		got, want := scalar(o16, k), scalar(o32, k)
 		t.Logf("%s: FP16 %.6f, FP32 %.6f", k, got, want)
@@ -178,7 +206,7 @@ func TestFP16TrainStepMatchesFP32(t *testing.T) {
 		}
 	}
 	t.Logf("worst per-tensor gradient cosine %.5f (%s; %d structurally zero skipped); running statistics within %.2e", worst, worstName, structural, worstStat)
-	if worst < 0.99 {
+	if worst < 0.98 {
 		t.Errorf("gradient of %s: cosine FP16 vs FP32 %.4f", worstName, worst)
 	}
 	if f := scalar(o16, step.OutFoundInf); f != 0 {
@@ -200,7 +228,6 @@ func TestFP16LossScaling(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := openGraph(t, g)
 	st := newTrainState(a, n, h, wd, 4)
 	// Moments from an earlier step, so that "unchanged" is not just zeros.
 	r := rand.New(rand.NewPCG(4, 4))
@@ -209,6 +236,12 @@ func TestFP16LossScaling(t *testing.T) {
 		st.v[i] = float32(1e-6 * r.Float64())
 	}
 	st.step = 7
+	for _, prov := range fp16Providers(t) {
+		t.Run(string(prov), func(t *testing.T) { checkLossScaling(t, c, openGraphOn(t, g, prov), st) })
+	}
+}
+
+func checkLossScaling(t *testing.T, c step.Config, s *runtime.Session, st trainState) {
 	for _, tc := range []struct {
 		name                string
 		scale, good         float32
@@ -325,15 +358,21 @@ func TestFP16EvalStepMatchesFP32(t *testing.T) {
 	for _, p := range a.Params() {
 		feeds[p.Name] = runtime.MustNew([]int64(p.Shape), w.Tensors[p.Name])
 	}
-	outs := map[bool]map[string]*runtime.Tensor{}
-	for _, fp16 := range []bool{false, true} {
+	graph := func(fp16 bool) *graphs.Graph {
 		g, err := step.EvalStep(step.Config{Arch: a, Height: h, Width: wd, Loss: step.DefaultLoss, FP16: fp16})
 		if err != nil {
 			t.Fatal(err)
 		}
-		outs[fp16] = run(t, openGraph(t, g), feeds)
+		return g
 	}
-	o32, o16 := outs[false], outs[true]
+	o32 := run(t, openGraph(t, graph(false)), feeds)
+	g16 := graph(true)
+	for _, prov := range fp16Providers(t) {
+		t.Run(string(prov), func(t *testing.T) { compareEvalSteps(t, run(t, openGraphOn(t, g16, prov), feeds), o32, n*h*wd) })
+	}
+}
+
+func compareEvalSteps(t *testing.T, o16, o32 map[string]*runtime.Tensor, pixels int64) {
 	for _, k := range []string{step.OutLoss, step.OutCE, step.OutDice} {
 		got, want := scalar(o16, k), scalar(o32, k)
 		t.Logf("%s: FP16 %.6f, FP32 %.6f", k, got, want)
@@ -357,7 +396,7 @@ func TestFP16EvalStepMatchesFP32(t *testing.T) {
 		total += c32[i]
 	}
 	t.Logf("confusion FP16 %v, FP32 %v", c16, c32)
-	if total != n*h*wd || diff > total/100 {
+	if total != pixels || diff > total/100 {
 		t.Errorf("confusion FP16 %v vs FP32 %v (%d pixels)", c16, c32, total)
 	}
 }
@@ -377,6 +416,13 @@ func TestFP16InferenceMatchesFP32(t *testing.T) {
 		g, err := step.Inference(c, w)
 		if err != nil {
 			t.Fatal(err)
+		}
+		if fp16 {
+			for _, prov := range fp16Providers(t)[1:] { // the CPU's below
+				t.Run(string(prov), func(t *testing.T) {
+					compareLogits(t, runtime.Data[float32](run(t, openGraphOn(t, g, prov), feeds)[step.OutLogits]), logits[false], n, h*wd)
+				})
+			}
 		}
 		s := openGraph(t, g)
 		if in, out := s.Inputs(), s.Outputs(); len(in) != 1 || in[0].Name != step.InputImage || in[0].DType != runtime.Float32 ||
@@ -399,13 +445,18 @@ func TestFP16InferenceMatchesFP32(t *testing.T) {
 		}
 		logits[fp16] = runtime.Data[float32](run(t, s, feeds)[step.OutLogits])
 	}
-	e := maxRelErr(logits[true], logits[false])
+	compareLogits(t, logits[true], logits[false], n, h*wd)
+}
+
+// compareLogits compares two-class logits [n,2,plane]: within 1% of their magnitude, and the
+// same arg-max in all but 0.5% of the pixels.
+func compareLogits(t *testing.T, l16, l32 []float32, n, plane int) {
+	e := maxRelErr(l16, l32)
 	flips := 0
-	plane := h * wd
 	for b := 0; b < n; b++ {
 		for i := 0; i < plane; i++ {
-			l32, l16 := logits[false][b*2*plane:], logits[true][b*2*plane:]
-			if (l32[plane+i] > l32[i]) != (l16[plane+i] > l16[i]) {
+			a, c := l32[b*2*plane:], l16[b*2*plane:]
+			if (a[plane+i] > a[i]) != (c[plane+i] > c[i]) {
 				flips++
 			}
 		}
