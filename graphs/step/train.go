@@ -129,7 +129,10 @@ func (c Config) validate() error {
 // TrainStep builds the training step: training-mode forward, loss, gradients, optional
 // clipping, AdamW, batch-norm running statistics. Inputs: image, target, lr, step, every
 // parameter and BN buffer (by torchvision name), and the flat moments adam.m / adam.v. Outputs:
-// loss, loss_ce, loss_dice, grad_norm, then <name>.next for each state tensor.
+// loss, loss_ce, loss_dice, grad_norm, then <name>.next for each state tensor. With c.FP16
+// it is the mixed-precision step with dynamic loss scaling: extra inputs loss_scale and
+// loss_scale.good, extra outputs found_inf, step.next, loss_scale.next and
+// loss_scale.good.next (the package doc lists them all; StatePairs pairs them up).
 func TrainStep(c Config) (*graphs.Graph, error) {
 	if err := c.validate(); err != nil {
 		return nil, err
@@ -245,7 +248,8 @@ func (a *adamW) update(p, grad, m, v *graphs.Value) (p2, m2, v2 *graphs.Value) {
 }
 
 // GradGraph builds a training-mode forward, loss and gradients only: outputs loss and
-// grad.<name> for every trainable parameter (what `graphs check-grad` runs).
+// grad.<name> for every trainable parameter (what `graphs check-grad` runs). With c.FP16 it
+// takes loss_scale too and outputs the unscaled gradients.
 func GradGraph(c Config) (*graphs.Graph, error) {
 	if err := c.validate(); err != nil {
 		return nil, err
