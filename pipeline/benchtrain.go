@@ -130,3 +130,96 @@ func PeakRSSMB() float64 {
 	}
 	return 0
 }
+
+// BenchDeviceResult is one device-resident `bench train` measurement.
+type BenchDeviceResult struct {
+	BenchTrainResult
+	Precision string `json:"precision"`  // fp32 or fp16
+	CUDAGraph bool   `json:"cuda_graph"` // steps replay captured CUDA graphs
+	// DeviceMemMB is the device memory the session holds after the run (CUDA; the provider's
+	// arena only grows, so this is its peak), besides what was in use before it started.
+	DeviceMemMB float64 `json:"device_mem_mb"`
+	Skipped     int64   `json:"skipped_steps"` // FP16 steps skipped for non-finite gradients
+	Options     string  `json:"cuda_options,omitempty"`
+	Profile     string  `json:"profile,omitempty"` // ORT profile file (ProfilePrefix)
+}
+
+// BenchDeviceTrain times the device-resident train step: state stays on the device, each
+// step uploads a batch (two random batches alternate from pinned staging memory, the next
+// one's upload overlapping the current step) and reads back the loss scalars.
+func BenchDeviceTrain(cfg step.Config, opts runtime.DeviceOptions, warmup, steps int, seed uint64) (BenchDeviceResult, error) {
+	res := BenchDeviceResult{BenchTrainResult: BenchTrainResult{Batch: cfg.Batch, Height: cfg.Height, Width: cfg.Width,
+		Threads: opts.IntraOpThreads, Steps: steps}, Precision: precisionName(cfg), CUDAGraph: opts.CUDAGraph}
+	if len(opts.CUDAOptions) > 0 {
+		res.Options = fmt.Sprint(opts.CUDAOptions)
+	}
+	if steps < 1 {
+		return res, fmt.Errorf("bench train: need at least one step")
+	}
+	st, err := NewState(cfg.Arch, model.Init(cfg.Arch, seed))
+	if err != nil {
+		return res, err
+	}
+	t0 := time.Now()
+	ts, err := NewDeviceTrainSession(cfg, opts, st)
+	if err != nil {
+		return res, err
+	}
+	defer ts.Close()
+	res.SessionMS = ms(time.Since(t0))
+	res.Device = string(ts.Session().Provider())
+	res.ORT = runtime.Version()
+	var batches [2][2]any
+	for i := range batches {
+		im, tg := randomBatch(cfg, seed+uint64(i))
+		batches[i] = [2]any{im, tg}
+	}
+	if err := ts.Load(batches[0][0].([]float32), batches[0][1].([]int64)); err != nil {
+		return res, err
+	}
+	filled := 1
+	next := func(im []float32, tg []int64) error {
+		if filled < 2 { // each slot's staging memory keeps its batch afterwards
+			copy(im, batches[filled][0].([]float32))
+			copy(tg, batches[filled][1].([]int64))
+			filled++
+		}
+		return nil
+	}
+	for i := 0; i < warmup+steps; i++ {
+		t := time.Now()
+		r, err := ts.Run(st, 1e-3, next)
+		if err != nil {
+			return res, fmt.Errorf("step %d: %w", i+1, err)
+		}
+		if i >= warmup {
+			res.StepMS = append(res.StepMS, ms(time.Since(t)))
+		}
+		res.FinalLoss = r.Loss
+	}
+	sorted := append([]float64(nil), res.StepMS...)
+	sort.Float64s(sorted)
+	res.StepMSMin = sorted[0]
+	if n := len(sorted); n%2 == 1 {
+		res.StepMSMedian = sorted[n/2]
+	} else {
+		res.StepMSMedian = (sorted[n/2-1] + sorted[n/2]) / 2
+	}
+	res.ImgPerS = float64(cfg.Batch) / (res.StepMSMedian / 1000)
+	res.PeakRSSMB = PeakRSSMB()
+	res.DeviceMemMB = float64(ts.Session().MemoryInUse()) / (1 << 20)
+	res.Skipped = ts.Skipped
+	if opts.ProfilePrefix != "" {
+		if res.Profile, err = ts.Session().EndProfiling(); err != nil {
+			return res, err
+		}
+	}
+	return res, nil
+}
+
+func precisionName(c step.Config) string {
+	if c.FP16 {
+		return "fp16"
+	}
+	return "fp32"
+}

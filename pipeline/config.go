@@ -20,8 +20,12 @@ type TrainConfig struct {
 	Preset  string `json:"preset"`  // cpu, gpu or smoke (what was applied)
 	Device  string `json:"device"`  // auto, cpu or cuda
 	Threads int    `json:"threads"` // ORT intra-op threads (0: ORT's default)
-	Workers int    `json:"workers"` // data loader workers (0: one per core)
-	Seed    uint64 `json:"seed"`
+	// Precision is fp32 or fp16 (mixed precision: FP16 compute, FP32 master weights, dynamic
+	// loss scaling; for the GPU). CUDAGraph replays each train step as one captured CUDA graph.
+	Precision string `json:"precision"`
+	CUDAGraph bool   `json:"cuda_graph"`
+	Workers   int    `json:"workers"` // data loader workers (0: one per core)
+	Seed      uint64 `json:"seed"`
 
 	Epochs    int     `json:"epochs"`
 	Batch     int     `json:"batch"`
@@ -74,7 +78,7 @@ type TrainConfig struct {
 // 0.5·Dice + 0.5·CE, augmentation on (rotation ±15°, brightness ±0.2, ...), 480×640.
 func DefaultTrainConfig() TrainConfig {
 	return TrainConfig{
-		Device: "auto", Seed: 42,
+		Device: "auto", Seed: 42, Precision: "fp32",
 		Epochs: 100, Batch: 8, Height: 480, Width: 640, WidthMult: 1,
 		LR: 1e-3, WeightDecay: 0.01, Beta1: 0.9, Beta2: 0.999, AdamEps: 1e-8,
 		LossDice: 0.5, LossCE: 0.5,
@@ -99,6 +103,7 @@ func (c *TrainConfig) ApplyPreset(name string) error {
 	switch name {
 	case "gpu":
 		c.Height, c.Width, c.Batch, c.Epochs = 480, 640, 8, 100
+		c.Precision, c.CUDAGraph = "fp16", true
 	case "cpu":
 		c.Height, c.Width, c.Batch, c.Epochs = 144, 192, 8, 30
 		c.CosineT0, c.CosineTMult, c.WarmupEpochs = 29, 1, 1 // one cycle after the warm-up
@@ -181,6 +186,9 @@ func (c TrainConfig) Validate() error {
 	default:
 		bad("schedule %q: want cosine-restarts, step or constant", c.Schedule)
 	}
+	if c.Precision != "fp32" && c.Precision != "fp16" {
+		bad("precision %q: want fp32 or fp16", c.Precision)
+	}
 	if c.WarmupEpochs < 0 || c.Patience < 0 || c.BNRecalibBatches < 0 || c.CheckpointEvery < 0 || c.ClipNorm < 0 {
 		bad("warmup_epochs, patience, bn_recalib_batches, checkpoint_every and clip_norm must not be negative")
 	}
@@ -207,6 +215,7 @@ func (c TrainConfig) StepConfig() step.Config {
 	return step.Config{
 		Arch:   arch,
 		Masked: c.Masked,
+		FP16:   c.Precision == "fp16",
 		Batch:  c.Batch, Height: c.Height, Width: c.Width,
 		Loss:     step.LossWeights{Dice: float32(c.LossDice), CE: float32(c.LossCE)},
 		Adam:     step.AdamW{Beta1: float32(c.Beta1), Beta2: float32(c.Beta2), Eps: float32(c.AdamEps), WeightDecay: float32(c.WeightDecay)},

@@ -18,6 +18,9 @@ type State struct {
 	// Mask, when set (flat like M), keeps pruned weights at zero: the train step multiplies
 	// gradients and updated parameters by it.
 	Mask []float32
+	// LossScale and LossScaleGood are the FP16 step's dynamic loss scale and its count of
+	// consecutive steps without overflow (0: start at DefaultLossScale).
+	LossScale, LossScaleGood float32
 }
 
 // NewState starts training from weights with zero moments.
@@ -32,6 +35,9 @@ func NewState(a model.Arch, w *model.Weights) (*State, error) {
 // StepResult is what one training step reports.
 type StepResult struct {
 	Loss, CE, Dice, GradNorm float32
+	// Skipped: the FP16 step found non-finite gradients, left the state as it was and
+	// lowered the loss scale.
+	Skipped bool
 }
 
 // TrainSession runs the train-step graph on ONNX Runtime.

@@ -13,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/cardseg-ort/cardseg-ort/graphs/model"
+	"github.com/cardseg-ort/cardseg-ort/graphs/step"
 	"github.com/cardseg-ort/cardseg-ort/runtime"
 )
 
@@ -158,7 +159,7 @@ func (t *Trainer) Train(ctx context.Context) (TrainResult, error) {
 
 	t.Log.Info().Str("device", cfg.Device).Int("train_images", len(t.Dataset.Train)).Int("test_images", len(t.Dataset.Test)).
 		Int("steps_per_epoch", steps).Int("epochs", cfg.Epochs).Str("size", fmt.Sprintf("%dx%d", cfg.Height, cfg.Width)).Msg("building graphs")
-	ts, err := NewTrainSession(sc, t.Session)
+	ts, err := t.openStepper(cfg, sc, st)
 	if err != nil {
 		return res, err
 	}
@@ -252,6 +253,11 @@ func (t *Trainer) Train(ctx context.Context) (TrainResult, error) {
 		if t.Progress != nil {
 			t.Progress.EpochDone()
 		}
+		// A device-resident step keeps the state on the GPU: bring it home for recalibration,
+		// validation and checkpoints.
+		if err := ts.Pull(st); err != nil {
+			return res, err
+		}
 		if interrupted {
 			prog.Step = st.Step
 			if err := SaveCheckpoint(lastPath, cfg, st, prog); err != nil {
@@ -271,6 +277,9 @@ func (t *Trainer) Train(ctx context.Context) (TrainResult, error) {
 				return res, err
 			}
 			rec.BNRecalib = n
+			if err := ts.Push(st); err != nil { // training goes on from the re-estimated statistics
+				return res, err
+			}
 		}
 		prog.Epoch, prog.BatchInEpoch, prog.Step = epoch+1, 0, st.Step
 		if val != nil {
@@ -396,4 +405,14 @@ func splitLines(b []byte) [][]byte {
 		out = append(out, b[start:])
 	}
 	return out
+}
+
+// openStepper opens the train step: device-resident (state in GPU memory, CUDA graphs when
+// the configuration asks) on the CUDA provider, host memory on the CPU.
+func (t *Trainer) openStepper(cfg TrainConfig, sc step.Config, st *State) (stepper, error) {
+	if t.Session.Provider == runtime.ProviderCUDA {
+		return NewDeviceTrainSession(sc, runtime.DeviceOptions{Provider: runtime.ProviderCUDA, CUDADevice: t.Session.CUDADevice,
+			CUDAGraph: cfg.CUDAGraph}, st)
+	}
+	return NewTrainSession(sc, t.Session)
 }

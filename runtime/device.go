@@ -11,7 +11,9 @@ import "C"
 import (
 	"errors"
 	"fmt"
+	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"unsafe"
@@ -60,6 +62,12 @@ type DeviceOptions struct {
 	CUDAOptions          map[string]string
 	DisableOptimizations bool
 	ProfilePrefix        string
+	// ConfigEntries are session configuration entries (e.g.
+	// "session.disable_cpu_ep_fallback": "1" makes a node without a CUDA kernel an error).
+	ConfigEntries map[string]string
+	// LogSeverity is the session's log level (0 verbose … 4 fatal; the environment variable
+	// CARDSEG_ORT_LOG_SEVERITY overrides it); nil keeps the process default (errors).
+	LogSeverity *int
 }
 
 var (
@@ -166,6 +174,23 @@ func NewDeviceSession(name string, model []byte, opts DeviceOptions) (*DeviceSes
 	}
 	ck, cv, freeC := cStrings(keys, vals)
 	defer freeC()
+	var ckeys, cvals []string
+	for k := range opts.ConfigEntries {
+		ckeys = append(ckeys, k)
+	}
+	sort.Strings(ckeys)
+	for _, k := range ckeys {
+		cvals = append(cvals, opts.ConfigEntries[k])
+	}
+	sk, sv, freeS := cStrings(ckeys, cvals)
+	defer freeS()
+	severity := -1
+	if opts.LogSeverity != nil {
+		severity = *opts.LogSeverity
+	}
+	if v, err := strconv.Atoi(os.Getenv("CARDSEG_ORT_LOG_SEVERITY")); err == nil {
+		severity = v
+	}
 	level := 99 // ORT_ENABLE_ALL
 	if opts.DisableOptimizations {
 		level = 0
@@ -180,8 +205,8 @@ func NewDeviceSession(name string, model []byte, opts DeviceOptions) (*DeviceSes
 	// callee might retain; ORT copies what it needs before returning).
 	cm := C.CBytes(model)
 	defer C.free(cm)
-	if err := cerr(C.ortc_session(cm, C.size_t(len(model)), provID, C.int(opts.IntraOpThreads), C.int(level), prof,
-		ck, cv, C.int(len(keys)), nil, nil, 0, &s.sess)); err != nil {
+	if err := cerr(C.ortc_session(cm, C.size_t(len(model)), provID, C.int(opts.IntraOpThreads), C.int(level), C.int(severity), prof,
+		ck, cv, C.int(len(keys)), sk, sv, C.int(len(ckeys)), &s.sess)); err != nil {
 		hint := ""
 		if opts.CUDAGraph && strings.Contains(err.Error(), "CUDA Graph") {
 			hint = " (CUDA graphs need every node on the CUDA provider and static shapes)"

@@ -17,6 +17,7 @@
 #define ORTC_SLOT_SetSessionGraphOptimizationLevel 23
 #define ORTC_SLOT_AddSessionConfigEntry 130
 #define ORTC_SLOT_EnableProfiling 14
+#define ORTC_SLOT_SetSessionLogSeverityLevel 22
 #define ORTC_SLOT_CreateCUDAProviderOptions 205
 #define ORTC_SLOT_UpdateCUDAProviderOptions 206
 #define ORTC_SLOT_UpdateCUDAProviderOptionsWithValue 263

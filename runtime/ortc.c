@@ -54,7 +54,7 @@ char* ortc_env(void) {
 }
 
 char* ortc_session(const void* model, size_t len, int provider, int threads, int opt_level,
-                   const char* profile_prefix, const char** cuda_keys, const char** cuda_values,
+                   int log_severity, const char* profile_prefix, const char** cuda_keys, const char** cuda_values,
                    int n_cuda, const char** cfg_keys, const char** cfg_values, int n_cfg,
                    OrtSession** out) {
   OrtSessionOptions* so = NULL;
@@ -69,6 +69,10 @@ char* ortc_session(const void* model, size_t len, int provider, int threads, int
   {
     OrtStatus* (*f)(OrtSessionOptions*, int) = SLOT(SetSessionGraphOptimizationLevel);
     if ((e = status("SetSessionGraphOptimizationLevel", f(so, opt_level)))) goto done;
+  }
+  if (log_severity >= 0) {
+    OrtStatus* (*f)(OrtSessionOptions*, int) = SLOT(SetSessionLogSeverityLevel);
+    if ((e = status("SetSessionLogSeverityLevel", f(so, log_severity)))) goto done;
   }
   for (int i = 0; i < n_cfg; i++) {
     OrtStatus* (*f)(OrtSessionOptions*, const char*, const char*) = SLOT(AddSessionConfigEntry);

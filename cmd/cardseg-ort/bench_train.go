@@ -13,6 +13,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/cardseg-ort/cardseg-ort/graphs/step"
 	"github.com/cardseg-ort/cardseg-ort/pipeline"
 	"github.com/cardseg-ort/cardseg-ort/runtime"
 )
@@ -25,6 +26,13 @@ type BenchTrainCmd struct {
 	Warmup  int    `help:"Untimed warm-up steps." default:"2"`
 	Device  string `help:"auto, cpu or cuda." default:"cpu"`
 	JSON    bool   `help:"Print one JSON line."`
+	// The device-resident path (what training on a GPU uses).
+	FP16      bool              `name:"fp16" help:"Mixed-precision train step (FP16 compute, FP32 master weights, dynamic loss scaling)."`
+	Resident  bool              `help:"Keep the training state in device memory (always on with --device cuda; on the CPU it tests the same path)."`
+	CUDAGraph bool              `name:"cuda-graph" help:"Capture and replay CUDA graphs (CUDA)." default:"true" negatable:""`
+	CUDAOpt   map[string]string `name:"cuda-opt" help:"Extra CUDA provider options, e.g. --cuda-opt prefer_nhwc=1."`
+	Profile   string            `help:"Write ONNX Runtime's per-node profile (Chrome trace JSON) of the device-resident run to files with this prefix."`
+	ORTConfig map[string]string `name:"ort-config" help:"Session configuration entries, e.g. --ort-config session.disable_cpu_ep_fallback=1."`
 	// CompareTorch runs PyTorch's CPU step with the same settings first, in the same command,
 	// and reports the ratio (this machine is shared and noisy: only same-run ratios mean much).
 	CompareTorch bool   `name:"compare-torch" help:"Also time PyTorch's training step (needs python3 with torch and torchvision) and report the ratio."`
@@ -87,7 +95,19 @@ func (c *BenchTrainCmd) Run(log *zerolog.Logger) error {
 		}
 	}
 	log.Info().Int("batch", c.Batch).Int("height", c.Height).Int("width", c.Width).Int("threads", c.Threads).Msg("benchmarking the train step")
-	res, err := pipeline.BenchTrain(c.config(c.Batch), runtime.SessionOptions{Provider: prov, IntraOpThreads: c.Threads}, c.Warmup, c.Steps, 1)
+	cfg := c.config(c.Batch)
+	cfg.FP16 = c.FP16
+	resolved, err := runtime.ResolveProvider(prov)
+	if err != nil {
+		return err
+	}
+	if resolved == runtime.ProviderCUDA || c.Resident {
+		return c.runDevice(cfg, resolved)
+	}
+	if c.FP16 {
+		log.Warn().Msg("--fp16 on the CPU provider: ORT runs FP16 operators through casts (a correctness path, not a fast one)")
+	}
+	res, err := pipeline.BenchTrain(cfg, runtime.SessionOptions{Provider: prov, IntraOpThreads: c.Threads}, c.Warmup, c.Steps, 1)
 	if err != nil {
 		return err
 	}
@@ -109,5 +129,22 @@ func (c *BenchTrainCmd) Run(log *zerolog.Logger) error {
 	}
 	fmt.Printf("train step %dx%dx%d on %s (%d threads): median %.1f ms, min %.1f ms, %.1f img/s, peak RSS %.0f MiB (graph %.0f ms, session %.0f ms)\n",
 		res.Batch, res.Height, res.Width, res.Device, res.Threads, res.StepMSMedian, res.StepMSMin, res.ImgPerS, res.PeakRSSMB, res.BuildMS, res.SessionMS)
+	return nil
+}
+
+func (c *BenchTrainCmd) runDevice(cfg step.Config, prov runtime.Provider) error {
+	opts := runtime.DeviceOptions{Provider: prov, IntraOpThreads: c.Threads, CUDAGraph: c.CUDAGraph && prov == runtime.ProviderCUDA,
+		CUDAOptions: c.CUDAOpt, ConfigEntries: c.ORTConfig, ProfilePrefix: c.Profile}
+	res, err := pipeline.BenchDeviceTrain(cfg, opts, c.Warmup, c.Steps, 1)
+	if err != nil {
+		return err
+	}
+	if c.JSON {
+		b, _ := json.Marshal(res)
+		fmt.Println(string(b))
+		return nil
+	}
+	fmt.Printf("train step %dx%dx%d %s on %s (device-resident, CUDA graph %v): median %.2f ms, min %.2f ms, %.1f img/s, device memory %.0f MiB, peak RSS %.0f MiB, skipped %d\n",
+		res.Batch, res.Height, res.Width, res.Precision, res.Device, res.CUDAGraph, res.StepMSMedian, res.StepMSMin, res.ImgPerS, res.DeviceMemMB, res.PeakRSSMB, res.Skipped)
 	return nil
 }

@@ -29,6 +29,8 @@ type TrainCmd struct {
 
 	Device      *string  `help:"auto, cpu or cuda."`
 	Threads     *int     `help:"ONNX Runtime intra-op threads (0: all cores)."`
+	Precision   *string  `help:"fp32 or fp16 (mixed precision, for the GPU; the gpu preset's choice)." enum:"fp32,fp16"`
+	CUDAGraph   *bool    `name:"cuda-graph" help:"Replay each train step as one captured CUDA graph (the gpu preset's choice)." negatable:""`
 	Workers     *int     `help:"Data loader workers (0: one per core)."`
 	Seed        *uint64  `help:"Seed of initialisation, data order and augmentation."`
 	Epochs      *int     `help:"Epochs."`
@@ -108,6 +110,8 @@ func (c *TrainCmd) config() (pipeline.TrainConfig, error) {
 	}
 	set(&cfg.Device, c.Device)
 	set(&cfg.Threads, c.Threads)
+	set(&cfg.Precision, c.Precision)
+	set(&cfg.CUDAGraph, c.CUDAGraph)
 	set(&cfg.Workers, c.Workers)
 	set(&cfg.Seed, c.Seed)
 	set(&cfg.Epochs, c.Epochs)

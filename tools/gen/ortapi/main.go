@@ -25,7 +25,7 @@ var wanted = []string{
 	"GetErrorMessage", "ReleaseStatus",
 	"CreateEnv", "ReleaseEnv",
 	"CreateSessionOptions", "ReleaseSessionOptions", "SetIntraOpNumThreads",
-	"SetSessionGraphOptimizationLevel", "AddSessionConfigEntry", "EnableProfiling",
+	"SetSessionGraphOptimizationLevel", "AddSessionConfigEntry", "EnableProfiling", "SetSessionLogSeverityLevel",
 	"CreateCUDAProviderOptions", "UpdateCUDAProviderOptions", "UpdateCUDAProviderOptionsWithValue",
 	"SessionOptionsAppendExecutionProvider_CUDA_V2", "ReleaseCUDAProviderOptions",
 	"CreateSessionFromArray", "ReleaseSession", "SessionEndProfiling",

@@ -1,0 +1,143 @@
+package pipeline
+
+import (
+	"math"
+	"testing"
+
+	"github.com/cardseg-ort/cardseg-ort/graphs/model"
+	"github.com/cardseg-ort/cardseg-ort/graphs/step"
+	"github.com/cardseg-ort/cardseg-ort/runtime"
+)
+
+func requireCUDA(t *testing.T) {
+	t.Helper()
+	if err := runtime.Init(); err != nil {
+		t.Fatal(err)
+	}
+	if r := runtime.CheckCUDA(); !r.Usable {
+		t.Skip("no usable CUDA: " + r.Problem)
+	}
+}
+
+// TestCUDAGradientsMatchCPU: the FP32 gradient graph on the CUDA provider gives the CPU
+// provider's gradients within 1e-3 of each tensor's largest magnitude.
+func TestCUDAGradientsMatchCPU(t *testing.T) {
+	requireCUDA(t)
+	cfg := DefaultTrainConfig()
+	cfg.Batch, cfg.Height, cfg.Width = 2, 96, 128
+	sc := cfg.StepConfig()
+	g, err := step.GradGraph(sc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := g.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := model.Init(sc.Arch, 3)
+	img, tgt := randomBatch(sc, 4)
+	feeds := map[string]*runtime.Tensor{
+		step.InputImage:  runtime.MustNew([]int64{2, 3, 96, 128}, img),
+		step.InputTarget: runtime.MustNew([]int64{2, 96, 128}, tgt),
+	}
+	for _, p := range sc.Arch.Params() {
+		feeds[p.Name] = runtime.MustNew([]int64(p.Shape), w.Tensors[p.Name])
+	}
+	run := func(p runtime.Provider) map[string]*runtime.Tensor {
+		s, err := runtime.NewSession("grad", b, runtime.SessionOptions{Provider: p})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		out, err := s.Run(feeds)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	cpu, gpu := run(runtime.ProviderCPU), run(runtime.ProviderCUDA)
+	if d := math.Abs(float64(gpu[step.OutLoss].Float32s()[0] - cpu[step.OutLoss].Float32s()[0])); d > 1e-4 {
+		t.Fatalf("loss: CUDA %v, CPU %v", gpu[step.OutLoss].Float32s()[0], cpu[step.OutLoss].Float32s()[0])
+	}
+	worst, worstName := 0.0, ""
+	for name, c := range cpu {
+		cv, gv := c.Float32s(), gpu[name].Float32s()
+		maxAbs := 0.0
+		for _, v := range cv {
+			maxAbs = math.Max(maxAbs, math.Abs(float64(v)))
+		}
+		if maxAbs == 0 {
+			continue
+		}
+		for i := range cv {
+			if e := math.Abs(float64(gv[i]-cv[i])) / maxAbs; e > worst {
+				worst, worstName = e, name
+			}
+		}
+	}
+	t.Logf("worst gradient difference: %.2e of the tensor's max (%s)", worst, worstName)
+	if worst > 1e-3 {
+		t.Fatalf("CUDA gradients differ from the CPU's by %.2e of %s's max", worst, worstName)
+	}
+}
+
+// TestCUDADeviceTrainMatchesCPU: the device-resident FP32 step with CUDA graphs follows the
+// CPU host step over a few steps (loss within 1e-3 relative), and the FP16 step trains.
+func TestCUDADeviceTrainMatchesCPU(t *testing.T) {
+	requireCUDA(t)
+	cfg := DefaultTrainConfig()
+	cfg.Batch, cfg.Height, cfg.Width = 4, 128, 160
+	sc := cfg.StepConfig()
+	host, err := NewTrainSession(sc, runtime.SessionOptions{Provider: runtime.ProviderCPU})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer host.Close()
+	hs, _ := NewState(sc.Arch, model.Init(sc.Arch, 5))
+	ds, _ := NewState(sc.Arch, model.Init(sc.Arch, 5))
+	dev, err := NewDeviceTrainSession(sc, runtime.DeviceOptions{Provider: runtime.ProviderCUDA, CUDAGraph: true}, ds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close()
+	img, tgt := randomBatch(sc, 9)
+	for i := 0; i < 5; i++ {
+		hr, err := host.Step(hs, img, tgt, 1e-3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dr, err := dev.Step(ds, img, tgt, 1e-3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("step %d: loss CPU %.5f CUDA %.5f", i+1, hr.Loss, dr.Loss)
+		if rel(dr.Loss, hr.Loss) > 1e-3 {
+			t.Fatalf("step %d: loss CUDA %v, CPU %v", i+1, dr.Loss, hr.Loss)
+		}
+	}
+	sc.FP16 = true
+	fs, _ := NewState(sc.Arch, model.Init(sc.Arch, 5))
+	f16, err := NewDeviceTrainSession(sc, runtime.DeviceOptions{Provider: runtime.ProviderCUDA, CUDAGraph: true}, fs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f16.Close()
+	var first, last StepResult
+	for i := 0; i < 20; i++ {
+		r, err := f16.Step(fs, img, tgt, 1e-3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			first = r
+		}
+		last = r
+	}
+	if err := f16.Pull(fs); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("FP16: loss %.4f -> %.4f in 20 steps, %d skipped, loss scale %g, step %d", first.Loss, last.Loss, f16.Skipped, fs.LossScale, fs.Step)
+	if !(last.Loss < 0.5*first.Loss) || fs.Step+f16.Skipped != 20 {
+		t.Fatalf("FP16 on CUDA: loss %.4f -> %.4f, steps %d + skipped %d", first.Loss, last.Loss, fs.Step, f16.Skipped)
+	}
+}

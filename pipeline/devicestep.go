@@ -1,0 +1,402 @@
+package pipeline
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/cardseg-ort/cardseg-ort/graphs/model"
+	"github.com/cardseg-ort/cardseg-ort/graphs/step"
+	"github.com/cardseg-ort/cardseg-ort/runtime"
+)
+
+// stepper is what the trainer drives: the host-memory TrainSession (CPU) or the
+// device-resident DeviceTrainSession (GPU).
+type stepper interface {
+	// Step trains on one batch with learning rate lr and advances st (for a device session
+	// only st.Step and the counters: the tensors stay on the device until Pull).
+	Step(st *State, image []float32, target []int64, lr float32) (StepResult, error)
+	// Pull brings device-resident state into st; Push sends st's tensors to the device.
+	Pull(st *State) error
+	Push(st *State) error
+	Close() error
+}
+
+// Pull and Push are no-ops for the host session: its state always lives in st.
+func (t *TrainSession) Pull(*State) error { return nil }
+func (t *TrainSession) Push(*State) error { return nil }
+
+const (
+	inLossScale     = step.InputLossScale
+	inLossScaleGood = step.InputLossScaleGood
+	outFoundInf     = step.OutFoundInf
+)
+
+// DefaultLossScale is the dynamic loss scale an FP16 run starts from (GradScaler's 2^16).
+const DefaultLossScale = 65536
+
+// DeviceTrainSession runs the train step with every state tensor — parameters, batch-norm
+// buffers, AdamW moments, and in the FP16 step the loss scale and step counter — resident in
+// device memory. State lives in two sets of tensors; binding 0 reads set 0 and writes set 1,
+// binding 1 the reverse, and the steps alternate, so nothing is copied between steps and,
+// with CUDA graphs, each binding replays its own captured graph. Only the batch, the
+// learning rate and a few result scalars cross PCIe; the batch of the next step uploads
+// while the current one computes (Load).
+type DeviceTrainSession struct {
+	cfg     step.Config
+	sess    *runtime.DeviceSession
+	state   []string // inputs carried to the next step through <name>.next
+	set     [2]map[string]*runtime.DeviceTensor
+	image   [2]*runtime.DeviceTensor
+	target  [2]*runtime.DeviceTensor
+	stage   [2][2]*runtime.HostBuffer // [slot][image, target]
+	loaded  [2]bool
+	scalars map[string]*runtime.DeviceTensor // lr, step (when fed), param_mask
+	results map[string]*runtime.DeviceTensor // loss, loss_ce, loss_dice, grad_norm, found_inf
+	bind    [2]*runtime.Binding
+	k       int // parity of the next step: it reads set k
+	stepFed bool
+	fp16    bool // the graph carries the loss scale and counts applied steps itself
+	specs   []model.ParamSpec
+	Skipped int64 // steps whose update was skipped (non-finite FP16 gradients)
+}
+
+// NewDeviceTrainSession builds the train step for cfg, opens it on the device and uploads st.
+func NewDeviceTrainSession(cfg step.Config, opts runtime.DeviceOptions, st *State) (*DeviceTrainSession, error) {
+	g, err := step.TrainStep(cfg)
+	if err != nil {
+		return nil, err
+	}
+	b, err := g.Marshal()
+	if err != nil {
+		return nil, err
+	}
+	sess, err := runtime.NewDeviceSession("train_step", b, opts)
+	if err != nil {
+		return nil, err
+	}
+	d := &DeviceTrainSession{cfg: cfg, sess: sess, scalars: map[string]*runtime.DeviceTensor{},
+		results: map[string]*runtime.DeviceTensor{}, specs: cfg.Arch.Params()}
+	if err := d.allocate(); err != nil {
+		sess.Close()
+		return nil, err
+	}
+	if err := d.Push(st); err != nil {
+		sess.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+func (d *DeviceTrainSession) allocate() error {
+	s := d.sess
+	outs := map[string]bool{}
+	for _, o := range s.Outputs() {
+		outs[o.Name] = true
+	}
+	for i := range d.set {
+		d.set[i] = map[string]*runtime.DeviceTensor{}
+	}
+	for _, in := range s.Inputs() {
+		var err error
+		switch {
+		case outs[step.Next(in.Name)]:
+			d.state = append(d.state, in.Name)
+			for i := range d.set {
+				if d.set[i][in.Name], err = s.NewTensorFor(in.Name); err != nil {
+					return err
+				}
+			}
+			if in.Name == inLossScale {
+				d.fp16 = true
+			}
+		case in.Name == step.InputImage || in.Name == step.InputTarget:
+			for i := 0; i < 2; i++ {
+				t, err := s.NewTensorFor(in.Name)
+				if err != nil {
+					return err
+				}
+				if in.Name == step.InputImage {
+					d.image[i] = t
+				} else {
+					d.target[i] = t
+				}
+			}
+		default:
+			if d.scalars[in.Name], err = s.NewTensorFor(in.Name); err != nil {
+				return err
+			}
+			if in.Name == step.InputStep {
+				d.stepFed = true
+			}
+		}
+	}
+	if d.image[0] == nil || d.target[0] == nil {
+		return fmt.Errorf("train step: the graph has no %s/%s inputs", step.InputImage, step.InputTarget)
+	}
+	for i := 0; i < 2; i++ {
+		for j, t := range []*runtime.DeviceTensor{d.image[i], d.target[i]} {
+			hb, err := s.NewHostBuffer(t.Bytes())
+			if err != nil {
+				return err
+			}
+			d.stage[i][j] = hb
+		}
+	}
+	for _, o := range s.Outputs() {
+		if strings.HasSuffix(o.Name, ".next") && contains(d.state, strings.TrimSuffix(o.Name, ".next")) {
+			continue
+		}
+		t, err := s.NewTensorFor(o.Name)
+		if err != nil {
+			return err
+		}
+		d.results[o.Name] = t
+	}
+	for i := 0; i < 2; i++ {
+		in := map[string]*runtime.DeviceTensor{step.InputImage: d.image[i], step.InputTarget: d.target[i]}
+		out := map[string]*runtime.DeviceTensor{}
+		for n, t := range d.scalars {
+			in[n] = t
+		}
+		for _, n := range d.state {
+			in[n] = d.set[i][n]
+			out[step.Next(n)] = d.set[1-i][n]
+		}
+		for n, t := range d.results {
+			out[n] = t
+		}
+		b, err := s.NewBinding(i, in, out)
+		if err != nil {
+			return err
+		}
+		d.bind[i] = b
+	}
+	return nil
+}
+
+func contains(l []string, s string) bool {
+	for _, x := range l {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// Session is the underlying device session (memory use, profiling).
+func (d *DeviceTrainSession) Session() *runtime.DeviceSession { return d.sess }
+
+// Close releases the staging buffers and the session.
+func (d *DeviceTrainSession) Close() error {
+	_ = d.sess.WaitUploads()
+	for i := range d.stage {
+		for _, b := range d.stage[i] {
+			if b != nil {
+				b.Free()
+			}
+		}
+	}
+	return d.sess.Close()
+}
+
+// stateTensor returns st's host copy of a state tensor as a runtime tensor over st's memory.
+func (d *DeviceTrainSession) hostState(st *State, name string, shape []int64) (*runtime.Tensor, error) {
+	switch name {
+	case step.InputMomentM:
+		return runtime.New(shape, st.M)
+	case step.InputMomentV:
+		return runtime.New(shape, st.V)
+	case inLossScale:
+		if st.LossScale <= 0 {
+			st.LossScale = DefaultLossScale
+		}
+		return runtime.New(shape, []float32{st.LossScale})
+	case inLossScaleGood:
+		return runtime.New(shape, []float32{st.LossScaleGood})
+	case step.InputStep:
+		return runtime.New(shape, []float32{float32(st.Step + 1)})
+	}
+	w, ok := st.Weights.Tensors[name]
+	if !ok {
+		return nil, fmt.Errorf("train step: state %s is not in the weights", name)
+	}
+	return runtime.New(shape, w)
+}
+
+// Push uploads st (weights, BN buffers, moments, loss scale, step, mask) into the set the
+// next step reads.
+func (d *DeviceTrainSession) Push(st *State) error {
+	for _, n := range d.state {
+		t := d.set[d.k][n]
+		h, err := d.hostState(st, n, t.Shape)
+		if err != nil {
+			return err
+		}
+		if err := t.Upload(h); err != nil {
+			return err
+		}
+	}
+	if m, ok := d.scalars[step.InputParamMask]; ok {
+		if len(st.Mask) != len(st.M) {
+			return fmt.Errorf("train step: the graph is masked but the state has %d mask values for %d parameters", len(st.Mask), len(st.M))
+		}
+		if err := m.Upload(runtime.MustNew(m.Shape, st.Mask)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Pull downloads the current state into st.
+func (d *DeviceTrainSession) Pull(st *State) error {
+	for _, n := range d.state {
+		t := d.set[d.k][n]
+		switch n {
+		case inLossScale, inLossScaleGood, step.InputStep:
+			h, err := t.Fetch()
+			if err != nil {
+				return err
+			}
+			v := runtime.Data[float32](h)[0]
+			switch n {
+			case inLossScale:
+				st.LossScale = v
+			case inLossScaleGood:
+				st.LossScaleGood = v
+			default:
+				st.Step = int64(v) - 1
+			}
+			continue
+		}
+		h, err := d.hostState(st, n, t.Shape)
+		if err != nil {
+			return err
+		}
+		if err := t.Download(h); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Load stages a batch and starts its upload into the slot of the next step that has no
+// batch yet; it returns before the copy finishes.
+func (d *DeviceTrainSession) Load(image []float32, target []int64) error {
+	return d.load(func(im []float32, tg []int64) error {
+		if len(image) != len(im) || len(target) != len(tg) {
+			return fmt.Errorf("train step: batch of %d image values and %d labels, the graph takes %d and %d",
+				len(image), len(target), len(im), len(tg))
+		}
+		copy(im, image)
+		copy(tg, target)
+		return nil
+	})
+}
+
+// Fill writes a batch into the staging memory it is handed (pinned host memory with CUDA,
+// uploaded from there without another copy). The memory keeps what was last written to it:
+// a Fill that writes nothing re-sends that slot's previous batch.
+type Fill func(image []float32, target []int64) error
+
+func (d *DeviceTrainSession) load(fill Fill) error {
+	slot := d.k
+	if d.loaded[slot] {
+		slot = 1 - d.k
+		if d.loaded[slot] {
+			return fmt.Errorf("train step: two batches are already loaded")
+		}
+	}
+	ib, tb := d.stage[slot][0], d.stage[slot][1]
+	if err := fill(ib.Float32s(), tb.Int64s()); err != nil {
+		return err
+	}
+	if err := d.image[slot].UploadAsync(ib); err != nil {
+		return err
+	}
+	if err := d.target[slot].UploadAsync(tb); err != nil {
+		return err
+	}
+	d.loaded[slot] = true
+	return nil
+}
+
+// Run trains on the batch loaded for this step. With next, the following batch is staged
+// and its upload started just before the step runs, so the copy overlaps the computation.
+func (d *DeviceTrainSession) Run(st *State, lr float32, next Fill) (StepResult, error) {
+	if !d.loaded[d.k] {
+		return StepResult{}, fmt.Errorf("train step: no batch loaded")
+	}
+	if d.loaded[1-d.k] {
+		return StepResult{}, fmt.Errorf("train step: the next batch was loaded before this one ran; pass it to Run instead")
+	}
+	// This step's batch must have arrived before the next upload is queued behind it.
+	if err := d.sess.WaitUploads(); err != nil {
+		return StepResult{}, err
+	}
+	if next != nil {
+		if err := d.load(next); err != nil {
+			return StepResult{}, err
+		}
+	}
+	if err := d.scalars[step.InputLR].Upload(runtime.Scalar(lr)); err != nil {
+		return StepResult{}, err
+	}
+	if d.stepFed {
+		if err := d.scalars[step.InputStep].Upload(runtime.Scalar(float32(st.Step + 1))); err != nil {
+			return StepResult{}, err
+		}
+	}
+	if err := d.sess.Run(d.bind[d.k]); err != nil {
+		return StepResult{}, err
+	}
+	d.loaded[d.k] = false
+	d.k = 1 - d.k
+	r, err := d.readResults()
+	if err != nil {
+		return r, err
+	}
+	if r.Skipped {
+		d.Skipped++
+	} else {
+		st.Step++
+	}
+	st.Weights.BatchesTracked++
+	return r, nil
+}
+
+func (d *DeviceTrainSession) readResults() (StepResult, error) {
+	var r StepResult
+	for name, dst := range map[string]*float32{step.OutLoss: &r.Loss, step.OutCE: &r.CE, step.OutDice: &r.Dice, step.OutGradNorm: &r.GradNorm} {
+		t, ok := d.results[name]
+		if !ok {
+			continue
+		}
+		h, err := t.Fetch()
+		if err != nil {
+			return r, err
+		}
+		*dst = h.Float32s()[0]
+	}
+	if t, ok := d.results[outFoundInf]; ok {
+		h, err := t.Fetch()
+		if err != nil {
+			return r, err
+		}
+		switch h.DType {
+		case runtime.Bool:
+			r.Skipped = runtime.Data[bool](h)[0]
+		default:
+			r.Skipped = h.Float32s()[0] != 0
+		}
+	}
+	return r, nil
+}
+
+// Step loads the batch and runs it (no overlap: the trainer's loader hands batches one at a
+// time); it satisfies the trainer's stepper.
+func (d *DeviceTrainSession) Step(st *State, image []float32, target []int64, lr float32) (StepResult, error) {
+	if err := d.Load(image, target); err != nil {
+		return StepResult{}, err
+	}
+	return d.Run(st, lr, nil)
+}

@@ -1,0 +1,150 @@
+package pipeline
+
+import (
+	"math"
+	"testing"
+
+	"github.com/cardseg-ort/cardseg-ort/graphs/model"
+	"github.com/cardseg-ort/cardseg-ort/runtime"
+)
+
+// TestDeviceTrainSessionMatchesHost runs the same steps through the host session and the
+// device-resident one (on the CPU provider, so it runs anywhere): ping-pong state, overlapped
+// batch loads, Pull and Push must reproduce the host run's state.
+func TestDeviceTrainSessionMatchesHost(t *testing.T) {
+	cfg := DefaultTrainConfig()
+	cfg.Batch, cfg.Height, cfg.Width = 2, 64, 96
+	sc := cfg.StepConfig()
+	opts := runtime.SessionOptions{Provider: runtime.ProviderCPU, IntraOpThreads: 2}
+	host, err := NewTrainSession(sc, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer host.Close()
+	hs, _ := NewState(sc.Arch, model.Init(sc.Arch, 5))
+	ds, _ := NewState(sc.Arch, model.Init(sc.Arch, 5))
+	dev, err := NewDeviceTrainSession(sc, runtime.DeviceOptions{Provider: runtime.ProviderCPU, IntraOpThreads: 2}, ds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close()
+	var imgs [][]float32
+	var tgts [][]int64
+	for i := 0; i < 4; i++ {
+		im, tg := randomBatch(sc, uint64(10+i))
+		imgs, tgts = append(imgs, im), append(tgts, tg)
+	}
+	lrs := []float32{1e-3, 2e-3, 5e-4, 1e-3}
+	if err := dev.Load(imgs[0], tgts[0]); err != nil {
+		t.Fatal(err)
+	}
+	for i := range imgs {
+		hr, err := host.Step(hs, imgs[i], tgts[i], lrs[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		var next Fill
+		if i+1 < len(imgs) {
+			next = func(im []float32, tg []int64) error {
+				copy(im, imgs[i+1])
+				copy(tg, tgts[i+1])
+				return nil
+			}
+		}
+		if i == 2 { // a host round trip mid-run must not disturb anything
+			if err := dev.Pull(ds); err != nil {
+				t.Fatal(err)
+			}
+			if err := dev.Push(ds); err != nil {
+				t.Fatal(err)
+			}
+		}
+		dr, err := dev.Run(ds, lrs[i], next)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rel(dr.Loss, hr.Loss) > 1e-5 || rel(dr.GradNorm, hr.GradNorm) > 1e-4 {
+			t.Fatalf("step %d: device loss %v grad norm %v, host %v %v", i, dr.Loss, dr.GradNorm, hr.Loss, hr.GradNorm)
+		}
+	}
+	if _, err := dev.Run(ds, 1e-3, nil); err == nil {
+		t.Fatal("Run without a loaded batch accepted")
+	}
+	if err := dev.Pull(ds); err != nil {
+		t.Fatal(err)
+	}
+	if ds.Step != hs.Step || ds.Step != 4 {
+		t.Fatalf("steps: device %d, host %d", ds.Step, hs.Step)
+	}
+	worst := 0.0
+	for _, p := range sc.Arch.Params() {
+		a, b := ds.Weights.Tensors[p.Name], hs.Weights.Tensors[p.Name]
+		for i := range a {
+			worst = math.Max(worst, math.Abs(float64(a[i]-b[i])))
+		}
+	}
+	for i := range ds.M {
+		worst = math.Max(worst, math.Abs(float64(ds.M[i]-hs.M[i])))
+		worst = math.Max(worst, math.Abs(float64(ds.V[i]-hs.V[i])))
+	}
+	if worst > 1e-5 {
+		t.Fatalf("device state differs from the host run by up to %g", worst)
+	}
+}
+
+func rel(a, b float32) float64 {
+	return math.Abs(float64(a-b)) / math.Max(1e-12, math.Abs(float64(b)))
+}
+
+// TestDeviceTrainSessionFP16Skips: an FP16 step whose scaled gradients overflow is skipped on
+// the device (state kept, scale halved) and the host's step count follows without reading
+// the state back; a normal step then counts.
+func TestDeviceTrainSessionFP16Skips(t *testing.T) {
+	cfg := DefaultTrainConfig()
+	cfg.Batch, cfg.Height, cfg.Width, cfg.Precision = 2, 64, 96, "fp16"
+	sc := cfg.StepConfig()
+	st, _ := NewState(sc.Arch, model.Init(sc.Arch, 5))
+	st.LossScale = 1 << 40 // FP16 gradients overflow at this scale
+	before := append([]float32(nil), st.Weights.Tensors["classifier.low_classifier.weight"]...)
+	dev, err := NewDeviceTrainSession(sc, runtime.DeviceOptions{Provider: runtime.ProviderCPU, IntraOpThreads: 2}, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close()
+	img, tgt := randomBatch(sc, 3)
+	r, err := dev.Step(st, img, tgt, 1e-3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.Skipped || st.Step != 0 || dev.Skipped != 1 {
+		t.Fatalf("overflowing step: skipped %v, step %d, skipped count %d", r.Skipped, st.Step, dev.Skipped)
+	}
+	if err := dev.Pull(st); err != nil {
+		t.Fatal(err)
+	}
+	if st.LossScale != 1<<39 || st.Step != 0 {
+		t.Fatalf("after a skipped step: loss scale %g, step %d", st.LossScale, st.Step)
+	}
+	for i, v := range st.Weights.Tensors["classifier.low_classifier.weight"] {
+		if v != before[i] {
+			t.Fatalf("a skipped step changed weights")
+		}
+	}
+	st.LossScale = 1024
+	if err := dev.Push(st); err != nil {
+		t.Fatal(err)
+	}
+	r, err = dev.Step(st, img, tgt, 1e-3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Skipped || st.Step != 1 {
+		t.Fatalf("normal step: skipped %v, step %d", r.Skipped, st.Step)
+	}
+	if err := dev.Pull(st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Step != 1 || st.LossScaleGood != 1 || st.LossScale != 1024 {
+		t.Fatalf("after a normal step: step %d, good %g, scale %g", st.Step, st.LossScaleGood, st.LossScale)
+	}
+}

@@ -1,0 +1,80 @@
+#!/bin/bash
+# Every GPU check in one run, for a lent GPU host with a short time budget. From the repo root
+# on the GPU host, after ../shared/gpu/{pack,unpack}.sh has assembled /tmp/ortgpu, with these
+# built here and carried along (Go is not installed there):
+#   go build -o bin/cardseg-ort ./cmd/cardseg-ort
+#   go test -c -o bin/runtime.test ./runtime && go test -c -o bin/pipeline.test ./pipeline
+# Writes $OUT/log.txt (everything) and $OUT/results.jsonl (one JSON line per measurement,
+# PyTorch's anchor lines included). Each check has its own time limit; a failure is logged
+# and the next check runs. CHECKS selects checks (default: all, in order).
+set -u
+OUT=${OUT:-/tmp/cardseg-gpu}
+mkdir -p "$OUT"
+LOG=$OUT/log.txt
+RES=$OUT/results.jsonl
+# shellcheck disable=SC1091
+source /tmp/ortgpu/env.sh
+export PYTHONUNBUFFERED=1
+anchor=$(ls .gpu*/torch_anchor.py 2>/dev/null | head -1)
+B="--batch 8 --height 480 --width 640 --json"
+note() { echo "=== $(date +%T) $*" >> "$LOG"; }
+# bench NAME LIMIT ARGS...: one `bench train` JSON line, tagged with NAME.
+bench() {
+  local name=$1 limit=$2; shift 2
+  note "bench $name: $*"
+  local t0=$SECONDS line
+  line=$(timeout "$limit" bin/cardseg-ort --log-format json bench train "$@" 2>>"$LOG")
+  local rc=$?
+  note "bench $name rc=$rc $((SECONDS - t0))s"
+  [ -n "$line" ] && echo "${line/\{/\{\"variant\":\"$name\",}" >> "$RES"
+  return $rc
+}
+has() { [ -z "${CHECKS:-}" ] || [[ " $CHECKS " == *" $1 "* ]]; }
+
+note "host: $(hostname) $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1)"
+bin/cardseg-ort doctor >> "$LOG" 2>&1
+
+if has tests; then
+  note "runtime CUDA tests"
+  timeout 120 bin/runtime.test -test.run 'Device|CUDA' -test.v >> "$LOG" 2>&1; note "runtime tests rc=$?"
+  note "pipeline CUDA tests"
+  timeout 240 bin/pipeline.test -test.run 'CUDA' -test.v >> "$LOG" 2>&1; note "pipeline tests rc=$?"
+fi
+if has bench; then
+  if ! bench fp16_graph 180 --device cuda --fp16 $B --steps 50 --warmup 10; then
+    note "diagnose: which nodes leave the CUDA provider"
+    CARDSEG_ORT_LOG_SEVERITY=1 timeout 120 bin/cardseg-ort bench train --device cuda --fp16 $B --steps 1 --warmup 0 \
+      --ort-config session.disable_cpu_ep_fallback=1 2>&1 | grep -v "^\s*$" | tail -60 >> "$LOG"
+  fi
+fi
+if has profile; then
+  line=$(timeout 150 bin/cardseg-ort bench train --device cuda --fp16 --no-cuda-graph $B --steps 3 --warmup 2 --profile /tmp/prof_fp16 2>>"$LOG")
+  prof=$(echo "$line" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("profile",""))' 2>/dev/null)
+  [ -n "$prof" ] && python3 tools/gpu/profile_summary.py "$prof" >> "$LOG" 2>&1
+fi
+if has torch && [ -n "$anchor" ]; then
+  note "PyTorch anchor $anchor"
+  timeout 300 python3 "$anchor" /tmp/torch_anchor 2>>"$LOG" | grep '^{' >> "$RES"; note "anchor rc=${PIPESTATUS[0]}"
+fi
+if has variants; then
+  bench fp16_nograph 150 --device cuda --fp16 --no-cuda-graph $B --steps 30 --warmup 5
+  bench fp32_graph 150 --device cuda $B --steps 30 --warmup 5
+  bench fp16_graph_nhwc 150 --device cuda --fp16 --cuda-opt prefer_nhwc=1 $B --steps 50 --warmup 10
+  bench fp16_graph_again 150 --device cuda --fp16 $B --steps 50 --warmup 10
+fi
+if has train; then
+  # FP16 on the GPU against FP32 on the CPU: same data, seed and schedule.
+  common="--preset cpu --epochs ${TRAIN_EPOCHS:-6} --cosine-t0 ${TRAIN_T0:-5} --synth-dir /tmp/synth --log-format json"
+  note "train: FP32 on the CPU (background) and FP16 on the GPU"
+  timeout 400 bin/cardseg-ort train $common --device cpu --precision fp32 --out /tmp/run_cpu > /tmp/run_cpu.log 2>&1 &
+  cpu=$!
+  for _ in $(seq 120); do ls -d /tmp/synth/synth-*/train >/dev/null 2>&1 && break; sleep 1; done # the CPU run generates the set
+  timeout 300 bin/cardseg-ort train $common --device cuda --precision fp16 --cuda-graph --out /tmp/run_gpu > /tmp/run_gpu.log 2>&1
+  note "gpu train rc=$?"
+  wait $cpu; note "cpu train rc=$?"
+  for r in cpu gpu; do
+    grep -h '"epoch done"\|error\|"best' /tmp/run_$r.log | tail -12 | sed "s/^/[$r] /" >> "$LOG"
+    [ -f /tmp/run_$r/logs/metrics.jsonl ] && sed "s/^{/{\"variant\":\"train_$r\",/" /tmp/run_$r/logs/metrics.jsonl >> "$RES"
+  done
+fi
+note "done"
