@@ -186,7 +186,7 @@ func (c TrainConfig) Validate() error {
 	default:
 		bad("schedule %q: want cosine-restarts, step or constant", c.Schedule)
 	}
-	if c.Precision != "fp32" && c.Precision != "fp16" {
+	if c.Precision != "" && c.Precision != "fp32" && c.Precision != "fp16" { // "": fp32 (older configs)
 		bad("precision %q: want fp32 or fp16", c.Precision)
 	}
 	if c.WarmupEpochs < 0 || c.Patience < 0 || c.BNRecalibBatches < 0 || c.CheckpointEvery < 0 || c.ClipNorm < 0 {
