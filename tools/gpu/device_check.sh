@@ -56,12 +56,10 @@ if has torch && [ -n "$anchor" ]; then
   note "PyTorch anchor $anchor"
   timeout 300 python3 "$anchor" /tmp/torch_anchor 2>>"$LOG" | grep '^{' >> "$RES"; note "anchor rc=${PIPESTATUS[0]}"
 fi
-if has variants; then
-  bench fp16_nograph 150 --device cuda --fp16 --no-cuda-graph $B --steps 30 --warmup 5
-  bench fp32_graph 150 --device cuda $B --steps 30 --warmup 5
-  bench fp16_graph_nhwc 150 --device cuda --fp16 --cuda-opt prefer_nhwc=1 $B --steps 50 --warmup 10
-  bench fp16_graph_again 150 --device cuda --fp16 $B --steps 50 --warmup 10
-fi
+has nograph && bench fp16_nograph 150 --device cuda --fp16 --no-cuda-graph $B --steps 30 --warmup 5
+has fp32 && bench fp32_graph 150 --device cuda $B --steps 30 --warmup 5
+has nhwc && bench fp16_graph_nhwc 150 --device cuda --fp16 --cuda-opt prefer_nhwc=1 $B --steps 50 --warmup 10
+has again && bench fp16_graph_again 150 --device cuda --fp16 $B --steps 50 --warmup 10
 if has train; then
   # FP16 on the GPU against FP32 on the CPU: same data, seed and schedule.
   common="--preset cpu --epochs ${TRAIN_EPOCHS:-6} --cosine-t0 ${TRAIN_T0:-5} --synth-dir /tmp/synth --log-format json"
