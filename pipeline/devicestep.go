@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"fmt"
+	"os"
 	"strings"
 
 	"github.com/cardseg-ort/cardseg-ort/graphs/model"
@@ -58,6 +59,10 @@ type DeviceTrainSession struct {
 	fp16    bool // the graph carries the loss scale and counts applied steps itself
 	specs   []model.ParamSpec
 	Skipped int64 // steps whose update was skipped (non-finite FP16 gradients)
+	// copyBack: both bindings read set 0 and write set 1, which is copied back after each
+	// step (device to device) — for providers or versions where alternating CUDA graphs
+	// misbehave; CARDSEG_STATE_COPY=1 selects it.
+	copyBack bool
 }
 
 // NewDeviceTrainSession builds the train step for cfg, opens it on the device and uploads st.
@@ -75,7 +80,7 @@ func NewDeviceTrainSession(cfg step.Config, opts runtime.DeviceOptions, st *Stat
 		return nil, err
 	}
 	d := &DeviceTrainSession{cfg: cfg, sess: sess, scalars: map[string]*runtime.DeviceTensor{},
-		results: map[string]*runtime.DeviceTensor{}, specs: cfg.Arch.Params()}
+		results: map[string]*runtime.DeviceTensor{}, specs: cfg.Arch.Params(), copyBack: os.Getenv("CARDSEG_STATE_COPY") == "1"}
 	if err := d.allocate(); err != nil {
 		sess.Close()
 		return nil, err
@@ -159,8 +164,11 @@ func (d *DeviceTrainSession) allocate() error {
 			in[n] = t
 		}
 		for _, n := range d.state {
-			in[n] = d.set[i][n]
-			out[step.Next(n)] = d.set[1-i][n]
+			if d.copyBack {
+				in[n], out[step.Next(n)] = d.set[0][n], d.set[1][n]
+			} else {
+				in[n], out[step.Next(n)] = d.set[i][n], d.set[1-i][n]
+			}
 		}
 		for n, t := range d.results {
 			out[n] = t
@@ -181,6 +189,14 @@ func contains(l []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// current is the tensor holding state n for the next step.
+func (d *DeviceTrainSession) current(n string) *runtime.DeviceTensor {
+	if d.copyBack {
+		return d.set[0][n]
+	}
+	return d.set[d.k][n]
 }
 
 // Session is the underlying device session (memory use, profiling).
@@ -227,7 +243,7 @@ func (d *DeviceTrainSession) hostState(st *State, name string, shape []int64) (*
 // next step reads.
 func (d *DeviceTrainSession) Push(st *State) error {
 	for _, n := range d.state {
-		t := d.set[d.k][n]
+		t := d.current(n)
 		h, err := d.hostState(st, n, t.Shape)
 		if err != nil {
 			return err
@@ -250,7 +266,7 @@ func (d *DeviceTrainSession) Push(st *State) error {
 // Pull downloads the current state into st.
 func (d *DeviceTrainSession) Pull(st *State) error {
 	for _, n := range d.state {
-		t := d.set[d.k][n]
+		t := d.current(n)
 		switch n {
 		case inLossScale, inLossScaleGood, step.InputStep:
 			h, err := t.Fetch()
@@ -348,6 +364,16 @@ func (d *DeviceTrainSession) Run(st *State, lr float32, next Fill) (StepResult, 
 	}
 	if err := d.sess.Run(d.bind[d.k]); err != nil {
 		return StepResult{}, err
+	}
+	if d.copyBack {
+		for _, n := range d.state {
+			if err := d.set[0][n].CopyFromAsync(d.set[1][n]); err != nil {
+				return StepResult{}, err
+			}
+		}
+		if err := d.sess.WaitUploads(); err != nil {
+			return StepResult{}, err
+		}
 	}
 	d.loaded[d.k] = false
 	d.k = 1 - d.k

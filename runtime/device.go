@@ -504,6 +504,22 @@ func (t *DeviceTensor) Fetch() (*Tensor, error) {
 	return h, t.Download(h)
 }
 
+// CopyFromAsync queues a copy of another device tensor of the session into t on the upload
+// stream (WaitUploads waits for it); on the CPU it copies at once.
+func (t *DeviceTensor) CopyFromAsync(src *DeviceTensor) error {
+	if src.DType != t.DType || !sameDims(src.Shape, t.Shape) {
+		return fmt.Errorf("%s: cannot copy device tensor %v%v into %v%v", t.s.name, src.DType, src.Shape, t.DType, t.Shape)
+	}
+	if t.bytes == 0 {
+		return nil
+	}
+	if t.s.provider != ProviderCUDA {
+		C.memcpy(t.ptr, src.ptr, C.size_t(t.bytes))
+		return nil
+	}
+	return cerr(C.cudac_copy(t.ptr, src.ptr, C.size_t(t.bytes), deviceToDevice, t.s.stream))
+}
+
 // CopyFrom copies another device tensor of the same session, type and shape into t.
 func (t *DeviceTensor) CopyFrom(src *DeviceTensor) error {
 	if src.DType != t.DType || !sameDims(src.Shape, t.Shape) {

@@ -4,6 +4,7 @@
 # built here and carried along (Go is not installed there):
 #   go build -o bin/cardseg-ort ./cmd/cardseg-ort
 #   go test -c -o bin/runtime.test ./runtime && go test -c -o bin/pipeline.test ./pipeline
+#   go test -c -o bin/step.test ./graphs/step
 # Writes $OUT/log.txt (everything) and $OUT/results.jsonl (one JSON line per measurement,
 # PyTorch's anchor lines included). Each check has its own time limit; a failure is logged
 # and the next check runs. CHECKS selects checks (default: all, in order).
@@ -37,6 +38,11 @@ bin/cardseg-ort doctor >> "$LOG" 2>&1
 if has tests; then
   note "runtime CUDA tests"
   timeout 120 bin/runtime.test -test.run 'Device|CUDA' -test.v >> "$LOG" 2>&1; note "runtime tests rc=$?"
+  if grep -q -- "--- FAIL: TestCUDADeviceSessionGraphs" "$LOG"; then
+    export CARDSEG_STATE_COPY=1; note "alternating CUDA graphs failed: state copied back after each step from here on"
+  fi
+  note "graphs/step FP16 tests (CUDA subtests)"
+  timeout 240 bin/step.test -test.run 'FP16' -test.v >> "$LOG" 2>&1; note "step tests rc=$?"
   note "pipeline CUDA tests"
   timeout 240 bin/pipeline.test -test.run 'CUDA' -test.v >> "$LOG" 2>&1; note "pipeline tests rc=$?"
 fi
