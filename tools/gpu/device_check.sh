@@ -37,14 +37,14 @@ bin/cardseg-ort doctor >> "$LOG" 2>&1
 
 if has tests; then
   note "runtime CUDA tests"
-  timeout 120 bin/runtime.test -test.run 'Device|CUDA' -test.v >> "$LOG" 2>&1; note "runtime tests rc=$?"
+  timeout 60 bin/runtime.test -test.run 'Device|CUDA' -test.v >> "$LOG" 2>&1; note "runtime tests rc=$?"
   if grep -q -- "--- FAIL: TestCUDADeviceSessionGraphs" "$LOG"; then
     export CARDSEG_STATE_COPY=1; note "alternating CUDA graphs failed: state copied back after each step from here on"
   fi
   note "graphs/step FP16 tests (CUDA subtests)"
-  timeout 240 bin/step.test -test.run 'FP16' -test.v >> "$LOG" 2>&1; note "step tests rc=$?"
+  timeout 150 bin/step.test -test.run 'FP16' -test.v >> "$LOG" 2>&1; note "step tests rc=$?"
   note "pipeline CUDA tests"
-  timeout 240 bin/pipeline.test -test.run 'CUDA' -test.v >> "$LOG" 2>&1; note "pipeline tests rc=$?"
+  timeout 150 bin/pipeline.test -test.run 'CUDA' -test.v >> "$LOG" 2>&1; note "pipeline tests rc=$?"
 fi
 if has bench; then
   if ! bench fp16_graph 180 --device cuda --fp16 $B --steps 50 --warmup 10; then
@@ -53,14 +53,19 @@ if has bench; then
       --ort-config session.disable_cpu_ep_fallback=1 2>&1 | grep -v "^\s*$" | tail -60 >> "$LOG"
   fi
 fi
+if has torch && [ -n "$anchor" ]; then
+  note "PyTorch anchor $anchor"
+  timeout 200 python3 "$anchor" /tmp/torch_anchor 2>>"$LOG" | grep '^{' >> "$RES"; note "anchor rc=${PIPESTATUS[0]}"
+fi
+if has smoke; then
+  note "smoke training run through the pipeline on the GPU (gpu path: FP16, CUDA graphs)"
+  timeout 120 bin/cardseg-ort train --preset smoke --device cuda --precision fp16 --cuda-graph --synth-dir /tmp/synth-smoke --out /tmp/smoke >> "$LOG" 2>&1
+  note "smoke train rc=$?"
+fi
 if has profile; then
   line=$(timeout 150 bin/cardseg-ort bench train --device cuda --fp16 --no-cuda-graph $B --steps 3 --warmup 2 --profile /tmp/prof_fp16 2>>"$LOG")
   prof=$(echo "$line" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("profile",""))' 2>/dev/null)
   [ -n "$prof" ] && python3 tools/gpu/profile_summary.py "$prof" >> "$LOG" 2>&1
-fi
-if has torch && [ -n "$anchor" ]; then
-  note "PyTorch anchor $anchor"
-  timeout 300 python3 "$anchor" /tmp/torch_anchor 2>>"$LOG" | grep '^{' >> "$RES"; note "anchor rc=${PIPESTATUS[0]}"
 fi
 has nograph && bench fp16_nograph 150 --device cuda --fp16 --no-cuda-graph $B --steps 30 --warmup 5
 has fp32 && bench fp32_graph 150 --device cuda $B --steps 30 --warmup 5
