@@ -35,12 +35,14 @@ has() { [ -z "${CHECKS:-}" ] || [[ " $CHECKS " == *" $1 "* ]]; }
 note "host: $(hostname) $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1)"
 bin/cardseg-ort doctor >> "$LOG" 2>&1
 
-if has tests; then
+if has tests || has rtest; then
   note "runtime CUDA tests"
   timeout 60 bin/runtime.test -test.run 'Device|CUDA' -test.v >> "$LOG" 2>&1; note "runtime tests rc=$?"
   if grep -q -- "--- FAIL: TestCUDADeviceSessionGraphs" "$LOG"; then
     export CARDSEG_STATE_COPY=1; note "alternating CUDA graphs failed: state copied back after each step from here on"
   fi
+fi
+if has tests; then
   note "graphs/step FP16 tests (CUDA subtests)"
   timeout 150 bin/step.test -test.run 'FP16' -test.v >> "$LOG" 2>&1; note "step tests rc=$?"
   note "pipeline CUDA tests"
