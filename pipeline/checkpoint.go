@@ -28,15 +28,18 @@ const (
 
 // Progress is the training state besides tensors.
 type Progress struct {
-	Step           int64        `json:"step"`            // optimizer steps taken
-	Epoch          int          `json:"epoch"`           // epochs completed
-	BatchInEpoch   int          `json:"batch_in_epoch"`  // batches done in the current epoch (interrupted runs)
-	BestIoU        float64      `json:"best_iou"`        // best validation card IoU so far (-1: none)
-	BestEpoch      int          `json:"best_epoch"`      // epoch that reached it
-	BadEpochs      int          `json:"bad_epochs"`      // epochs since the best (early stopping)
-	BatchesTracked int64        `json:"batches_tracked"` // torchvision num_batches_tracked
-	Config         TrainConfig  `json:"config"`
-	LastMetrics    *EpochRecord `json:"last_metrics,omitempty"`
+	Step           int64   `json:"step"`            // optimizer steps taken
+	Epoch          int     `json:"epoch"`           // epochs completed
+	BatchInEpoch   int     `json:"batch_in_epoch"`  // batches done in the current epoch (interrupted runs)
+	BestIoU        float64 `json:"best_iou"`        // best validation card IoU so far (-1: none)
+	BestEpoch      int     `json:"best_epoch"`      // epoch that reached it
+	BadEpochs      int     `json:"bad_epochs"`      // epochs since the best (early stopping)
+	BatchesTracked int64   `json:"batches_tracked"` // torchvision num_batches_tracked
+	// The FP16 step's dynamic loss scale and its run of good steps (0: fp32 or not started).
+	LossScale     float32      `json:"loss_scale,omitempty"`
+	LossScaleGood float32      `json:"loss_scale_good,omitempty"`
+	Config        TrainConfig  `json:"config"`
+	LastMetrics   *EpochRecord `json:"last_metrics,omitempty"`
 }
 
 // Checkpoint is what a checkpoint file holds.
@@ -52,6 +55,7 @@ func SaveCheckpoint(path string, cfg TrainConfig, st *State, p Progress) error {
 	p.Config = cfg
 	p.Step = st.Step
 	p.BatchesTracked = st.Weights.BatchesTracked
+	p.LossScale, p.LossScaleGood = st.LossScale, st.LossScaleGood
 	g, err := step.Checkpoint(cfg.StepConfig(), st.Weights)
 	if err != nil {
 		return fmt.Errorf("checkpoint %s: %w", path, err)
@@ -174,7 +178,7 @@ func LoadCheckpoint(path string) (*Checkpoint, error) {
 		}
 		w.Tensors[spec.Name] = d
 	}
-	st := &State{Arch: arch, Weights: w, Step: p.Step}
+	st := &State{Arch: arch, Weights: w, Step: p.Step, LossScale: p.LossScale, LossScaleGood: p.LossScaleGood}
 	n := arch.TrainableCount()
 	for _, t := range m.TrainingInfo[0].Initialization.GetInitializer() {
 		d, err := tensorFloats(t)

@@ -32,8 +32,6 @@ const (
 	outFoundInf     = step.OutFoundInf
 )
 
-// DefaultLossScale is the dynamic loss scale an FP16 run starts from (GradScaler's 2^16).
-const DefaultLossScale = 65536
 
 // DeviceTrainSession runs the train step with every state tensor — parameters, batch-norm
 // buffers, AdamW moments, and in the FP16 step the loss scale and step counter — resident in
@@ -224,7 +222,7 @@ func (d *DeviceTrainSession) hostState(st *State, name string, shape []int64) (*
 		return runtime.New(shape, st.V)
 	case inLossScale:
 		if st.LossScale <= 0 {
-			st.LossScale = DefaultLossScale
+			st.LossScale = d.cfg.LossScale.WithDefaults().Init
 		}
 		return runtime.New(shape, []float32{st.LossScale})
 	case inLossScaleGood:

@@ -19,7 +19,7 @@ type State struct {
 	// gradients and updated parameters by it.
 	Mask []float32
 	// LossScale and LossScaleGood are the FP16 step's dynamic loss scale and its count of
-	// consecutive steps without overflow (0: start at DefaultLossScale).
+	// consecutive steps without overflow (0: start at the configured initial scale, 2^16 by default).
 	LossScale, LossScaleGood float32
 }
 
