@@ -17,8 +17,19 @@ setup *FLAGS:
 build:
     go build -o {{bin}} ./cmd/cardseg-ort
 
-# Train (default: built-in synthetic dataset; CPU preset, or GPU when a CUDA GPU is usable). Extra flags pass through, e.g. just train --data DIR.
-train *ARGS: setup build
+# ONNX Runtime, plus its CUDA provider when an NVIDIA GPU answers (then train picks the gpu preset).
+[private]
+setup-auto:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+      go run ./cmd/cardseg-ort setup --cuda || { echo "CUDA provider set-up failed: training on the CPU" >&2; go run ./cmd/cardseg-ort setup; }
+    else
+      go run ./cmd/cardseg-ort setup
+    fi
+
+# Train (default: built-in synthetic dataset; CPU preset, or the GPU preset — FP16, CUDA graphs — when a CUDA GPU is usable). Extra flags pass through, e.g. just train --data DIR.
+train *ARGS: setup-auto build
     {{bin}} train {{ARGS}}
 
 # Evaluate a model on a dataset split (just eval MODEL --data DIR ...).
