@@ -55,6 +55,20 @@ if has bench; then
       --ort-config session.disable_cpu_ep_fallback=1 2>&1 | grep -v "^\s*$" | tail -60 >> "$LOG"
   fi
 fi
+if has quick; then
+  bench fp16_graph_quick 150 --device cuda --fp16 $B --steps 20 --warmup 5
+  if [ -n "$anchor" ]; then
+    note "PyTorch anchor, train rows only (the script's own functions: eager FP32 and AMP)"
+    timeout 120 python3 - "$anchor" 2>>"$LOG" >> "$RES" <<'PY'
+import json, sys
+src = open(sys.argv[1]).read().split("for cfg in")[0]
+exec(src)
+for cfg in [dict(amp=False), dict(amp=True)]:
+    print(json.dumps(bench_train(**cfg)), flush=True)
+PY
+    note "anchor (train rows) rc=$?"
+  fi
+fi
 if has torch && [ -n "$anchor" ]; then
   note "PyTorch anchor $anchor"
   timeout 200 python3 "$anchor" /tmp/torch_anchor 2>>"$LOG" | grep '^{' >> "$RES"; note "anchor rc=${PIPESTATUS[0]}"
