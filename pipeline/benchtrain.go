@@ -76,6 +76,12 @@ func BenchTrain(cfg step.Config, opts runtime.SessionOptions, warmup, steps int,
 		}
 		res.FinalLoss = r.Loss
 	}
+	res.summarize()
+	return res, nil
+}
+
+// summarize fills the median, minimum, throughput and peak memory from StepMS.
+func (res *BenchTrainResult) summarize() {
 	sorted := append([]float64(nil), res.StepMS...)
 	sort.Float64s(sorted)
 	res.StepMSMin = sorted[0]
@@ -84,9 +90,8 @@ func BenchTrain(cfg step.Config, opts runtime.SessionOptions, warmup, steps int,
 	} else {
 		res.StepMSMedian = (sorted[n/2-1] + sorted[n/2]) / 2
 	}
-	res.ImgPerS = float64(cfg.Batch) / (res.StepMSMedian / 1000)
+	res.ImgPerS = float64(res.Batch) / (res.StepMSMedian / 1000)
 	res.PeakRSSMB = PeakRSSMB()
-	return res, nil
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
@@ -197,16 +202,7 @@ func BenchDeviceTrain(cfg step.Config, opts runtime.DeviceOptions, warmup, steps
 		}
 		res.FinalLoss = r.Loss
 	}
-	sorted := append([]float64(nil), res.StepMS...)
-	sort.Float64s(sorted)
-	res.StepMSMin = sorted[0]
-	if n := len(sorted); n%2 == 1 {
-		res.StepMSMedian = sorted[n/2]
-	} else {
-		res.StepMSMedian = (sorted[n/2-1] + sorted[n/2]) / 2
-	}
-	res.ImgPerS = float64(cfg.Batch) / (res.StepMSMedian / 1000)
-	res.PeakRSSMB = PeakRSSMB()
+	res.summarize()
 	res.DeviceMemMB = float64(ts.Session().MemoryInUse()) / (1 << 20)
 	res.Skipped = ts.Skipped
 	if opts.ProfilePrefix != "" {

@@ -32,7 +32,6 @@ const (
 	outFoundInf     = step.OutFoundInf
 )
 
-
 // DeviceTrainSession runs the train step with every state tensor — parameters, batch-norm
 // buffers, AdamW moments, and in the FP16 step the loss scale and step counter — resident in
 // device memory. State lives in two sets of tensors; binding 0 reads set 0 and writes set 1,
@@ -65,11 +64,7 @@ type DeviceTrainSession struct {
 
 // NewDeviceTrainSession builds the train step for cfg, opens it on the device and uploads st.
 func NewDeviceTrainSession(cfg step.Config, opts runtime.DeviceOptions, st *State) (*DeviceTrainSession, error) {
-	g, err := step.TrainStep(cfg)
-	if err != nil {
-		return nil, err
-	}
-	b, err := g.Marshal()
+	b, err := trainStepModel(cfg)
 	if err != nil {
 		return nil, err
 	}

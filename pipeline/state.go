@@ -49,11 +49,7 @@ type TrainSession struct {
 
 // NewTrainSession builds the train-step graph for cfg and opens it.
 func NewTrainSession(cfg step.Config, opts runtime.SessionOptions) (*TrainSession, error) {
-	g, err := step.TrainStep(cfg)
-	if err != nil {
-		return nil, err
-	}
-	b, err := g.Marshal()
+	b, err := trainStepModel(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -110,4 +106,13 @@ func (t *TrainSession) Step(st *State, image []float32, target []int64, lr float
 	st.Weights.BatchesTracked++
 	scalar := func(n string) float32 { return runtime.Data[float32](out[n])[0] }
 	return StepResult{Loss: scalar(step.OutLoss), CE: scalar(step.OutCE), Dice: scalar(step.OutDice), GradNorm: scalar(step.OutGradNorm)}, nil
+}
+
+// trainStepModel builds and serialises the train-step graph.
+func trainStepModel(cfg step.Config) ([]byte, error) {
+	g, err := step.TrainStep(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return g.Marshal()
 }

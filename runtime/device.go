@@ -506,22 +506,12 @@ func (t *DeviceTensor) Fetch() (*Tensor, error) {
 
 // CopyFromAsync queues a copy of another device tensor of the session into t on the upload
 // stream (WaitUploads waits for it); on the CPU it copies at once.
-func (t *DeviceTensor) CopyFromAsync(src *DeviceTensor) error {
-	if src.DType != t.DType || !sameDims(src.Shape, t.Shape) {
-		return fmt.Errorf("%s: cannot copy device tensor %v%v into %v%v", t.s.name, src.DType, src.Shape, t.DType, t.Shape)
-	}
-	if t.bytes == 0 {
-		return nil
-	}
-	if t.s.provider != ProviderCUDA {
-		C.memcpy(t.ptr, src.ptr, C.size_t(t.bytes))
-		return nil
-	}
-	return cerr(C.cudac_copy(t.ptr, src.ptr, C.size_t(t.bytes), deviceToDevice, t.s.stream))
-}
+func (t *DeviceTensor) CopyFromAsync(src *DeviceTensor) error { return t.copyDevice(src, t.s.stream) }
 
 // CopyFrom copies another device tensor of the same session, type and shape into t.
-func (t *DeviceTensor) CopyFrom(src *DeviceTensor) error {
+func (t *DeviceTensor) CopyFrom(src *DeviceTensor) error { return t.copyDevice(src, nil) }
+
+func (t *DeviceTensor) copyDevice(src *DeviceTensor, stream unsafe.Pointer) error {
 	if src.DType != t.DType || !sameDims(src.Shape, t.Shape) {
 		return fmt.Errorf("%s: cannot copy device tensor %v%v into %v%v", t.s.name, src.DType, src.Shape, t.DType, t.Shape)
 	}
@@ -532,7 +522,7 @@ func (t *DeviceTensor) CopyFrom(src *DeviceTensor) error {
 		C.memcpy(t.ptr, src.ptr, C.size_t(t.bytes))
 		return nil
 	}
-	return cerr(C.cudac_copy(t.ptr, src.ptr, C.size_t(t.bytes), deviceToDevice, nil))
+	return cerr(C.cudac_copy(t.ptr, src.ptr, C.size_t(t.bytes), deviceToDevice, stream))
 }
 
 // HostBuffer is host memory for asynchronous uploads: page-locked (pinned) with CUDA, so the
