@@ -7,11 +7,14 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
 
+	"github.com/cardseg-ort/cardseg-ort/graphs/model"
+	"github.com/cardseg-ort/cardseg-ort/graphs/safetensors"
 	"github.com/cardseg-ort/cardseg-ort/pipeline"
 	"github.com/cardseg-ort/cardseg-ort/runtime"
 	"github.com/cardseg-ort/cardseg-ort/tools/synth"
@@ -25,6 +28,7 @@ type TrainCmd struct {
 	Preset   string `help:"cpu, gpu or smoke; default: gpu when a CUDA GPU is usable, else cpu." enum:",cpu,gpu,smoke" default:""`
 	Config   string `help:"JSON config file (fields of config.json in a run folder)." type:"existingfile"`
 	Resume   string `help:"Continue a checkpoint (RUN/checkpoints/last.onnx) exactly." type:"existingfile"`
+	Init     string `help:"Start from these weights instead of a random initialisation: a .safetensors file by torchvision names (tensors it lacks keep their random start; a MobileNetV3-Large classifier's features.N tensors fill the backbone) or a .onnx checkpoint (weights only; fresh optimizer and schedule)." type:"existingfile"`
 	SynthDir string `name:"synth-dir" help:"Where the synthetic dataset is generated (reused when present)." default:"data" type:"path"`
 
 	Device      *string  `help:"auto, cpu or cuda."`
@@ -220,6 +224,14 @@ func (c *TrainCmd) Run(g *Globals, log *zerolog.Logger) error {
 	log.Info().Str("run", c.Out).Str("data", cfg.Data).Str("preset", cfg.Preset).Str("device", cfg.Device).Msg("training")
 	tr := &pipeline.Trainer{Cfg: cfg, RunDir: c.Out, Log: *log, Dataset: ds, Progress: sink, Resume: resume,
 		Session: runtime.SessionOptions{Provider: prov, IntraOpThreads: cfg.Threads}}
+	if c.Init != "" {
+		if resume != nil {
+			return fmt.Errorf("--init and --resume exclude each other: a resumed run continues its own weights")
+		}
+		if tr.Init, err = initialWeights(c.Init, cfg, log); err != nil {
+			return err
+		}
+	}
 	res, err := tr.Train(ctx)
 	if errors.Is(err, pipeline.ErrInterrupted) {
 		fmt.Fprintf(os.Stderr, "interrupted at step %d; resume with: cardseg-ort train --resume %s\n", res.Steps, res.Last)
@@ -236,6 +248,41 @@ func (c *TrainCmd) Run(g *Globals, log *zerolog.Logger) error {
 	}
 	fmt.Printf("run folder: %s (logs/metrics.jsonl, plots/, config.json)\n", c.Out)
 	return nil
+}
+
+// initialWeights reads --init: a safetensors file laid over the seeded random start, or the
+// weights of an ONNX checkpoint of the same architecture.
+func initialWeights(path string, cfg pipeline.TrainConfig, log *zerolog.Logger) (*pipeline.State, error) {
+	arch := cfg.StepConfig().Arch
+	if strings.HasSuffix(strings.ToLower(path), ".onnx") {
+		ck, err := pipeline.LoadCheckpoint(path)
+		if err != nil {
+			return nil, err
+		}
+		if err := arch.Check(ck.State.Weights); err != nil {
+			return nil, fmt.Errorf("--init %s: %w", path, err)
+		}
+		log.Info().Str("init", path).Msg("starting from the checkpoint's weights")
+		return &pipeline.State{Weights: ck.State.Weights}, nil
+	}
+	f, err := safetensors.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("--init: %w", err)
+	}
+	w := model.Init(arch, cfg.Seed)
+	r, err := arch.Overlay(w, f, path)
+	if err != nil {
+		return nil, fmt.Errorf("--init: %w", err)
+	}
+	ev := log.Info().Str("init", path).Int("loaded", len(r.Loaded)).Int("random", len(r.Kept)).Int("unused", len(r.Unused))
+	if r.Renamed > 0 {
+		ev = ev.Int("from_features", r.Renamed)
+	}
+	ev.Msg("starting from pretrained weights")
+	if len(r.Unused) > 0 {
+		log.Debug().Strs("unused", r.Unused).Msg("tensors of --init that the network has no place for")
+	}
+	return &pipeline.State{Weights: w}, nil
 }
 
 // ensureSynthDataset generates the built-in synthetic dataset for cfg (or reuses a complete

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cardseg-ort/cardseg-ort/graphs/model"
+	"github.com/cardseg-ort/cardseg-ort/graphs/safetensors"
 	"github.com/cardseg-ort/cardseg-ort/pipeline"
 	"github.com/cardseg-ort/cardseg-ort/runtime"
 )
@@ -157,5 +159,40 @@ func TestTrainRefusesBrokenDataset(t *testing.T) {
 	out, code := runCLI(t, nil, trainArgs(data, run)...)
 	if code == 0 || !strings.Contains(out, "broken.png") || !strings.Contains(out, "--skip-bad") {
 		t.Fatalf("exit %d:\n%s", code, out)
+	}
+}
+
+// TestTrainInit: --init lays a safetensors file over the random start (here a classifier-
+// style file holding only backbone tensors under features.N names) and refuses a file that
+// is not safetensors, naming it.
+func TestTrainInit(t *testing.T) {
+	data, run := t.TempDir(), t.TempDir()
+	writeTinyDataset(t, data, map[string]int{"train": 4, "test": 2}, 64, 96)
+	a := model.MobileNetV3Large(1, 2)
+	w := model.Init(a, 3)
+	f := safetensors.File{Tensors: map[string]safetensors.Tensor{}}
+	for _, p := range a.Params() {
+		if name, ok := strings.CutPrefix(p.Name, "backbone."); ok {
+			tt, err := safetensors.FromFloat32(w.Tensors[p.Name], p.Shape...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.Tensors["features."+name] = tt
+		}
+	}
+	init := filepath.Join(t.TempDir(), "backbone.safetensors")
+	if err := safetensors.WriteFile(init, f); err != nil {
+		t.Fatal(err)
+	}
+	args := append(trainArgs(data, run), "--epochs", "1", "--init", init)
+	out, code := runCLI(t, nil, args...)
+	if code != 0 || !strings.Contains(out, "starting from pretrained weights") || !strings.Contains(out, fmt.Sprintf(`"loaded":%d`, len(f.Tensors))) {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+	bad := filepath.Join(t.TempDir(), "bad.safetensors")
+	os.WriteFile(bad, []byte("not safetensors"), 0o644)
+	out, code = runCLI(t, nil, append(trainArgs(data, t.TempDir()), "--init", bad)...)
+	if code == 0 || !strings.Contains(out, "bad.safetensors") {
+		t.Fatalf("bad --init: exit %d:\n%s", code, out)
 	}
 }

@@ -130,3 +130,67 @@ func sameShape(a []int64, b []int64) bool {
 	}
 	return true
 }
+
+// OverlayReport says what Overlay took from a file.
+type OverlayReport struct {
+	Loaded  []string // network tensors set from the file
+	Kept    []string // network tensors the file lacks (they keep their value)
+	Unused  []string // file tensors with no counterpart in the network
+	Renamed int      // tensors found under torchvision's classification name (features.N → backbone.N)
+}
+
+// Overlay sets the tensors of w that f holds, by torchvision name, and keeps the others: a
+// start from pretrained weights, e.g. a torchvision MobileNetV3-Large ImageNet classifier
+// saved as safetensors (its features.N tensors are the segmentation model's backbone.N, so
+// they are found under either name) or another segmentation checkpoint. A tensor whose shape
+// differs is an error naming it; so is a file that sets nothing.
+func (a Arch) Overlay(w *Weights, f safetensors.File, source string) (OverlayReport, error) {
+	var r OverlayReport
+	used := map[string]bool{}
+	var problems []string
+	for _, p := range a.Params() {
+		name := p.Name
+		t, ok := f.Tensors[name]
+		if !ok && strings.HasPrefix(name, "backbone.") {
+			name = "features." + strings.TrimPrefix(name, "backbone.")
+			t, ok = f.Tensors[name]
+			if ok {
+				r.Renamed++
+			}
+		}
+		if !ok {
+			r.Kept = append(r.Kept, p.Name)
+			continue
+		}
+		used[name] = true
+		if p.Kind == BNMean {
+			used[strings.TrimSuffix(name, ".running_mean")+batchesTrackedSuffix] = true
+		}
+		if !sameShape(t.Shape, p.Shape) {
+			problems = append(problems, fmt.Sprintf("%s has shape %v, the network's %s is %v", name, t.Shape, p.Name, p.Shape))
+			continue
+		}
+		d, err := t.Float32s()
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("%s: %v", name, err))
+			continue
+		}
+		w.Tensors[p.Name] = d
+		r.Loaded = append(r.Loaded, p.Name)
+	}
+	for _, n := range f.Names() {
+		if !used[n] {
+			r.Unused = append(r.Unused, n)
+		}
+	}
+	if len(problems) > 0 {
+		if len(problems) > 8 {
+			problems = append(problems[:8], fmt.Sprintf("... (%d more problems)", len(problems)-8))
+		}
+		return r, fmt.Errorf("%s: %s", source, strings.Join(problems, "; "))
+	}
+	if len(r.Loaded) == 0 {
+		return r, fmt.Errorf("%s: none of its %d tensors is a tensor of this network (torchvision names expected, e.g. backbone.0.0.weight or features.0.0.weight)", source, len(f.Tensors))
+	}
+	return r, nil
+}
