@@ -123,13 +123,20 @@ func sameWeights(t *testing.T, what string, a, b *State) {
 
 // TestResumeEquivalence: two epochs straight equal one epoch + resume + one epoch, and equal a
 // run interrupted mid-epoch (Ctrl-C) and resumed, bit for bit.
-func TestResumeEquivalence(t *testing.T) {
+func TestResumeEquivalence(t *testing.T) { resumeEquivalence(t, "fp32") }
+
+// TestResumeEquivalenceFP16: the same for the mixed-precision step, which runs through the
+// device-resident session (on the CPU here) and carries the loss scale across the resume.
+func TestResumeEquivalenceFP16(t *testing.T) { resumeEquivalence(t, "fp16") }
+
+func resumeEquivalence(t *testing.T, precision string) {
 	if testing.Short() {
 		t.Skip("trains three small runs")
 	}
 	data := t.TempDir()
 	writeRectDataset(t, data, 8, 4, 64, 96)
 	cfg := tinyConfig(data)
+	cfg.Precision = precision
 
 	runA := t.TempDir()
 	resA, err := train(t, cfg, runA, nil, nil, context.Background())
@@ -167,6 +174,12 @@ func TestResumeEquivalence(t *testing.T) {
 		t.Fatal(err)
 	}
 	sameWeights(t, "1 epoch + resume + 1 epoch", a.State, b.State)
+	if a.State.LossScale != b.State.LossScale || a.State.LossScaleGood != b.State.LossScaleGood || a.State.Step != b.State.Step {
+		t.Fatalf("loss scale %g/%g, good %g/%g, step %d/%d", a.State.LossScale, b.State.LossScale, a.State.LossScaleGood, b.State.LossScaleGood, a.State.Step, b.State.Step)
+	}
+	if precision == "fp16" && (a.State.LossScale == 0 || a.State.LossScaleGood != float32(a.State.Step)) {
+		t.Fatalf("fp16 run: loss scale %g, good %g after %d steps", a.State.LossScale, a.State.LossScaleGood, a.State.Step)
+	}
 	if b.Progress.BestIoU != a.Progress.BestIoU || b.Progress.BestEpoch != a.Progress.BestEpoch {
 		t.Fatalf("best %v@%d vs %v@%d", b.Progress.BestIoU, b.Progress.BestEpoch, a.Progress.BestIoU, a.Progress.BestEpoch)
 	}
