@@ -9,5 +9,5 @@
 //
 // Sub-packages (model, step, safetensors) hold the network, the step graphs and the weight
 // files. This package may import only its generated protobuf package (graphs/onnxpb), the
-// protobuf runtime and the standard library.
+// protobuf runtime, internal/f16 and the standard library.
 package graphs

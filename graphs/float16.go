@@ -3,44 +3,13 @@ package graphs
 import (
 	"encoding/binary"
 	"fmt"
-	"math"
+
+	"github.com/cardseg-ort/cardseg-ort/internal/f16"
 )
 
 // Float16Bits rounds f to the nearest IEEE 754 binary16 value (ties to even), overflowing to
 // ±Inf and underflowing gradually through the subnormals, as CUDA's __float2half_rn.
-func Float16Bits(f float32) uint16 {
-	b := math.Float32bits(f)
-	sign := uint16(b>>16) & 0x8000
-	exp := int32(b>>23) & 0xff
-	mant := b & 0x7fffff
-	switch {
-	case exp == 0xff: // Inf, or NaN kept quiet and non-zero
-		if mant != 0 {
-			return sign | 0x7e00
-		}
-		return sign | 0x7c00
-	case exp-127+15 >= 0x1f:
-		return sign | 0x7c00
-	case exp-127+15 <= 0: // a binary16 subnormal or zero
-		e := exp - 127 + 15
-		if e < -10 {
-			return sign
-		}
-		m := mant | 0x800000
-		shift := uint32(14 - e)
-		h := m >> shift
-		rem, half := m&(1<<shift-1), uint32(1)<<(shift-1)
-		if rem > half || (rem == half && h&1 == 1) {
-			h++
-		}
-		return sign | uint16(h)
-	}
-	h := uint32(exp-127+15)<<10 | mant>>13
-	if rem := mant & 0x1fff; rem > 0x1000 || (rem == 0x1000 && h&1 == 1) {
-		h++ // a carry into the exponent is still the right rounding, up to Inf
-	}
-	return sign | uint16(h)
-}
+func Float16Bits(f float32) uint16 { return f16.FromFloat32(f) }
 
 func float16Raw(data []float32) []byte {
 	raw := make([]byte, 2*len(data))

@@ -2,10 +2,11 @@ package runtime
 
 import (
 	"fmt"
-	"math"
 	"unsafe"
 
 	ort "github.com/yalue/onnxruntime_go"
+
+	"github.com/cardseg-ort/cardseg-ort/internal/f16"
 )
 
 // DType is a tensor element type; the values are ONNX's TensorProto.DataType codes.
@@ -181,65 +182,10 @@ func ToFloat16(src []float32) []Half {
 
 // HalfFromFloat32 rounds f to the nearest binary16 value (ties to even), with overflow to ±Inf
 // and gradual underflow to subnormals, as IEEE 754 and CUDA's __float2half_rn do.
-func HalfFromFloat32(f float32) Half {
-	b := math.Float32bits(f)
-	sign := uint16(b>>16) & 0x8000
-	exp := int32(b>>23) & 0xff
-	mant := b & 0x7fffff
-	switch {
-	case exp == 0xff: // Inf or NaN; keep NaN quiet and non-zero.
-		if mant != 0 {
-			return Half(sign | 0x7e00)
-		}
-		return Half(sign | 0x7c00)
-	case exp-127+15 >= 0x1f: // too large: Inf
-		return Half(sign | 0x7c00)
-	case exp-127+15 <= 0: // subnormal half or zero
-		e := exp - 127 + 15
-		if e < -10 {
-			return Half(sign)
-		}
-		m := mant | 0x800000 // implicit bit
-		shift := uint32(14 - e)
-		h := m >> shift
-		rem := m & (1<<shift - 1)
-		half := uint32(1) << (shift - 1)
-		if rem > half || (rem == half && h&1 == 1) {
-			h++
-		}
-		return Half(sign | uint16(h))
-	default:
-		e := uint32(exp - 127 + 15)
-		h := e<<10 | mant>>13
-		rem := mant & 0x1fff
-		if rem > 0x1000 || (rem == 0x1000 && h&1 == 1) {
-			h++ // may carry into the exponent, up to Inf: still correct
-		}
-		return Half(sign | uint16(h))
-	}
-}
+func HalfFromFloat32(f float32) Half { return Half(f16.FromFloat32(f)) }
 
 // Float32 widens a binary16 value exactly.
-func (h Half) Float32() float32 {
-	sign := uint32(h&0x8000) << 16
-	exp := uint32(h>>10) & 0x1f
-	mant := uint32(h & 0x3ff)
-	switch {
-	case exp == 0x1f:
-		return math.Float32frombits(sign | 0x7f800000 | mant<<13)
-	case exp == 0:
-		if mant == 0 {
-			return math.Float32frombits(sign)
-		}
-		// subnormal: value = mant * 2^-24
-		f := float32(mant) * (1.0 / (1 << 24))
-		if sign != 0 {
-			f = -f
-		}
-		return f
-	}
-	return math.Float32frombits(sign | (exp+127-15)<<23 | mant<<13)
-}
+func (h Half) Float32() float32 { return f16.ToFloat32(uint16(h)) }
 
 // ortValue makes an ONNX Runtime value that shares the tensor's memory.
 func (t *Tensor) ortValue() (ort.Value, error) {

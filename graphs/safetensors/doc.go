@@ -8,5 +8,5 @@
 // and the problem. Writing orders tensors by name, so equal files give equal bytes, and
 // WriteFile replaces its target atomically.
 //
-// It may import only the standard library.
+// It may import only the standard library and internal/f16.
 package safetensors

@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+
+	"github.com/cardseg-ort/cardseg-ort/internal/f16"
 )
 
 // Element types, spelled as in the header's "dtype" field.
@@ -116,7 +118,7 @@ func (t Tensor) Float32s() ([]float32, error) {
 		}
 	case F16:
 		for i := range out {
-			out[i] = halfToFloat32(binary.LittleEndian.Uint16(t.Data[2*i:]))
+			out[i] = f16.ToFloat32(binary.LittleEndian.Uint16(t.Data[2*i:]))
 		}
 	case BF16:
 		for i := range out {
@@ -157,25 +159,4 @@ func (t Tensor) Int64s() ([]int64, error) {
 		return nil, fmt.Errorf("%s tensor is not integer", t.DType)
 	}
 	return out, nil
-}
-
-// halfToFloat32 converts IEEE 754 binary16 bits to float32, exactly (every half is a float32).
-func halfToFloat32(h uint16) float32 {
-	sign := uint32(h>>15) << 31
-	exp := uint32(h>>10) & 0x1f
-	frac := uint32(h) & 0x3ff
-	switch {
-	case exp == 0x1f: // infinity or NaN; keep the payload
-		return math.Float32frombits(sign | 0xff<<23 | frac<<13)
-	case exp != 0: // normal: rebias the exponent from 15 to 127
-		return math.Float32frombits(sign | (exp+127-15)<<23 | frac<<13)
-	case frac == 0: // signed zero
-		return math.Float32frombits(sign)
-	}
-	// subnormal half: frac · 2^-24, a normal float32
-	v := float32(frac) * (1.0 / (1 << 24))
-	if sign != 0 {
-		v = -v
-	}
-	return v
 }
