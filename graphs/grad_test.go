@@ -86,6 +86,17 @@ func TestGradientRules(t *testing.T) {
 			return graphs.Conv(x[0], x[1], b, c.opts)
 		}))
 	}
+	// The tap-by-tap depthwise weight gradient, on the depthwise cases above.
+	for _, c := range convs {
+		c := c
+		if c.opts.Group == 0 || c.opts.Group != c.x[1] || c.w[1] != 1 {
+			continue
+		}
+		cases = append(cases, mk(c.name+" taps", F, []gradcheck.In{{Shape: c.x, Diff: true}, {Shape: c.w, Diff: true}}, func(x []V) V {
+			x[0].Graph().Grad.DepthwiseWeightGrad = "taps"
+			return graphs.Conv(x[0], x[1], nil, c.opts)
+		}))
+	}
 	dir := t.TempDir()
 	for _, tc := range cases {
 		t.Run(tc.Name, func(t *testing.T) { gradcheck.Check(t, tc, dir) })

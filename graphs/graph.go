@@ -199,6 +199,18 @@ type Graph struct {
 	regions  []*composite
 	Doc      string
 	Metadata map[string]string
+	// Grad chooses between equivalent gradient formulations where the fastest one depends on
+	// the execution provider.
+	Grad GradOptions
+}
+
+// GradOptions selects gradient formulations.
+type GradOptions struct {
+	// DepthwiseWeightGrad: "" or "conv" computes a depthwise convolution's weight gradient as
+	// one grouped Conv with the batch folded into channels (the output gradient is the
+	// kernel, as large as the feature map); "taps" as one product-and-sum per kernel tap over
+	// strided slices of the input (k² small reductions, no large-kernel convolution).
+	DepthwiseWeightGrad string
 }
 
 // New starts an empty graph.

@@ -121,7 +121,9 @@ func gradConv(n *Node, dy []*Value, want []bool) []*Value {
 		opW := W - (o.Strides[1]*(wo-1) + (kw-1)*o.Dilations[1] + 1 - o.Pads[1] - o.Pads[3])
 		out[0] = ConvTranspose(g, w, o, [2]int64{opH, opW})
 	}
-	if want[1] {
+	if want[1] && o.Group == cin && o.Group == cout && x.g.Grad.DepthwiseWeightGrad == "taps" {
+		out[1] = depthwiseWeightGradTaps(x, g, w.shape, o)
+	} else if want[1] {
 		G := o.Group
 		ci, co := cin/G, cout/G
 		xf := Reshape(Transpose(Reshape(x, Shape{N, G, ci, H, W}), 2, 1, 0, 3, 4), Shape{ci, G * N, H, W})
@@ -142,6 +144,38 @@ func gradConv(n *Node, dy []*Value, want []bool) []*Value {
 		out[1] = Transpose(dw, 1, 0, 2, 3)
 	}
 	return out
+}
+
+// depthwiseWeightGradTaps is a depthwise convolution's weight gradient tap by tap:
+// dW[c,0,i,j] = Σ_{n,y,x} dy[n,c,y,x] · xpad[n,c, y·s+i·d, x·s+j·d], each tap one strided slice
+// of the padded input, a product with dy and a sum over batch and space.
+func depthwiseWeightGradTaps(x, dy *Value, wShape Shape, o ConvOpts) *Value {
+	C, ho, wo := x.shape[1], dy.shape[2], dy.shape[3]
+	kh, kw := wShape[2], wShape[3]
+	xp := x
+	if o.Pads != [4]int64{} {
+		xp = Pad(x, []int64{0, 0, o.Pads[0], o.Pads[1], 0, 0, o.Pads[2], o.Pads[3]})
+	}
+	taps := make([]*Value, 0, kh*kw)
+	for i := int64(0); i < kh; i++ {
+		for j := int64(0); j < kw; j++ {
+			y0, x0 := i*o.Dilations[0], j*o.Dilations[1]
+			s := stridedSlice2D(xp, y0, y0+(ho-1)*o.Strides[0]+1, o.Strides[0], x0, x0+(wo-1)*o.Strides[1]+1, o.Strides[1])
+			taps = append(taps, Reshape(ReduceSum(Mul(s, dy), false, 0, 2, 3), Shape{C, 1}))
+		}
+	}
+	return Reshape(Concat(1, taps...), Shape{C, 1, kh, kw})
+}
+
+// stridedSlice2D takes rows [y0,y1) step sy and columns [x0,x1) step sx of a rank-4 value;
+// no gradient rule (it appears only inside gradients).
+func stridedSlice2D(v *Value, y0, y1, sy, x0, x1, sx int64) *Value {
+	g := v.g
+	shape := v.shape.clone()
+	shape[2] = (y1 - y0 + sy - 1) / sy
+	shape[3] = (x1 - x0 + sx - 1) / sx
+	return g.addNode("Slice", []*Value{v, g.Ints1D(y0, x0), g.Ints1D(y1, x1), g.Ints1D(2, 3), g.Ints1D(sy, sx)}, nil,
+		[]outSpec{{v.dtype, shape}})[0]
 }
 
 // depthwiseInputGrad is the input gradient of a depthwise conv as a depthwise Conv of the

@@ -31,6 +31,9 @@ type Config struct {
 	// updated parameters are multiplied by it, so pruned weights (mask 0) stay exactly zero
 	// while the rest trains (unstructured pruning's fine-tuning).
 	Masked bool
+	// DepthwiseWeightGrad picks the depthwise weight-gradient formulation (graphs.GradOptions):
+	// "" or "conv", or "taps".
+	DepthwiseWeightGrad string
 	// FP16 builds mixed-precision graphs (for the GPU): float16 convolutions, activations and
 	// resizes; float32 master weights, batch-norm statistics, loss and optimizer. Inputs and
 	// outputs keep their names, types and shapes, so state moves freely between FP32 and FP16
@@ -114,6 +117,9 @@ func (s *inputSource) Param(g *graphs.Graph, spec model.ParamSpec) *graphs.Value
 }
 
 func (c Config) validate() error {
+	if d := c.DepthwiseWeightGrad; d != "" && d != "conv" && d != "taps" {
+		return fmt.Errorf("step: depthwise weight gradient %q: want conv or taps", d)
+	}
 	if c.Batch < 1 || c.Height < 32 || c.Width < 32 {
 		return fmt.Errorf("step: batch %d and size %dx%d: want batch >= 1 and sides >= 32", c.Batch, c.Height, c.Width)
 	}
@@ -293,6 +299,7 @@ type fwdBwd struct {
 // parameters.
 func forwardBackward(g *graphs.Graph, c Config) (fwdBwd, error) {
 	var fb fwdBwd
+	g.Grad.DepthwiseWeightGrad = c.DepthwiseWeightGrad
 	image := g.Input(InputImage, graphs.Float, graphs.Shape{int64(c.Batch), 3, int64(c.Height), int64(c.Width)})
 	target := g.Input(InputTarget, graphs.Int64, graphs.Shape{int64(c.Batch), int64(c.Height), int64(c.Width)})
 	src := &inputSource{vals: map[string]*graphs.Value{}}

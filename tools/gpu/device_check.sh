@@ -85,6 +85,7 @@ if has profile; then
 fi
 has nograph && bench fp16_nograph 150 --device cuda --fp16 --no-cuda-graph $B --steps 30 --warmup 5
 has fp32 && bench fp32_graph 150 --device cuda $B --steps 30 --warmup 5
+has taps && bench fp16_graph_taps 150 --device cuda --fp16 --dw-grad taps $B --steps 50 --warmup 10
 has nhwc && bench fp16_graph_nhwc 150 --device cuda --fp16 --cuda-opt prefer_nhwc=1 $B --steps 50 --warmup 10
 has again && bench fp16_graph_again 150 --device cuda --fp16 $B --steps 50 --warmup 10
 if has train; then
