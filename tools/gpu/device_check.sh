@@ -14,10 +14,13 @@ mkdir -p "$OUT"
 LOG=$OUT/log.txt
 RES=$OUT/results.jsonl
 # shellcheck disable=SC1091
-source /tmp/ortgpu/env.sh
+[ -f /tmp/ortgpu/env.sh ] && source /tmp/ortgpu/env.sh
 export PYTHONUNBUFFERED=1
 anchor=$(ls .gpu*/torch_anchor.py 2>/dev/null | head -1)
-B="--batch 8 --height 480 --width 640 --json"
+# DEV and B can be overridden for a dry run of this script on a machine without a GPU, e.g.
+#   DEV="cpu --resident" B="--batch 2 --height 64 --width 96 --json" CHECKS="bench" OUT=/tmp/x bash tools/gpu/device_check.sh
+DEV=${DEV:-cuda}
+B=${B:-"--batch 8 --height 480 --width 640 --json"}
 note() { echo "=== $(date +%T) $*" >> "$LOG"; }
 # bench NAME LIMIT ARGS...: one `bench train` JSON line, tagged with NAME.
 bench() {
@@ -49,14 +52,14 @@ if has tests; then
   timeout 150 bin/pipeline.test -test.run 'CUDA' -test.v >> "$LOG" 2>&1; note "pipeline tests rc=$?"
 fi
 if has bench; then
-  if ! bench fp16_graph 180 --device cuda --fp16 $B --steps 50 --warmup 10; then
+  if ! bench fp16_graph 180 --device $DEV --fp16 $B --steps 50 --warmup 10; then
     note "diagnose: which nodes leave the CUDA provider"
-    CARDSEG_ORT_LOG_SEVERITY=1 timeout 120 bin/cardseg-ort bench train --device cuda --fp16 $B --steps 1 --warmup 0 \
+    CARDSEG_ORT_LOG_SEVERITY=1 timeout 120 bin/cardseg-ort bench train --device $DEV --fp16 $B --steps 1 --warmup 0 \
       --ort-config session.disable_cpu_ep_fallback=1 2>&1 | grep -v "^\s*$" | tail -60 >> "$LOG"
   fi
 fi
 if has quick; then
-  bench fp16_graph_quick 150 --device cuda --fp16 $B --steps 20 --warmup 5
+  bench fp16_graph_quick 150 --device $DEV --fp16 $B --steps 20 --warmup 5
   if [ -n "$anchor" ]; then
     note "PyTorch anchor, train rows only (the script's own functions: eager FP32 and AMP)"
     timeout 120 python3 - "$anchor" 2>>"$LOG" >> "$RES" <<'PY'
@@ -75,19 +78,19 @@ if has torch && [ -n "$anchor" ]; then
 fi
 if has smoke; then
   note "smoke training run through the pipeline on the GPU (gpu path: FP16, CUDA graphs)"
-  timeout 120 bin/cardseg-ort train --preset smoke --device cuda --precision fp16 --cuda-graph --synth-dir /tmp/synth-smoke --out /tmp/smoke >> "$LOG" 2>&1
+  timeout 120 bin/cardseg-ort train --preset smoke --device ${TDEV:-cuda} --precision fp16 --cuda-graph --synth-dir /tmp/synth-smoke --out /tmp/smoke >> "$LOG" 2>&1
   note "smoke train rc=$?"
 fi
 if has profile; then
-  line=$(timeout 150 bin/cardseg-ort bench train --device cuda --fp16 --no-cuda-graph $B --steps 3 --warmup 2 --profile /tmp/prof_fp16 2>>"$LOG")
+  line=$(timeout 150 bin/cardseg-ort bench train --device $DEV --fp16 --no-cuda-graph $B --steps 3 --warmup 2 --profile /tmp/prof_fp16 2>>"$LOG")
   prof=$(echo "$line" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("profile",""))' 2>/dev/null)
   [ -n "$prof" ] && python3 tools/gpu/profile_summary.py "$prof" >> "$LOG" 2>&1
 fi
-has nograph && bench fp16_nograph 150 --device cuda --fp16 --no-cuda-graph $B --steps 30 --warmup 5
-has fp32 && bench fp32_graph 150 --device cuda $B --steps 30 --warmup 5
-has taps && bench fp16_graph_taps 150 --device cuda --fp16 --dw-grad taps $B --steps 50 --warmup 10
-has nhwc && bench fp16_graph_nhwc 150 --device cuda --fp16 --cuda-opt prefer_nhwc=1 $B --steps 50 --warmup 10
-has again && bench fp16_graph_again 150 --device cuda --fp16 $B --steps 50 --warmup 10
+has nograph && bench fp16_nograph 150 --device $DEV --fp16 --no-cuda-graph $B --steps 30 --warmup 5
+has fp32 && bench fp32_graph 150 --device $DEV $B --steps 30 --warmup 5
+has taps && bench fp16_graph_taps 150 --device $DEV --fp16 --dw-grad taps $B --steps 50 --warmup 10
+has nhwc && bench fp16_graph_nhwc 150 --device $DEV --fp16 --cuda-opt prefer_nhwc=1 $B --steps 50 --warmup 10
+has again && bench fp16_graph_again 150 --device $DEV --fp16 $B --steps 50 --warmup 10
 if has train; then
   # FP16 on the GPU against FP32 on the CPU: same data, seed and schedule.
   common="--preset cpu --epochs ${TRAIN_EPOCHS:-6} --cosine-t0 ${TRAIN_T0:-5} --synth-dir /tmp/synth --log-format json"
@@ -95,7 +98,7 @@ if has train; then
   timeout 400 bin/cardseg-ort train $common --device cpu --precision fp32 --out /tmp/run_cpu > /tmp/run_cpu.log 2>&1 &
   cpu=$!
   for _ in $(seq 120); do ls -d /tmp/synth/synth-*/train >/dev/null 2>&1 && break; sleep 1; done # the CPU run generates the set
-  timeout 300 bin/cardseg-ort train $common --device cuda --precision fp16 --cuda-graph --out /tmp/run_gpu > /tmp/run_gpu.log 2>&1
+  timeout 300 bin/cardseg-ort train $common --device ${TDEV:-cuda} --precision fp16 --cuda-graph --out /tmp/run_gpu > /tmp/run_gpu.log 2>&1
   note "gpu train rc=$?"
   wait $cpu; note "cpu train rc=$?"
   for r in cpu gpu; do
