@@ -349,6 +349,9 @@ func (s *DeviceSession) NewTensor(dt DType, shape []int64) (*DeviceTensor, error
 	if err != nil {
 		return nil, err
 	}
+	if len(shape) > 16 {
+		return nil, fmt.Errorf("tensor rank %d is over 16", len(shape))
+	}
 	t := &DeviceTensor{s: s, DType: dt, Shape: append([]int64(nil), shape...), bytes: es * int(NumElements(shape))}
 	var cshape *C.int64_t
 	if len(shape) > 0 {
@@ -358,9 +361,6 @@ func (s *DeviceSession) NewTensor(dt DType, shape []int64) (*DeviceTensor, error
 			cs[i] = C.int64_t(d)
 		}
 		cshape = &cs[0]
-	}
-	if len(shape) > 16 {
-		return nil, fmt.Errorf("tensor rank %d is over 16", len(shape))
 	}
 	var data unsafe.Pointer
 	if err := cerr(C.ortc_tensor(s.alloc, cshape, C.size_t(len(shape)), C.int(dt), &t.v, &data)); err != nil {
