@@ -75,11 +75,11 @@ func NewDeviceTrainSession(cfg step.Config, opts runtime.DeviceOptions, st *Stat
 	d := &DeviceTrainSession{cfg: cfg, sess: sess, scalars: map[string]*runtime.DeviceTensor{},
 		results: map[string]*runtime.DeviceTensor{}, specs: cfg.Arch.Params(), copyBack: os.Getenv("CARDSEG_STATE_COPY") == "1"}
 	if err := d.allocate(); err != nil {
-		sess.Close()
+		d.Close()
 		return nil, err
 	}
 	if err := d.Push(st); err != nil {
-		sess.Close()
+		d.Close()
 		return nil, err
 	}
 	return d, nil

@@ -631,12 +631,13 @@ func (s *DeviceSession) NewBinding(graphID int, inputs, outputs map[string]*Devi
 		}
 		return nil
 	}
-	if err := bind(0, inputs); err == nil {
+	err := bind(0, inputs)
+	if err == nil {
 		err = bind(1, outputs)
-		if err != nil {
-			return nil, err
-		}
-	} else {
+	}
+	if err != nil {
+		C.ortc_release_binding(b.b)
+		C.ortc_release_run_options(b.opts)
 		return nil, err
 	}
 	s.mu.Lock()
