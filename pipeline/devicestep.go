@@ -330,7 +330,8 @@ func (d *DeviceTrainSession) load(fill Fill) error {
 }
 
 // Run trains on the batch loaded for this step. With next, the following batch is staged
-// and its upload started just before the step runs, so the copy overlaps the computation.
+// and its upload started while the step runs, so both the host copy and the upload overlap
+// the computation; next may read memory that must stay valid until Run returns.
 func (d *DeviceTrainSession) Run(st *State, lr float32, next Fill) (StepResult, error) {
 	if !d.loaded[d.k] {
 		return StepResult{}, fmt.Errorf("train step: no batch loaded")
@@ -342,11 +343,6 @@ func (d *DeviceTrainSession) Run(st *State, lr float32, next Fill) (StepResult, 
 	if err := d.sess.WaitUploads(); err != nil {
 		return StepResult{}, err
 	}
-	if next != nil {
-		if err := d.load(next); err != nil {
-			return StepResult{}, err
-		}
-	}
 	if err := d.scalars[step.InputLR].Upload(runtime.Scalar(lr)); err != nil {
 		return StepResult{}, err
 	}
@@ -355,8 +351,21 @@ func (d *DeviceTrainSession) Run(st *State, lr float32, next Fill) (StepResult, 
 			return StepResult{}, err
 		}
 	}
-	if err := d.sess.Run(d.bind[d.k]); err != nil {
-		return StepResult{}, err
+	// The next batch is staged (a host copy into pinned memory) and its upload queued on the
+	// copy stream by another goroutine while this step runs: neither waits for the other.
+	var loaded chan error
+	if next != nil {
+		loaded = make(chan error, 1)
+		go func() { loaded <- d.load(next) }()
+	}
+	runErr := d.sess.Run(d.bind[d.k])
+	if loaded != nil {
+		if err := <-loaded; err != nil && runErr == nil {
+			runErr = err
+		}
+	}
+	if runErr != nil {
+		return StepResult{}, runErr
 	}
 	if d.copyBack {
 		for _, n := range d.state {

@@ -212,8 +212,12 @@ func (t *Trainer) Train(ctx context.Context) (TrainResult, error) {
 		done := 0
 		skip := prog.BatchInEpoch
 		interrupted := false
+		// A device-resident step takes the following batch while it runs (its upload overlaps
+		// the step), so the loader is read one batch ahead; the loader reuses a batch's memory
+		// at the next Next, which Run has finished copying by then.
+		dev, ahead := ts.(*DeviceTrainSession)
 		for b := 0; b < steps; b++ {
-			if !ep.Next() {
+			if !(ahead && b > skip) && !ep.Next() { // ahead: batch b was fetched during step b-1
 				ep.Close()
 				return res, fmt.Errorf("epoch %d: loader stopped: %w", epoch+1, ep.Err())
 			}
@@ -222,7 +226,31 @@ func (t *Trainer) Train(ctx context.Context) (TrainResult, error) {
 			}
 			batch := ep.Batch()
 			lr := cfg.LearningRate(st.Step, steps)
-			r, err := ts.Step(st, batch.Images, batch.Targets, float32(lr))
+			var r StepResult
+			var err error
+			if ahead {
+				if b == skip {
+					err = dev.Load(batch.Images, batch.Targets)
+				}
+				var next Fill
+				if err == nil && b+1 < steps {
+					if !ep.Next() {
+						ep.Close()
+						return res, fmt.Errorf("epoch %d: loader stopped: %w", epoch+1, ep.Err())
+					}
+					nb := ep.Batch()
+					next = func(im []float32, tg []int64) error {
+						copy(im, nb.Images)
+						copy(tg, nb.Targets)
+						return nil
+					}
+				}
+				if err == nil {
+					r, err = dev.Run(st, float32(lr), next)
+				}
+			} else {
+				r, err = ts.Step(st, batch.Images, batch.Targets, float32(lr))
+			}
 			if err != nil {
 				ep.Close()
 				return res, fmt.Errorf("epoch %d step %d: %w", epoch+1, st.Step+1, err)
