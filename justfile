@@ -72,3 +72,13 @@ gen:
 # Check the machine: ONNX Runtime, providers, CUDA, GPUs.
 doctor: setup build
     {{bin}} doctor
+
+# Build what a GPU host needs (CLI and test binaries; Go is not installed there) into .gpubin/bin.tar.xz for tools/gpu/device_check.sh.
+gpu-pack:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    go build -ldflags="-s -w" -o bin/cardseg-ort ./cmd/cardseg-ort
+    for p in runtime pipeline graphs/step; do go test -c -ldflags="-s -w" -o "bin/$(basename $p).test" "./$p"; done
+    mkdir -p .gpubin
+    tar cf - bin | xz -3 -T2 > .gpubin/bin.tar.xz
+    ls -la .gpubin

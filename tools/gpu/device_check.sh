@@ -1,10 +1,11 @@
 #!/bin/bash
 # Every GPU check in one run, for a lent GPU host with a short time budget. From the repo root
 # on the GPU host, after ../shared/gpu/{pack,unpack}.sh has assembled /tmp/ortgpu, with these
-# built here and carried along (Go is not installed there):
-#   go build -o bin/cardseg-ort ./cmd/cardseg-ort
-#   go test -c -o bin/runtime.test ./runtime && go test -c -o bin/pipeline.test ./pipeline
-#   go test -c -o bin/step.test ./graphs/step
+# built here and carried along (Go is not installed there): `just gpu-pack` builds the CLI and
+# the runtime, pipeline and graphs/step test binaries into .gpubin/bin.tar.xz. Then, back to back
+# on the device: carry .gpu1, .gpu2, .gpu3 in turn running `bash .gpuN/unpack.sh`; last, carry
+# .gpu4 and .gpubin running
+#   bash .gpu4/unpack.sh && tar xJf .gpubin/bin.tar.xz && CHECKS="..." bash tools/gpu/device_check.sh
 # Writes $OUT/log.txt (everything) and $OUT/results.jsonl (one JSON line per measurement,
 # PyTorch's anchor lines included). Each check has its own time limit; a failure is logged
 # and the next check runs. CHECKS selects checks (default: all, in order).
