@@ -105,19 +105,24 @@ var noiseLevels = sync.OnceValue(func() *[4096]float64 {
 
 const colorShift = 12 // fixed-point bits of the colour pass
 
-// colorPass applies the colour transform and, when sigma > 0, additive Gaussian noise of
-// standard deviation sigma (fraction of full scale), in one pass in fixed point, clamping to 0..255.
-func colorPass(img *image.RGBA, c colorAffine, sigma float64, seed uint64) {
+// fixed is the transform in fixed point (colorShift fractional bits, the rounding half folded
+// into t) and whether it scales each channel on its own (no channel mixing).
+func (c colorAffine) fixed() (m [9]int32, t [3]int32, diagonal bool) {
 	const one = 1 << colorShift
-	var m [9]int32
-	var t [3]int32
 	for i := 0; i < 3; i++ {
 		for j := 0; j < 3; j++ {
 			m[3*i+j] = int32(math.Round(c.m[i][j] * one))
 		}
 		t[i] = int32(math.Round(c.t[i]*one)) + one/2
 	}
-	if sigma <= 0 && m[1] == 0 && m[2] == 0 && m[3] == 0 && m[5] == 0 && m[6] == 0 && m[7] == 0 {
+	return m, t, m[1] == 0 && m[2] == 0 && m[3] == 0 && m[5] == 0 && m[6] == 0 && m[7] == 0
+}
+
+// colorPass applies the colour transform and, when sigma > 0, additive Gaussian noise of
+// standard deviation sigma (fraction of full scale), in one pass in fixed point, clamping to 0..255.
+func colorPass(img *image.RGBA, c colorAffine, sigma float64, seed uint64) {
+	m, t, diagonal := c.fixed()
+	if sigma <= 0 && diagonal {
 		// Brightness and contrast only: one table per channel.
 		var lut [3][256]uint8
 		for c := 0; c < 3; c++ {
@@ -138,7 +143,7 @@ func colorPass(img *image.RGBA, c colorAffine, sigma float64, seed uint64) {
 	var noise [4096]int32
 	if sigma > 0 {
 		for i, q := range noiseLevels() {
-			noise[i] = int32(math.Round(q * sigma * 255 * one))
+			noise[i] = int32(math.Round(q * sigma * 255 * (1 << colorShift)))
 		}
 	}
 	state := seed
@@ -199,16 +204,8 @@ func planarPass(dst []float32, img *image.RGBA, c colorAffine, sigma float64, se
 			norm[ch][v] = float32(v)*scale[ch] + bias[ch]
 		}
 	}
-	const one = 1 << colorShift
-	var m [9]int32
-	var t [3]int32
-	for i := 0; i < 3; i++ {
-		for j := 0; j < 3; j++ {
-			m[3*i+j] = int32(math.Round(c.m[i][j] * one))
-		}
-		t[i] = int32(math.Round(c.t[i]*one)) + one/2
-	}
-	if sigma <= 0 && m[1] == 0 && m[2] == 0 && m[3] == 0 && m[5] == 0 && m[6] == 0 && m[7] == 0 {
+	m, t, diagonal := c.fixed()
+	if sigma <= 0 && diagonal {
 		var lut [3][256]float32
 		for ch := range lut {
 			for v := range lut[ch] {
@@ -229,7 +226,7 @@ func planarPass(dst []float32, img *image.RGBA, c colorAffine, sigma float64, se
 	var noise [4096]int32
 	if sigma > 0 {
 		for i, q := range noiseLevels() {
-			noise[i] = int32(math.Round(q * sigma * 255 * one))
+			noise[i] = int32(math.Round(q * sigma * 255 * (1 << colorShift)))
 		}
 	}
 	state := seed

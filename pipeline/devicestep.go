@@ -5,7 +5,6 @@ import (
 	"os"
 	"strings"
 
-	"github.com/cardseg-ort/cardseg-ort/graphs/model"
 	"github.com/cardseg-ort/cardseg-ort/graphs/step"
 	"github.com/cardseg-ort/cardseg-ort/runtime"
 )
@@ -53,8 +52,6 @@ type DeviceTrainSession struct {
 	bind    [2]*runtime.Binding
 	k       int // parity of the next step: it reads set k
 	stepFed bool
-	fp16    bool // the graph carries the loss scale and counts applied steps itself
-	specs   []model.ParamSpec
 	Skipped int64 // steps whose update was skipped (non-finite FP16 gradients)
 	// copyBack: both bindings read set 0 and write set 1, which is copied back after each
 	// step (device to device) — for providers or versions where alternating CUDA graphs
@@ -73,7 +70,7 @@ func NewDeviceTrainSession(cfg step.Config, opts runtime.DeviceOptions, st *Stat
 		return nil, err
 	}
 	d := &DeviceTrainSession{cfg: cfg, sess: sess, scalars: map[string]*runtime.DeviceTensor{},
-		results: map[string]*runtime.DeviceTensor{}, specs: cfg.Arch.Params(), copyBack: os.Getenv("CARDSEG_STATE_COPY") == "1"}
+		results: map[string]*runtime.DeviceTensor{}, copyBack: os.Getenv("CARDSEG_STATE_COPY") == "1"}
 	if err := d.allocate(); err != nil {
 		d.Close()
 		return nil, err
@@ -103,9 +100,6 @@ func (d *DeviceTrainSession) allocate() error {
 				if d.set[i][in.Name], err = s.NewTensorFor(in.Name); err != nil {
 					return err
 				}
-			}
-			if in.Name == inLossScale {
-				d.fp16 = true
 			}
 		case in.Name == step.InputImage || in.Name == step.InputTarget:
 			for i := 0; i < 2; i++ {
