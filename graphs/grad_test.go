@@ -44,6 +44,7 @@ func TestGradientRules(t *testing.T) {
 		mk("reducesum axes", D, []gradcheck.In{{Shape: s(2, 3, 4), Diff: true}}, one(func(x V) V { return graphs.ReduceSum(x, false, 0, 2) })),
 		mk("reducesum keep", D, []gradcheck.In{{Shape: s(2, 3, 4), Diff: true}}, one(func(x V) V { return graphs.ReduceSum(x, true, 1) })),
 		mk("reducemean", D, []gradcheck.In{{Shape: s(2, 3, 4, 5), Diff: true}}, one(func(x V) V { return graphs.ReduceMean(x, true, 2, 3) })),
+		mk("channelmean", D, []gradcheck.In{{Shape: s(2, 3, 4, 5), Diff: true}}, one(func(x V) V { return graphs.ChannelMean(graphs.Mul(x, x), true) })),
 		mk("reshape", D, []gradcheck.In{{Shape: s(2, 6), Diff: true}}, one(func(x V) V { return graphs.Mul(graphs.Reshape(x, s(3, 4)), graphs.Reshape(x, s(3, 4))) })),
 		mk("transpose", D, []gradcheck.In{{Shape: s(2, 3, 4), Diff: true}}, one(func(x V) V { return graphs.Transpose(x, 2, 0, 1) })),
 		mk("slice", D, []gradcheck.In{{Shape: s(2, 5, 3), Diff: true}}, one(func(x V) V { return graphs.Slice(x, 1, 1, 4) })),
@@ -94,6 +95,17 @@ func TestGradientRules(t *testing.T) {
 		}
 		cases = append(cases, mk(c.name+" taps", F, []gradcheck.In{{Shape: c.x, Diff: true}, {Shape: c.w, Diff: true}}, func(x []V) V {
 			x[0].Graph().Grad.DepthwiseWeightGrad = "taps"
+			return graphs.Conv(x[0], x[1], nil, c.opts)
+		}))
+	}
+	// The im2col weight gradient, on every non-pointwise case above.
+	for _, c := range convs {
+		c := c
+		if c.w[2] == 1 && c.w[3] == 1 {
+			continue
+		}
+		cases = append(cases, mk(c.name+" im2col", F, []gradcheck.In{{Shape: c.x, Diff: true}, {Shape: c.w, Diff: true}}, func(x []V) V {
+			x[0].Graph().Grad.DepthwiseWeightGrad = "im2col"
 			return graphs.Conv(x[0], x[1], nil, c.opts)
 		}))
 	}

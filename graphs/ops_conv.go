@@ -97,7 +97,7 @@ func gradConv(n *Node, dy []*Value, want []bool) []*Value {
 	o := convOptsOf(n)
 	out := make([]*Value, len(n.Inputs))
 	if len(n.Inputs) == 3 && want[2] {
-		out[2] = ReduceSum(g, false, 0, 2, 3)
+		out[2] = ChannelSum(g, false)
 	}
 	N, cin, H, W := x.shape[0], x.shape[1], x.shape[2], x.shape[3]
 	cout, ho, wo := g.shape[1], g.shape[2], g.shape[3]
@@ -121,7 +121,9 @@ func gradConv(n *Node, dy []*Value, want []bool) []*Value {
 		opW := W - (o.Strides[1]*(wo-1) + (kw-1)*o.Dilations[1] + 1 - o.Pads[1] - o.Pads[3])
 		out[0] = ConvTranspose(g, w, o, [2]int64{opH, opW})
 	}
-	if want[1] && o.Group == cin && o.Group == cout && x.g.Grad.DepthwiseWeightGrad == "taps" {
+	if want[1] && x.g.Grad.DepthwiseWeightGrad == "im2col" {
+		out[1] = convWeightGradIm2col(x, g, w.shape, o)
+	} else if want[1] && o.Group == cin && o.Group == cout && x.g.Grad.DepthwiseWeightGrad == "taps" {
 		out[1] = depthwiseWeightGradTaps(x, g, w.shape, o)
 	} else if want[1] {
 		G := o.Group
@@ -146,6 +148,34 @@ func gradConv(n *Node, dy []*Value, want []bool) []*Value {
 	return out
 }
 
+// convWeightGradIm2col is a (grouped or dense) convolution's weight gradient as a batched
+// MatMul over unfolded input patches: one Conv with one-hot k×k kernels, run on the input
+// viewed as N·Cin single-channel images with the layer's stride, dilation and padding, unfolds
+// the patches into cols [N·Cin, k², Ho, Wo]; then dW[g] = Σ_n dy[n,g] · cols[n,g]ᵀ, per group
+// a [Cout/G, Ho·Wo] × [Ho·Wo, Cin/G·k²] product, summed over the batch. Every kernel involved
+// is a common shape (cuDNN has no fast algorithm for the "conv" formulation's feature-map-sized
+// kernels); the cost is cols, k² times the input (after striding) in memory.
+func convWeightGradIm2col(x, dy *Value, wShape Shape, o ConvOpts) *Value {
+	N, cin, H, W := x.shape[0], x.shape[1], x.shape[2], x.shape[3]
+	cout, ho, wo := dy.shape[1], dy.shape[2], dy.shape[3]
+	kh, kw := wShape[2], wShape[3]
+	G := o.Group
+	ci, co, K, M := cin/G, cout/G, kh*kw, ho*wo
+	eye := make([]float32, K*K)
+	for k := int64(0); k < K; k++ {
+		eye[k*K+k] = 1
+	}
+	onehot := ConstLike(x, Shape{K, 1, kh, kw}, eye...)
+	cols := Conv(Reshape(x, Shape{N * cin, 1, H, W}), onehot, nil, ConvOpts{Strides: o.Strides, Dilations: o.Dilations, Pads: o.Pads})
+	if cols.shape[2] != ho || cols.shape[3] != wo {
+		panic(fmt.Sprintf("graphs: im2col of %v gives %v, want %dx%d", x.shape, cols.shape, ho, wo))
+	}
+	cols = Reshape(cols, Shape{N, G, ci * K, M})
+	d := Reshape(dy, Shape{N, G, co, M})
+	dw := MatMul(d, Transpose(cols, 0, 1, 3, 2)) // [N, G, co, ci·k²]; ORT fuses the transpose into the MatMul
+	return Reshape(ReduceSum(dw, false, 0), wShape)
+}
+
 // depthwiseWeightGradTaps is a depthwise convolution's weight gradient tap by tap:
 // dW[c,0,i,j] = Σ_{n,y,x} dy[n,c,y,x] · xpad[n,c, y·s+i·d, x·s+j·d], each tap one strided slice
 // of the padded input, a product with dy and a sum over batch and space.
@@ -161,7 +191,7 @@ func depthwiseWeightGradTaps(x, dy *Value, wShape Shape, o ConvOpts) *Value {
 		for j := int64(0); j < kw; j++ {
 			y0, x0 := i*o.Dilations[0], j*o.Dilations[1]
 			s := stridedSlice2D(xp, y0, y0+(ho-1)*o.Strides[0]+1, o.Strides[0], x0, x0+(wo-1)*o.Strides[1]+1, o.Strides[1])
-			taps = append(taps, Reshape(ReduceSum(Mul(s, dy), false, 0, 2, 3), Shape{C, 1}))
+			taps = append(taps, Reshape(ChannelSum(Mul(s, dy), false), Shape{C, 1}))
 		}
 	}
 	return Reshape(Concat(1, taps...), Shape{C, 1, kh, kw})

@@ -439,6 +439,9 @@ func splitLines(b []byte) [][]byte {
 // the configuration asks) on the CUDA provider and for FP16 steps (whose loss scale and step
 // counter are graph state) on any provider; host memory for FP32 on the CPU.
 func (t *Trainer) openStepper(cfg TrainConfig, sc step.Config, st *State) (stepper, error) {
+	if t.Session.Provider == runtime.ProviderCUDA && sc.DepthwiseWeightGrad == "" {
+		sc.DepthwiseWeightGrad = CUDAConvWeightGrad
+	}
 	if t.Session.Provider == runtime.ProviderCUDA || sc.FP16 {
 		return NewDeviceTrainSession(sc, runtime.DeviceOptions{Provider: t.Session.Provider, CUDADevice: t.Session.CUDADevice,
 			IntraOpThreads: t.Session.IntraOpThreads, CUDAGraph: cfg.CUDAGraph && t.Session.Provider == runtime.ProviderCUDA}, st)

@@ -27,7 +27,7 @@ type BenchTrainCmd struct {
 	Device  string `help:"auto, cpu or cuda." default:"cpu"`
 	JSON    bool   `help:"Print one JSON line."`
 	// The device-resident path (what training on a GPU uses).
-	DWGrad    string            `name:"dw-grad" help:"Depthwise weight-gradient formulation: conv or taps." enum:"conv,taps" default:"conv"`
+	DWGrad    string            `name:"dw-grad" help:"Convolution weight-gradient formulation: auto (im2col on CUDA, conv elsewhere), conv, taps or im2col." enum:"auto,conv,taps,im2col" default:"auto"`
 	FP16      bool              `name:"fp16" help:"Mixed-precision train step (FP16 compute, FP32 master weights, dynamic loss scaling)."`
 	Resident  bool              `help:"Keep the training state in device memory (always on with --device cuda; on the CPU it tests the same path)."`
 	CUDAGraph bool              `name:"cuda-graph" help:"Capture and replay CUDA graphs (CUDA)." default:"true" negatable:""`
@@ -98,10 +98,15 @@ func (c *BenchTrainCmd) Run(log *zerolog.Logger) error {
 	log.Info().Int("batch", c.Batch).Int("height", c.Height).Int("width", c.Width).Int("threads", c.Threads).Msg("benchmarking the train step")
 	cfg := c.config(c.Batch)
 	cfg.FP16 = c.FP16
-	cfg.DepthwiseWeightGrad = c.DWGrad
 	resolved, err := runtime.ResolveProvider(prov)
 	if err != nil {
 		return err
+	}
+	switch {
+	case c.DWGrad != "auto":
+		cfg.DepthwiseWeightGrad = c.DWGrad
+	case resolved == runtime.ProviderCUDA:
+		cfg.DepthwiseWeightGrad = pipeline.CUDAConvWeightGrad
 	}
 	if resolved == runtime.ProviderCUDA || c.Resident {
 		return c.runDevice(cfg, resolved)

@@ -221,16 +221,16 @@ func (n *net) batchNorm(prefix, conv string, x *graphs.Value, ch int, eps, mom f
 	bc := graphs.Shape{1, c, 1, 1}
 	var mean, variance, xhat, inv *graphs.Value
 	y := n.g.Composite(prefix, []*graphs.Value{x, gamma, beta}, func() []*graphs.Value {
-		mean = graphs.ReduceMean(x, true, 0, 2, 3)
+		mean = graphs.ChannelMean(x, true)
 		xc := graphs.Sub(x, mean)
-		variance = graphs.ReduceMean(graphs.Mul(xc, xc), true, 0, 2, 3)
+		variance = graphs.ChannelMean(graphs.Mul(xc, xc), true)
 		inv = graphs.Reciprocal(graphs.Sqrt(graphs.Add(variance, graphs.ScalarLike(variance, eps))))
 		xhat = graphs.Mul(xc, inv)
 		return []*graphs.Value{graphs.Add(graphs.Mul(xhat, graphs.Reshape(gamma, bc)), graphs.Reshape(beta, bc))}
 	}, func(dys []*graphs.Value, want []bool) []*graphs.Value {
 		dy := dys[0]
-		sumDy := graphs.ReduceSum(dy, true, 0, 2, 3)
-		sumDyX := graphs.ReduceSum(graphs.Mul(dy, xhat), true, 0, 2, 3)
+		sumDy := graphs.ChannelSum(dy, true)
+		sumDyX := graphs.ChannelSum(graphs.Mul(dy, xhat), true)
 		out := make([]*graphs.Value, 3)
 		if want[0] {
 			m := 1 / float32(x.Dim(0)*x.Dim(2)*x.Dim(3))
@@ -291,10 +291,10 @@ func (n *net) batchNormHalf(prefix string, x, gamma, beta, rm, rv *graphs.Value,
 	count := x.Dim(0) * x.Dim(2) * x.Dim(3)
 	y := n.g.Composite(prefix, []*graphs.Value{x, gamma, beta}, func() []*graphs.Value {
 		xf := graphs.Cast(x, graphs.Float)
-		m := graphs.ReduceMean(xf, true, 0, 2, 3)
+		m := graphs.ChannelMean(xf, true)
 		xc := graphs.Sub(xf, m)
 		mean = graphs.Reshape(m, graphs.Shape{c})
-		variance = graphs.Reshape(graphs.ReduceMean(graphs.Mul(xc, xc), true, 0, 2, 3), graphs.Shape{c})
+		variance = graphs.ChannelMean(graphs.Mul(xc, xc), false)
 		var scale, shift *graphs.Value
 		scale, shift, inv = affine(mean, variance)
 		return []*graphs.Value{apply(x, scale, shift)}
@@ -303,8 +303,8 @@ func (n *net) batchNormHalf(prefix string, x, gamma, beta, rm, rv *graphs.Value,
 		// x−μ is formed again from the float16 x rather than kept from the forward pass: a
 		// float32 copy of every activation would live from the forward to the backward pass.
 		xc := graphs.Sub(graphs.Cast(x, graphs.Float), graphs.Reshape(mean, bc))
-		sumDy := graphs.Reshape(graphs.ReduceSum(dyf, false, 0, 2, 3), graphs.Shape{c})
-		sumDyXc := graphs.Reshape(graphs.ReduceSum(graphs.Mul(dyf, xc), false, 0, 2, 3), graphs.Shape{c})
+		sumDy := graphs.ChannelSum(dyf, false)
+		sumDyXc := graphs.ChannelSum(graphs.Mul(dyf, xc), false)
 		out := make([]*graphs.Value, 3)
 		if want[0] {
 			m := graphs.ScalarLike(sumDy, 1/float32(count))

@@ -278,3 +278,55 @@ func TestGradientsMatchPyTorch(t *testing.T) {
 		t.Logf("inference vs torchvision eval: %.2e", e)
 	}
 }
+
+// TestWeightGradFormulationsAgree: the whole network's gradients are the same, within float32
+// rounding, whichever convolution weight-gradient formulation the graph uses (each has its
+// own finite-difference cases in package graphs; this checks them wired into the network).
+func TestWeightGradFormulationsAgree(t *testing.T) {
+	const n, h, wd = 2, 64, 96
+	a := model.MobileNetV3Large(1, 2)
+	w := perturbedWeights(a, 3)
+	img, tg := testBatch(n, h, wd, 5)
+	feeds := map[string]*runtime.Tensor{
+		step.InputImage:  runtime.MustNew([]int64{n, 3, h, wd}, img),
+		step.InputTarget: runtime.MustNew([]int64{n, h, wd}, tg),
+	}
+	for _, p := range a.Params() {
+		feeds[p.Name] = runtime.MustNew([]int64(p.Shape), w.Tensors[p.Name])
+	}
+	grads := func(form string) map[string]*runtime.Tensor {
+		cfg := step.Config{Arch: a, Batch: n, Height: h, Width: wd, Loss: step.DefaultLoss, Adam: step.DefaultAdamW, DepthwiseWeightGrad: form}
+		g, err := step.GradGraph(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := g.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return runGraph(t, "grad_"+form, b, feeds)
+	}
+	ref := grads("conv")
+	for _, form := range []string{"taps", "im2col"} {
+		out := grads(form)
+		worst, worstName := 0.0, ""
+		for _, p := range a.Params() {
+			if !p.Kind.Trainable() {
+				continue
+			}
+			got, want := runtime.Data[float32](out["grad."+p.Name]), runtime.Data[float32](ref["grad."+p.Name])
+			var diff, mag float64
+			for i := range want {
+				diff = math.Max(diff, math.Abs(float64(got[i])-float64(want[i])))
+				mag = math.Max(mag, math.Abs(float64(want[i])))
+			}
+			if mag > 0 && diff/mag > worst {
+				worst, worstName = diff/mag, p.Name
+			}
+		}
+		t.Logf("%s: worst difference %.2e of the tensor's max (%s)", form, worst, worstName)
+		if worst > 1e-4 {
+			t.Errorf("%s gradients differ from conv's by %.2e of %s's max", form, worst, worstName)
+		}
+	}
+}

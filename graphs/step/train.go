@@ -32,7 +32,7 @@ type Config struct {
 	// while the rest trains (unstructured pruning's fine-tuning).
 	Masked bool
 	// DepthwiseWeightGrad picks the depthwise weight-gradient formulation (graphs.GradOptions):
-	// "" or "conv", or "taps".
+	// "" or "conv", "taps", or "im2col" (the CUDA default: the pipeline picks it there).
 	DepthwiseWeightGrad string
 	// FP16 builds mixed-precision graphs (for the GPU): float16 convolutions, activations and
 	// resizes; float32 master weights, batch-norm statistics, loss and optimizer. Inputs and
@@ -99,14 +99,6 @@ const (
 	InputParamMask = "param_mask"
 )
 
-func flatten(vs []*graphs.Value) *graphs.Value {
-	parts := make([]*graphs.Value, len(vs))
-	for i, v := range vs {
-		parts[i] = graphs.Reshape(v, graphs.Shape{v.Size()})
-	}
-	return graphs.Concat(0, parts...)
-}
-
 // inputSource declares every network tensor as a graph input.
 type inputSource struct{ vals map[string]*graphs.Value }
 
@@ -117,8 +109,8 @@ func (s *inputSource) Param(g *graphs.Graph, spec model.ParamSpec) *graphs.Value
 }
 
 func (c Config) validate() error {
-	if d := c.DepthwiseWeightGrad; d != "" && d != "conv" && d != "taps" {
-		return fmt.Errorf("step: depthwise weight gradient %q: want conv or taps", d)
+	if d := c.DepthwiseWeightGrad; d != "" && d != "conv" && d != "taps" && d != "im2col" {
+		return fmt.Errorf("step: depthwise weight gradient %q: want conv, taps or im2col", d)
 	}
 	if c.Batch < 1 || c.Height < 32 || c.Width < 32 {
 		return fmt.Errorf("step: batch %d and size %dx%d: want batch >= 1 and sides >= 32", c.Batch, c.Height, c.Width)
@@ -156,18 +148,24 @@ func TrainStep(c Config) (*graphs.Graph, error) {
 		g.Output(OutCE, loss.CE)
 		g.Output(OutDice, loss.Dice)
 		defer g.Scope("optimizer")()
-		// AdamW runs on all parameters at once: gradients and parameters are flattened into
-		// one vector (the moments live flat), so the update is a dozen large elementwise ops
-		// instead of a dozen per tensor.
-		flatGrad := flatten(grads)
+		// AdamW runs on all parameters at once: gradients and parameters are laid end to end
+		// (the moments live flat, in the same order), so the update is a dozen large
+		// elementwise ops instead of a dozen per tensor. The layout is a [P/8, 8] matrix
+		// rather than a [P] vector for the CUDA provider's sake (rowLayout).
+		shapes := make([]graphs.Shape, len(trainable))
+		for i, s := range trainable {
+			shapes[i] = s.Shape
+		}
+		layout := newRowLayout(shapes)
+		flatGrad := layout.pack(grads)
 		if fb.scaler != nil {
 			flatGrad = fb.scaler.unscale(flatGrad)
 		}
-		flatParam := flatten(params)
-		total := flatGrad.Dim(0)
+		flatParam := layout.pack(params)
+		total := layout.total
 		var mask *graphs.Value
 		if c.Masked {
-			mask = g.Input(InputParamMask, graphs.Float, graphs.Shape{total})
+			mask = layout.fromFlat(g.Input(InputParamMask, graphs.Float, graphs.Shape{total}))
 			flatGrad = graphs.Mul(flatGrad, mask)
 		}
 		sumSq := graphs.ReduceSum(graphs.Mul(flatGrad, flatGrad), false)
@@ -185,21 +183,17 @@ func TrainStep(c Config) (*graphs.Graph, error) {
 			flatGrad = graphs.Mul(flatGrad, coef)
 		}
 		opt := newAdamW(g, c.Adam, lr, stepN)
-		m := g.Input(InputMomentM, graphs.Float, graphs.Shape{total})
-		v := g.Input(InputMomentV, graphs.Float, graphs.Shape{total})
+		m := layout.fromFlat(g.Input(InputMomentM, graphs.Float, graphs.Shape{total}))
+		v := layout.fromFlat(g.Input(InputMomentV, graphs.Float, graphs.Shape{total}))
 		p2, m2, v2 := opt.update(flatParam, flatGrad, m, v)
 		if mask != nil {
 			p2 = graphs.Mul(p2, mask)
 		}
 		p2, m2, v2 = keep(flatParam, p2), keep(m, m2), keep(v, v2)
-		g.Output(Next(InputMomentM), m2)
-		g.Output(Next(InputMomentV), v2)
-		sizes := make([]int64, len(trainable))
-		for i, s := range trainable {
-			sizes[i] = int64(s.Size())
-		}
-		for i, piece := range graphs.Split(p2, 0, sizes) {
-			g.Output(Next(trainable[i].Name), graphs.Reshape(piece, trainable[i].Shape))
+		g.Output(Next(InputMomentM), layout.toFlat(m2))
+		g.Output(Next(InputMomentV), layout.toFlat(v2))
+		for i, piece := range layout.unpack(p2) {
+			g.Output(Next(trainable[i].Name), piece)
 		}
 		for _, u := range out.BN {
 			g.Output(Next(u.Mean.Name), keep(u.RunMean, ema(u.RunMean, u.BatchMean, u.Momentum)))

@@ -8,7 +8,9 @@
 #   bash .gpu4/unpack.sh && tar xJf .gpubin/bin.tar.xz && CHECKS="..." bash tools/gpu/device_check.sh
 # Writes $OUT/log.txt (everything) and $OUT/results.jsonl (one JSON line per measurement,
 # PyTorch's anchor lines included). Each check has its own time limit; a failure is logged
-# and the next check runs. CHECKS selects checks (default: all, in order).
+# and the next check runs. CHECKS names the checks to run, in the order given (default: all).
+# nvidia-smi samples device memory and utilisation into $OUT/smi.csv the whole time (peak memory
+# of each phase, ours and PyTorch's, can be read off against log.txt's timestamps).
 set -u
 OUT=${OUT:-/tmp/cardseg-gpu}
 mkdir -p "$OUT"
@@ -34,77 +36,102 @@ bench() {
   [ -n "$line" ] && echo "${line/\{/\{\"variant\":\"$name\",}" >> "$RES"
   return $rc
 }
-has() { [ -z "${CHECKS:-}" ] || [[ " $CHECKS " == *" $1 "* ]]; }
 
 note "host: $(hostname) $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1)"
 bin/cardseg-ort doctor >> "$LOG" 2>&1
+nvidia-smi --query-gpu=timestamp,memory.used,utilization.gpu --format=csv,noheader -lms 250 > "$OUT/smi.csv" 2>/dev/null &
+smi=$!
+trap 'kill $smi 2>/dev/null' EXIT
 
-if has tests || has rtest; then
+check_rtest() {
   note "runtime CUDA tests"
   timeout 60 bin/runtime.test -test.run 'Device|CUDA' -test.v >> "$LOG" 2>&1; note "runtime tests rc=$?"
   if grep -q -- "--- FAIL: TestCUDADeviceSessionGraphs" "$LOG"; then
     export CARDSEG_STATE_COPY=1; note "alternating CUDA graphs failed: state copied back after each step from here on"
   fi
-fi
-if has tests; then
+}
+check_tests() {
   note "graphs/step FP16 tests (CUDA subtests)"
   timeout 150 bin/step.test -test.run 'FP16' -test.v >> "$LOG" 2>&1; note "step tests rc=$?"
   note "pipeline CUDA tests"
   timeout 150 bin/pipeline.test -test.run 'CUDA' -test.v >> "$LOG" 2>&1; note "pipeline tests rc=$?"
-fi
-if has bench; then
+}
+check_bench() {
   if ! bench fp16_graph 180 --device $DEV --fp16 $B --steps 50 --warmup 10; then
     note "diagnose: which nodes leave the CUDA provider"
     CARDSEG_ORT_LOG_SEVERITY=1 timeout 120 bin/cardseg-ort bench train --device $DEV --fp16 $B --steps 1 --warmup 0 \
       --ort-config session.disable_cpu_ep_fallback=1 2>&1 | grep -v "^\s*$" | tail -60 >> "$LOG"
   fi
-fi
-if has quick; then
-  bench fp16_graph_quick 150 --device $DEV --fp16 $B --steps 20 --warmup 5
-  if [ -n "$anchor" ]; then
-    note "PyTorch anchor, train rows only (the script's own functions: eager FP32 and AMP)"
-    timeout 120 python3 - "$anchor" 2>>"$LOG" >> "$RES" <<'PY'
+}
+check_quick() { bench fp16_graph_quick 150 --device $DEV --fp16 $B --steps 20 --warmup 5; check_anchor; }
+# PyTorch's train rows only, with the anchor script's own functions: eager FP32 and AMP (on the
+# H200 eager FP32 was PyTorch's best), without torch.compile's minutes of compiling.
+check_anchor() {
+  [ -n "$anchor" ] || { note "no torch_anchor.py carried"; return; }
+  note "PyTorch anchor, train rows only (eager FP32 and AMP)"
+  timeout 120 python3 - "$anchor" 2>>"$LOG" >> "$RES" <<'PY'
 import json, sys
+import torch
 src = open(sys.argv[1]).read().split("for cfg in")[0]
 exec(src)
 for cfg in [dict(amp=False), dict(amp=True)]:
-    print(json.dumps(bench_train(**cfg)), flush=True)
+    torch.cuda.reset_peak_memory_stats()
+    r = bench_train(**cfg)
+    r["max_memory_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    r["max_memory_reserved_mb"] = torch.cuda.max_memory_reserved() / 2**20
+    print(json.dumps(r), flush=True)
 PY
-    note "anchor (train rows) rc=$?"
-  fi
-fi
-if has torch && [ -n "$anchor" ]; then
+  note "anchor (train rows) rc=$?"
+}
+check_torch() {
+  [ -n "$anchor" ] || { note "no torch_anchor.py carried"; return; }
   note "PyTorch anchor $anchor"
   timeout 200 python3 "$anchor" /tmp/torch_anchor 2>>"$LOG" | grep '^{' >> "$RES"; note "anchor rc=${PIPESTATUS[0]}"
-fi
-if has smoke; then
+}
+check_smoke() {
   note "smoke training run through the pipeline on the GPU (gpu path: FP16, CUDA graphs)"
   timeout 120 bin/cardseg-ort train --preset smoke --device ${TDEV:-cuda} --precision fp16 --cuda-graph --synth-dir /tmp/synth-smoke --out /tmp/smoke >> "$LOG" 2>&1
   note "smoke train rc=$?"
-fi
-if has profile; then
+}
+check_profile() {
+  note "profile (FP16, no CUDA graph)"
+  local line prof
   line=$(timeout 150 bin/cardseg-ort bench train --device $DEV --fp16 --no-cuda-graph $B --steps 3 --warmup 2 --profile /tmp/prof_fp16 2>>"$LOG")
   prof=$(echo "$line" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("profile",""))' 2>/dev/null)
   [ -n "$prof" ] && python3 tools/gpu/profile_summary.py "$prof" >> "$LOG" 2>&1
-fi
-has nograph && bench fp16_nograph 150 --device $DEV --fp16 --no-cuda-graph $B --steps 30 --warmup 5
-has fp32 && bench fp32_graph 150 --device $DEV $B --steps 30 --warmup 5
-has taps && bench fp16_graph_taps 150 --device $DEV --fp16 --dw-grad taps $B --steps 50 --warmup 10
-has nhwc && bench fp16_graph_nhwc 150 --device $DEV --fp16 --cuda-opt prefer_nhwc=1 $B --steps 50 --warmup 10
-has again && bench fp16_graph_again 150 --device $DEV --fp16 $B --steps 50 --warmup 10
-if has train; then
-  # FP16 on the GPU against FP32 on the CPU: same data, seed and schedule.
-  common="--preset cpu --epochs ${TRAIN_EPOCHS:-6} --cosine-t0 ${TRAIN_T0:-5} --synth-dir /tmp/synth --log-format json"
-  note "train: FP32 on the CPU (background) and FP16 on the GPU"
-  timeout 400 bin/cardseg-ort train $common --device cpu --precision fp32 --out /tmp/run_cpu > /tmp/run_cpu.log 2>&1 &
-  cpu=$!
-  for _ in $(seq 120); do ls -d /tmp/synth/synth-*/train >/dev/null 2>&1 && break; sleep 1; done # the CPU run generates the set
-  timeout 300 bin/cardseg-ort train $common --device ${TDEV:-cuda} --precision fp16 --cuda-graph --out /tmp/run_gpu > /tmp/run_gpu.log 2>&1
+  note "profile done"
+}
+check_nograph() { bench fp16_nograph 150 --device $DEV --fp16 --no-cuda-graph $B --steps 30 --warmup 5; }
+check_fp32() { bench fp32_graph 150 --device $DEV $B --steps 30 --warmup 5; }
+check_taps() { bench fp16_graph_taps 150 --device $DEV --fp16 --dw-grad taps $B --steps 50 --warmup 10; }
+check_nhwc() { bench fp16_graph_nhwc 150 --device $DEV --fp16 --cuda-opt prefer_nhwc=1 $B --steps 50 --warmup 10; }
+check_again() { bench fp16_graph_again 150 --device $DEV --fp16 $B --steps 50 --warmup 10; }
+# FP16 on the GPU against FP32 on the CPU: same data, seed and schedule. The CPU run is
+# deterministic (same validation IoU on any machine), so with TRAIN_CPU=0 only the GPU run is
+# made here and compared with a CPU run of the same recipe made elsewhere, e.g. the default
+# `just train` recipe: TRAIN_CPU=0 TRAIN_EPOCHS=30 TRAIN_T0=29.
+check_train() {
+  local common="--preset cpu --epochs ${TRAIN_EPOCHS:-6} --cosine-t0 ${TRAIN_T0:-5} --synth-dir /tmp/synth --log-format json"
+  local runs="gpu" cpu=""
+  if [ "${TRAIN_CPU:-1}" = 1 ]; then
+    runs="cpu gpu"
+    note "train: FP32 on the CPU (background) and FP16 on the GPU"
+    timeout ${TRAIN_LIMIT:-400} bin/cardseg-ort train $common --device cpu --precision fp32 --out /tmp/run_cpu > /tmp/run_cpu.log 2>&1 &
+    cpu=$!
+    for _ in $(seq 120); do ls -d /tmp/synth/synth-*/train >/dev/null 2>&1 && break; sleep 1; done # the CPU run generates the set
+  else
+    note "train: FP16 on the GPU ($common)"
+  fi
+  timeout ${TRAIN_LIMIT:-400} bin/cardseg-ort train $common --device ${TDEV:-cuda} --precision fp16 --cuda-graph --out /tmp/run_gpu > /tmp/run_gpu.log 2>&1
   note "gpu train rc=$?"
-  wait $cpu; note "cpu train rc=$?"
-  for r in cpu gpu; do
+  [ -n "$cpu" ] && { wait $cpu; note "cpu train rc=$?"; }
+  for r in $runs; do
     grep -h '"epoch done"\|error\|"best' /tmp/run_$r.log | tail -12 | sed "s/^/[$r] /" >> "$LOG"
     [ -f /tmp/run_$r/logs/metrics.jsonl ] && sed "s/^{/{\"variant\":\"train_$r\",/" /tmp/run_$r/logs/metrics.jsonl >> "$RES"
   done
-fi
+}
+
+for c in ${CHECKS:-rtest tests bench anchor torch smoke profile nograph fp32 taps nhwc again train}; do
+  if declare -F "check_$c" >/dev/null; then "check_$c"; else note "unknown check $c"; fi
+done
 note "done"
