@@ -98,16 +98,19 @@ func TestGradientRules(t *testing.T) {
 			return graphs.Conv(x[0], x[1], nil, c.opts)
 		}))
 	}
-	// The im2col weight gradient, on every non-pointwise case above.
+	// The im2col weight gradient (patches unfolded by a Conv or a Gather), on every
+	// non-pointwise case above.
 	for _, c := range convs {
 		c := c
 		if c.w[2] == 1 && c.w[3] == 1 {
 			continue
 		}
-		cases = append(cases, mk(c.name+" im2col", F, []gradcheck.In{{Shape: c.x, Diff: true}, {Shape: c.w, Diff: true}}, func(x []V) V {
-			x[0].Graph().Grad.DepthwiseWeightGrad = "im2col"
-			return graphs.Conv(x[0], x[1], nil, c.opts)
-		}))
+		for _, form := range []string{"im2col", "gather"} {
+			cases = append(cases, mk(c.name+" "+form, F, []gradcheck.In{{Shape: c.x, Diff: true}, {Shape: c.w, Diff: true}}, func(x []V) V {
+				x[0].Graph().Grad.DepthwiseWeightGrad = form
+				return graphs.Conv(x[0], x[1], nil, c.opts)
+			}))
+		}
 	}
 	dir := t.TempDir()
 	for _, tc := range cases {

@@ -211,7 +211,8 @@ type GradOptions struct {
 	// kernel, as large as the feature map); "taps" as one product-and-sum per kernel tap over
 	// strided slices of the input (k² small reductions, no large-kernel convolution);
 	// "im2col" (every non-pointwise convolution, grouped or dense) as a batched MatMul of the
-	// output gradient with the input's unfolded k×k patches, the fast form on CUDA.
+	// output gradient with the input's unfolded k×k patches, the fast form on CUDA (the patches
+	// unfolded by a one-hot Conv); "gather" the same with the patches unfolded by a Gather.
 	DepthwiseWeightGrad string
 }
 
@@ -298,6 +299,10 @@ func (g *Graph) initInt64(name string, shape Shape, data []int64) *Value {
 // InitRaw adds an initializer of any element type from little-endian bytes.
 func (g *Graph) InitRaw(name string, dt DType, shape Shape, raw []byte) *Value {
 	g.reserve(name)
+	return g.initRaw(name, dt, shape, raw)
+}
+
+func (g *Graph) initRaw(name string, dt DType, shape Shape, raw []byte) *Value {
 	v := &Value{g: g, name: name, dtype: dt, shape: shape.clone(), kind: kindInitializer}
 	v.init = &Initializer{Value: v, Raw: raw}
 	g.inits = append(g.inits, v.init)

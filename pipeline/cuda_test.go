@@ -68,24 +68,32 @@ func TestCUDAGradientsMatchCPU(t *testing.T) {
 	if d := math.Abs(float64(gpu[step.OutLoss].Float32s()[0] - cpu[step.OutLoss].Float32s()[0])); d > 1e-4 {
 		t.Fatalf("loss: CUDA %v, CPU %v", gpu[step.OutLoss].Float32s()[0], cpu[step.OutLoss].Float32s()[0])
 	}
+	// Each tensor is compared relative to its own largest value, floored at 1e-3 of the largest
+	// gradient anywhere: some gradients are zero up to rounding by structure (the bias of a
+	// batch norm whose output reaches the loss only through a convolution into another
+	// training-mode batch norm, which removes any constant shift), and their rounding noise
+	// differs between providers by orders of magnitude relative to their own tiny size.
+	globalMax := 0.0
+	for _, c := range cpu {
+		for _, v := range c.Float32s() {
+			globalMax = math.Max(globalMax, math.Abs(float64(v)))
+		}
+	}
 	worst, worstName := 0.0, ""
 	for name, c := range cpu {
 		cv, gv := c.Float32s(), gpu[name].Float32s()
-		maxAbs := 0.0
+		maxAbs := 1e-3 * globalMax
 		for _, v := range cv {
 			maxAbs = math.Max(maxAbs, math.Abs(float64(v)))
 		}
-		if maxAbs == 0 {
-			continue
-		}
 		for i := range cv {
-			if e := math.Abs(float64(gv[i]-cv[i])) / maxAbs; e > worst {
+			if e := math.Abs(float64(gv[i]-cv[i])) / maxAbs; e > worst || math.IsNaN(e) {
 				worst, worstName = e, name
 			}
 		}
 	}
-	t.Logf("worst gradient difference: %.2e of the tensor's max (%s)", worst, worstName)
-	if worst > 1e-3 {
+	t.Logf("worst gradient difference: %.2e of the tensor's max, floored at 1e-3 of the largest gradient (%s)", worst, worstName)
+	if worst > 1e-3 || math.IsNaN(worst) {
 		t.Fatalf("CUDA gradients differ from the CPU's by %.2e of %s's max", worst, worstName)
 	}
 }

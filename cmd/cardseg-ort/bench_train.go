@@ -27,7 +27,7 @@ type BenchTrainCmd struct {
 	Device  string `help:"auto, cpu or cuda." default:"cpu"`
 	JSON    bool   `help:"Print one JSON line."`
 	// The device-resident path (what training on a GPU uses).
-	DWGrad    string            `name:"dw-grad" help:"Convolution weight-gradient formulation: auto (im2col on CUDA, conv elsewhere), conv, taps or im2col." enum:"auto,conv,taps,im2col" default:"auto"`
+	DWGrad    string            `name:"dw-grad" help:"Convolution weight-gradient formulation: auto (im2col on CUDA, conv elsewhere), conv, taps, im2col or gather (im2col unfolding by Gather)." enum:"auto,conv,taps,im2col,gather" default:"auto"`
 	FP16      bool              `name:"fp16" help:"Mixed-precision train step (FP16 compute, FP32 master weights, dynamic loss scaling)."`
 	Resident  bool              `help:"Keep the training state in device memory (always on with --device cuda; on the CPU it tests the same path)."`
 	CUDAGraph bool              `name:"cuda-graph" help:"Capture and replay CUDA graphs (CUDA)." default:"true" negatable:""`

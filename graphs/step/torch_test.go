@@ -307,7 +307,7 @@ func TestWeightGradFormulationsAgree(t *testing.T) {
 		return runGraph(t, "grad_"+form, b, feeds)
 	}
 	ref := grads("conv")
-	for _, form := range []string{"taps", "im2col"} {
+	for _, form := range []string{"taps", "im2col", "gather"} {
 		out := grads(form)
 		worst, worstName := 0.0, ""
 		for _, p := range a.Params() {

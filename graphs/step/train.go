@@ -32,7 +32,8 @@ type Config struct {
 	// while the rest trains (unstructured pruning's fine-tuning).
 	Masked bool
 	// DepthwiseWeightGrad picks the depthwise weight-gradient formulation (graphs.GradOptions):
-	// "" or "conv", "taps", or "im2col" (the CUDA default: the pipeline picks it there).
+	// "" or "conv", "taps", "im2col" (the CUDA default: the pipeline picks it there) or "gather"
+	// (im2col with the patches unfolded by a Gather).
 	DepthwiseWeightGrad string
 	// FP16 builds mixed-precision graphs (for the GPU): float16 convolutions, activations and
 	// resizes; float32 master weights, batch-norm statistics, loss and optimizer. Inputs and
@@ -109,8 +110,8 @@ func (s *inputSource) Param(g *graphs.Graph, spec model.ParamSpec) *graphs.Value
 }
 
 func (c Config) validate() error {
-	if d := c.DepthwiseWeightGrad; d != "" && d != "conv" && d != "taps" && d != "im2col" {
-		return fmt.Errorf("step: depthwise weight gradient %q: want conv, taps or im2col", d)
+	if d := c.DepthwiseWeightGrad; d != "" && d != "conv" && d != "taps" && d != "im2col" && d != "gather" {
+		return fmt.Errorf("step: depthwise weight gradient %q: want conv, taps, im2col or gather", d)
 	}
 	if c.Batch < 1 || c.Height < 32 || c.Width < 32 {
 		return fmt.Errorf("step: batch %d and size %dx%d: want batch >= 1 and sides >= 32", c.Batch, c.Height, c.Width)

@@ -72,7 +72,9 @@ check_anchor() {
   timeout 120 python3 - "$anchor" 2>>"$LOG" >> "$RES" <<'PY'
 import json, sys
 import torch
-src = open(sys.argv[1]).read().split("for cfg in")[0]
+path = sys.argv[1]
+sys.argv = [path, "/tmp/torch_anchor"]  # the script's own argument: its output folder
+src = open(path).read().split("for cfg in")[0]
 exec(src)
 for cfg in [dict(amp=False), dict(amp=True)]:
     torch.cuda.reset_peak_memory_stats()
@@ -101,10 +103,27 @@ check_profile() {
   [ -n "$prof" ] && python3 tools/gpu/profile_summary.py "$prof" >> "$LOG" 2>&1
   note "profile done"
 }
+# Per-node GPU times: with CUDA_LAUNCH_BLOCKING=1 every launch waits for its kernel, so the
+# profile's kernel times are device times (plus ~10 us each); the profile comes back gzipped.
+check_bprofile() {
+  note "blocking profile (FP16, no CUDA graph)"
+  local line prof
+  line=$(CUDA_LAUNCH_BLOCKING=1 timeout 150 bin/cardseg-ort bench train --device $DEV --fp16 --no-cuda-graph $B --steps 2 --warmup 1 --profile /tmp/bprof 2>>"$LOG")
+  prof=$(echo "$line" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("profile",""))' 2>/dev/null)
+  [ -n "$prof" ] && { python3 tools/gpu/profile_summary.py "$prof" >> "$LOG" 2>&1; gzip -c "$prof" > "$OUT/profile_blocking.json.gz"; }
+  note "blocking profile done"
+}
+check_gradtest() {
+  note "CUDA gradients against the CPU's"
+  timeout 120 bin/pipeline.test -test.run 'TestCUDAGradientsMatchCPU' -test.v >> "$LOG" 2>&1; note "gradient test rc=$?"
+}
 check_nograph() { bench fp16_nograph 150 --device $DEV --fp16 --no-cuda-graph $B --steps 30 --warmup 5; }
 check_fp32() { bench fp32_graph 150 --device $DEV $B --steps 30 --warmup 5; }
 check_taps() { bench fp16_graph_taps 150 --device $DEV --fp16 --dw-grad taps $B --steps 50 --warmup 10; }
-check_nhwc() { bench fp16_graph_nhwc 150 --device $DEV --fp16 --cuda-opt prefer_nhwc=1 $B --steps 50 --warmup 10; }
+check_gather() { bench fp16_graph_gather 150 --device $DEV --fp16 --dw-grad gather $B --steps 50 --warmup 10; }
+# prefer_nhwc leaves some nodes off the CUDA provider (H200, ORT 1.29: "cannot use the graph
+# capture feature"), so it is timed without CUDA graphs; compare with nograph.
+check_nhwc() { bench fp16_nograph_nhwc 150 --device $DEV --fp16 --no-cuda-graph --cuda-opt prefer_nhwc=1 $B --steps 30 --warmup 5; }
 check_again() { bench fp16_graph_again 150 --device $DEV --fp16 $B --steps 50 --warmup 10; }
 # FP16 on the GPU against FP32 on the CPU: same data, seed and schedule. The CPU run is
 # deterministic (same validation IoU on any machine), so with TRAIN_CPU=0 only the GPU run is
@@ -131,7 +150,7 @@ check_train() {
   done
 }
 
-for c in ${CHECKS:-rtest tests bench anchor torch smoke profile nograph fp32 taps nhwc again train}; do
+for c in ${CHECKS:-rtest tests bench anchor gather torch smoke profile bprofile nograph fp32 taps again train}; do
   if declare -F "check_$c" >/dev/null; then "check_$c"; else note "unknown check $c"; fi
 done
 note "done"
