@@ -183,11 +183,13 @@ network, and the logit margin is resized back to the photo's size and thresholde
 
 ## Preprocessing (for the networks)
 
-What the training data loader does, and what an app feeding {{tick}}image{{tick}} must do:
+What an app feeding {{tick}}image{{tick}} must do (what the RGB variants do inside):
 
 1. decode the photo and apply its EXIF orientation (phones store rotated photos upright only in EXIF);
 2. resize to {{.W}}×{{.H}} (width × height) with bilinear interpolation, pixel centres aligned
-   (PyTorch's {{tick}}align_corners=False{{tick}}); when shrinking by 2× or more, box-average first;
+   (PyTorch's {{tick}}align_corners=False{{tick}}), antialiased when shrinking: the linear filter widened by the scale factor
+   (ONNX Resize with {{tick}}antialias=1{{tick}}, PIL, PyTorch's {{tick}}antialias=True{{tick}}). The training loader instead box-averages by
+   whole factors and then samples bilinearly; the two differ by a few grey levels at edges;
 3. RGB order, each channel scaled to [0,1] ({{tick}}v / 255{{tick}}), then normalised: {{tick}}(v/255 − mean[c]) / std[c]{{tick}} with
    mean = ({{index .Mean 0}}, {{index .Mean 1}}, {{index .Mean 2}}) and std = ({{index .Std 0}}, {{index .Std 1}}, {{index .Std 2}}) (ImageNet's);
 4. lay the three channels out as planes: {{tick}}[1, 3, {{.H}}, {{.W}}]{{tick}}, float32.

@@ -177,14 +177,11 @@ func runNetwork(modelPath string, in ort.InputOutputInfo, outputs []ort.InputOut
 	}
 	h, w := int(d[2]), int(d[3])
 	mean, std := normalization(modelPath)
-	small := resizeRGBA(photo, w, h)
+	small := resizePlanes(photo, w, h)
 	planes := make([]float32, 3*h*w)
-	for y := 0; y < h; y++ {
-		for x := 0; x < w; x++ {
-			p := small.Pix[y*small.Stride+4*x:]
-			for c := 0; c < 3; c++ {
-				planes[c*h*w+y*w+x] = (float32(p[c])/255 - mean[c]) / std[c]
-			}
+	for c := 0; c < 3; c++ {
+		for i, v := range small[c] {
+			planes[c*h*w+i] = (v/255 - mean[c]) / std[c]
 		}
 	}
 	x, err := ort.NewTensor(ort.NewShape(1, 3, int64(h), int64(w)), planes)
@@ -271,45 +268,72 @@ func bilinear(p []float32, w, h, x, y, pw, ph int) float32 {
 	return top*(1-fy) + bottom*fy
 }
 
-// resizeRGBA scales a photo to w×h: box-average when shrinking by 2 or more (so fine detail
-// does not alias), then bilinear.
-func resizeRGBA(src *image.RGBA, w, h int) *image.RGBA {
+// resizePlanes scales a photo to w×h float planes (R, G, B; values 0–255) as the RGB variants
+// do inside: separable linear interpolation with half-pixel centres and, when shrinking, the
+// triangle filter widened by the scale factor so that every source pixel counts (ONNX Resize
+// with antialias=1, the same as PIL and PyTorch's antialiased bilinear).
+func resizePlanes(src *image.RGBA, w, h int) [3][]float32 {
 	sw, sh := src.Rect.Dx(), src.Rect.Dy()
-	if k := min(sw/w, sh/h); k >= 2 {
-		small := image.NewRGBA(image.Rect(0, 0, sw/k, sh/k))
-		for y := 0; y < sh/k; y++ {
-			for x := 0; x < sw/k; x++ {
-				var sum [3]int
-				for dy := 0; dy < k; dy++ {
-					for dx := 0; dx < k; dx++ {
-						p := src.Pix[(y*k+dy)*src.Stride+4*(x*k+dx):]
-						sum[0], sum[1], sum[2] = sum[0]+int(p[0]), sum[1]+int(p[1]), sum[2]+int(p[2])
-					}
+	xs, ys := resampleTaps(sw, w), resampleTaps(sh, h)
+	var out [3][]float32
+	rows := make([]float32, sh*w) // horizontal pass: sh rows of w
+	for c := 0; c < 3; c++ {
+		for y := 0; y < sh; y++ {
+			line := src.Pix[y*src.Stride:]
+			for x, t := range xs {
+				var acc float32
+				for k, wt := range t.w {
+					acc += wt * float32(line[4*(t.start+k)+c])
 				}
-				o := small.Pix[y*small.Stride+4*x:]
-				o[0], o[1], o[2], o[3] = uint8(sum[0]/(k*k)), uint8(sum[1]/(k*k)), uint8(sum[2]/(k*k)), 255
+				rows[y*w+x] = acc
 			}
 		}
-		src, sw, sh = small, sw/k, sh/k
-	}
-	dst := image.NewRGBA(image.Rect(0, 0, w, h))
-	planes := [3][]float32{}
-	for c := range planes {
-		planes[c] = make([]float32, sw*sh)
-		for i := range planes[c] {
-			planes[c][i] = float32(src.Pix[(i/sw)*src.Stride+4*(i%sw)+c])
-		}
-	}
-	for y := 0; y < h; y++ {
-		for x := 0; x < w; x++ {
-			o := dst.Pix[y*dst.Stride+4*x:]
-			for c := 0; c < 3; c++ {
-				o[c] = uint8(math.Round(math.Max(0, math.Min(255, float64(bilinear(planes[c], sw, sh, x, y, w, h))))))
+		plane := make([]float32, h*w)
+		for y, t := range ys {
+			for x := 0; x < w; x++ {
+				var acc float32
+				for k, wt := range t.w {
+					acc += wt * rows[(t.start+k)*w+x]
+				}
+				plane[y*w+x] = acc
 			}
-			o[3] = 255
 		}
+		out[c] = plane
 	}
-	return dst
+	return out
+}
+
+// taps are one output sample's source range and normalised weights.
+type taps struct {
+	start int
+	w     []float32
+}
+
+// resampleTaps computes, for each of m outputs resampled from n inputs, the linear filter's
+// taps: centre (o+½)·n/m in input coordinates, radius 1 input pixel when enlarging and n/m
+// when shrinking, weights 1−|distance|/radius normalised to sum 1.
+func resampleTaps(n, m int) []taps {
+	scale := float64(n) / float64(m)
+	radius := math.Max(scale, 1)
+	out := make([]taps, m)
+	for o := range out {
+		centre := (float64(o) + 0.5) * scale
+		lo := max(int(centre-radius+0.5), 0)
+		hi := min(int(centre+radius+0.5), n)
+		var ws []float64
+		var sum float64
+		for i := lo; i < hi; i++ {
+			wt := math.Max(0, 1-math.Abs((float64(i)+0.5-centre)/radius))
+			ws = append(ws, wt)
+			sum += wt
+		}
+		t := taps{start: lo, w: make([]float32, len(ws))}
+		for k, wt := range ws {
+			t.w[k] = float32(wt / sum)
+		}
+		out[o] = t
+	}
+	return out
 }
 
 // readImage decodes a JPEG or PNG into RGBA. (Phones record their rotation in EXIF; the
