@@ -21,9 +21,7 @@ func float16Raw(data []float32) []byte {
 
 // InitFloat16 adds a float16 initializer with an exact name, rounding data from float32.
 func (g *Graph) InitFloat16(name string, shape Shape, data []float32) *Value {
-	if int64(len(data)) != shape.Size() {
-		panic(fmt.Sprintf("graphs: initializer %s: shape %v needs %d values, got %d", name, shape, shape.Size(), len(data)))
-	}
+	checkInitSize(name, shape, len(data))
 	return g.InitRaw(name, Float16, shape, float16Raw(data))
 }
 
@@ -38,13 +36,9 @@ func (g *Graph) ConstFloat16(shape Shape, data ...float32) *Value {
 			return v
 		}
 	}
-	if int64(len(data)) != shape.Size() {
-		panic(fmt.Sprintf("graphs: float16 constant: shape %v needs %d values, got %d", shape, shape.Size(), len(data)))
-	}
 	name := g.uniqueName("const")
-	v := &Value{g: g, name: name, dtype: Float16, shape: shape.clone(), kind: kindInitializer}
-	v.init = &Initializer{Value: v, Raw: float16Raw(data)}
-	g.inits = append(g.inits, v.init)
+	checkInitSize(name, shape, len(data))
+	v := g.initRaw(name, Float16, shape, float16Raw(data))
 	if key != "" {
 		g.constant[key] = v
 	}

@@ -271,13 +271,8 @@ func (g *Graph) InitFloat(name string, shape Shape, data []float32) *Value {
 }
 
 func (g *Graph) initFloat(name string, shape Shape, data []float32) *Value {
-	if int64(len(data)) != shape.Size() {
-		panic(fmt.Sprintf("graphs: initializer %s: shape %v needs %d values, got %d", name, shape, shape.Size(), len(data)))
-	}
-	v := &Value{g: g, name: name, dtype: Float, shape: shape.clone(), kind: kindInitializer}
-	v.init = &Initializer{Value: v, Float32: data}
-	g.inits = append(g.inits, v.init)
-	return v
+	checkInitSize(name, shape, len(data))
+	return g.addInit(name, Float, shape, Initializer{Float32: data})
 }
 
 // InitInt64 adds an int64 initializer with an exact name.
@@ -287,13 +282,8 @@ func (g *Graph) InitInt64(name string, shape Shape, data []int64) *Value {
 }
 
 func (g *Graph) initInt64(name string, shape Shape, data []int64) *Value {
-	if int64(len(data)) != shape.Size() {
-		panic(fmt.Sprintf("graphs: initializer %s: shape %v needs %d values, got %d", name, shape, shape.Size(), len(data)))
-	}
-	v := &Value{g: g, name: name, dtype: Int64, shape: shape.clone(), kind: kindInitializer}
-	v.init = &Initializer{Value: v, Int64: data}
-	g.inits = append(g.inits, v.init)
-	return v
+	checkInitSize(name, shape, len(data))
+	return g.addInit(name, Int64, shape, Initializer{Int64: data})
 }
 
 // InitRaw adds an initializer of any element type from little-endian bytes.
@@ -303,8 +293,20 @@ func (g *Graph) InitRaw(name string, dt DType, shape Shape, raw []byte) *Value {
 }
 
 func (g *Graph) initRaw(name string, dt DType, shape Shape, raw []byte) *Value {
+	return g.addInit(name, dt, shape, Initializer{Raw: raw})
+}
+
+func checkInitSize(name string, shape Shape, n int) {
+	if int64(n) != shape.Size() {
+		panic(fmt.Sprintf("graphs: initializer %s: shape %v needs %d values, got %d", name, shape, shape.Size(), n))
+	}
+}
+
+// addInit records an initializer holding init's data.
+func (g *Graph) addInit(name string, dt DType, shape Shape, init Initializer) *Value {
 	v := &Value{g: g, name: name, dtype: dt, shape: shape.clone(), kind: kindInitializer}
-	v.init = &Initializer{Value: v, Raw: raw}
+	init.Value = v
+	v.init = &init
 	g.inits = append(g.inits, v.init)
 	return v
 }
