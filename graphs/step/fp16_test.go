@@ -352,13 +352,7 @@ func TestFP16EvalStepMatchesFP32(t *testing.T) {
 	a := model.MobileNetV3Large(1, 2)
 	w := perturbedWeights(a, 6)
 	img, tg := testBatch(n, h, wd, 6)
-	feeds := map[string]*runtime.Tensor{
-		step.InputImage:  runtime.MustNew([]int64{n, 3, h, wd}, img),
-		step.InputTarget: runtime.MustNew([]int64{n, h, wd}, tg),
-	}
-	for _, p := range a.Params() {
-		feeds[p.Name] = runtime.MustNew([]int64(p.Shape), w.Tensors[p.Name])
-	}
+	feeds := batchFeeds(a, w, img, tg, n, h, wd)
 	graph := func(fp16 bool) *graphs.Graph {
 		g, err := step.EvalStep(step.Config{Arch: a, Height: h, Width: wd, Loss: step.DefaultLoss, FP16: fp16})
 		if err != nil {

@@ -119,6 +119,18 @@ func maxRelErr(a, b []float32) float64 {
 	return d / m
 }
 
+// batchFeeds are a forward graph's inputs: the batch and every network tensor of w.
+func batchFeeds(a model.Arch, w *model.Weights, img []float32, tg []int64, n, h, wd int64) map[string]*runtime.Tensor {
+	feeds := map[string]*runtime.Tensor{
+		step.InputImage:  runtime.MustNew([]int64{n, 3, h, wd}, img),
+		step.InputTarget: runtime.MustNew([]int64{n, h, wd}, tg),
+	}
+	for _, p := range a.Params() {
+		feeds[p.Name] = runtime.MustNew([]int64(p.Shape), w.Tensors[p.Name])
+	}
+	return feeds
+}
+
 func runGraph(t *testing.T, name string, b []byte, feeds map[string]*runtime.Tensor) map[string]*runtime.Tensor {
 	t.Helper()
 	s, err := runtime.NewSession(name, b, runtime.SessionOptions{Provider: runtime.ProviderCPU})
@@ -153,13 +165,7 @@ func TestGradientsMatchPyTorch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	feeds := map[string]*runtime.Tensor{
-		step.InputImage:  runtime.MustNew([]int64{n, 3, h, wd}, img),
-		step.InputTarget: runtime.MustNew([]int64{n, h, wd}, tg),
-	}
-	for _, p := range a.Params() {
-		feeds[p.Name] = runtime.MustNew([]int64(p.Shape), w.Tensors[p.Name])
-	}
+	feeds := batchFeeds(a, w, img, tg, n, h, wd)
 	out := runGraph(t, "grad_check", b, feeds)
 	for _, k := range []string{"loss", "loss_ce", "loss_dice"} {
 		got, want := float64(runtime.Data[float32](out[k])[0]), float64(f32(t, ref, k)[0])
@@ -287,13 +293,7 @@ func TestWeightGradFormulationsAgree(t *testing.T) {
 	a := model.MobileNetV3Large(1, 2)
 	w := perturbedWeights(a, 3)
 	img, tg := testBatch(n, h, wd, 5)
-	feeds := map[string]*runtime.Tensor{
-		step.InputImage:  runtime.MustNew([]int64{n, 3, h, wd}, img),
-		step.InputTarget: runtime.MustNew([]int64{n, h, wd}, tg),
-	}
-	for _, p := range a.Params() {
-		feeds[p.Name] = runtime.MustNew([]int64(p.Shape), w.Tensors[p.Name])
-	}
+	feeds := batchFeeds(a, w, img, tg, n, h, wd)
 	grads := func(form string) map[string]*runtime.Tensor {
 		cfg := step.Config{Arch: a, Batch: n, Height: h, Width: wd, Loss: step.DefaultLoss, Adam: step.DefaultAdamW, DepthwiseWeightGrad: form}
 		g, err := step.GradGraph(cfg)
