@@ -44,6 +44,8 @@ func TestGradientRules(t *testing.T) {
 		mk("reducesum axes", D, []gradcheck.In{{Shape: s(2, 3, 4), Diff: true}}, one(func(x V) V { return graphs.ReduceSum(x, false, 0, 2) })),
 		mk("reducesum keep", D, []gradcheck.In{{Shape: s(2, 3, 4), Diff: true}}, one(func(x V) V { return graphs.ReduceSum(x, true, 1) })),
 		mk("reducemean", D, []gradcheck.In{{Shape: s(2, 3, 4, 5), Diff: true}}, one(func(x V) V { return graphs.ReduceMean(x, true, 2, 3) })),
+		mk("reducesumsquare", D, []gradcheck.In{{Shape: s(2, 3, 4), Diff: true}}, one(func(x V) V { return graphs.ReduceSumSquare(x, true, 0, 2) })),
+		mk("channelsumsquare", D, []gradcheck.In{{Shape: s(2, 3, 4, 5), Diff: true}}, one(func(x V) V { return graphs.ChannelSumSquare(x, false) })),
 		mk("channelmean", D, []gradcheck.In{{Shape: s(2, 3, 4, 5), Diff: true}}, one(func(x V) V { return graphs.ChannelMean(graphs.Mul(x, x), true) })),
 		mk("reshape", D, []gradcheck.In{{Shape: s(2, 6), Diff: true}}, one(func(x V) V { return graphs.Mul(graphs.Reshape(x, s(3, 4)), graphs.Reshape(x, s(3, 4))) })),
 		mk("transpose", D, []gradcheck.In{{Shape: s(2, 3, 4), Diff: true}}, one(func(x V) V { return graphs.Transpose(x, 2, 0, 1) })),
@@ -123,7 +125,7 @@ func TestGradientRules(t *testing.T) {
 func TestEveryRuleHasAFiniteDifferenceCase(t *testing.T) {
 	covered := map[string]bool{"Add": true, "Sub": true, "Mul": true, "Div": true, "Neg": true, "Exp": true, "Log": true,
 		"Sqrt": true, "Reciprocal": true, "Pow": true, "Relu": true, "Sigmoid": true, "HardSigmoid": true, "HardSwish": true,
-		"Cast": true, "Identity": true, "Where": true, "ReduceSum": true, "ReduceMean": true, "Reshape": true, "Transpose": true,
+		"Cast": true, "Identity": true, "Where": true, "ReduceSum": true, "ReduceMean": true, "ReduceSumSquare": true, "Reshape": true, "Transpose": true,
 		"Slice": true, "Pad": true, "Expand": true, "Concat": true, "MatMul": true, "Softmax": true, "LogSoftmax": true, "Conv": true}
 	for _, op := range graphs.GradRuleOps() {
 		if !covered[op] {

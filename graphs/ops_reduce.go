@@ -85,6 +85,40 @@ func ChannelMean(x *Value, keep bool) *Value {
 	return Mul(ChannelSum(x, keep), ScalarLike(x, 1/float32(x.shape[0]*x.shape[2]*x.shape[3])))
 }
 
+// ChannelSumSquare is the sum of squares of a rank-4 [N,C,H,W] value over batch and space, [C]
+// or [1,C,1,1] with keep: one ReduceSumSquare over each image's space (no squared copy of the
+// tensor is written), then a sum over the batch.
+func ChannelSumSquare(x *Value, keep bool) *Value {
+	if x.Rank() != 4 {
+		panic(fmt.Sprintf("graphs: ChannelSumSquare of %v: want rank 4", x))
+	}
+	N, C := x.shape[0], x.shape[1]
+	s := ReduceSum(ReduceSumSquare(Reshape(x, Shape{N, C, x.shape[2] * x.shape[3]}), false, 2), false, 0)
+	if keep {
+		s = Reshape(s, Shape{1, C, 1, 1})
+	}
+	return s
+}
+
+// ReduceSumSquare sums the squares over axes (attribute form, opset 17; all axes when none
+// are given).
+func ReduceSumSquare(x *Value, keep bool, axes ...int64) *Value {
+	if len(axes) == 0 {
+		for i := range x.shape {
+			axes = append(axes, int64(i))
+		}
+	}
+	axes = normAxes("ReduceSumSquare", x.Rank(), axes)
+	return x.g.addNode("ReduceSumSquare", []*Value{x}, []Attr{{"axes", axes}, {"keepdims", keepInt(keep)}},
+		[]outSpec{{x.dtype, reducedShape(x.shape, axes, keep)}})[0]
+}
+
+// d Σx² = 2x·dy.
+func gradReduceSumSquare(n *Node, dy []*Value, want []bool) []*Value {
+	x := n.Inputs[0]
+	return []*Value{Mul(broadcastBack(n, dy[0]), Add(x, x))}
+}
+
 // reduceAxes reads a reduction node's axes (input for ReduceSum, attribute otherwise).
 func reduceAxes(n *Node) []int64 {
 	if n.Op == "ReduceSum" {

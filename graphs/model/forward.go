@@ -215,35 +215,42 @@ func (n *net) batchNorm(prefix, conv string, x *graphs.Value, ch int, eps, mom f
 	}
 	// Training mode, as PyTorch: normalise with the biased batch variance; the running
 	// variance is updated with the unbiased one. The normalisation is one composite with the
-	// fused batch-norm gradient (half the full-size passes of differentiating its parts):
-	//   x̂ = (x−μ)/σ, dβ = Σdy, dγ = Σdy·x̂, dx = γ/σ · (dy − mean(dy) − x̂·mean(dy·x̂)).
+	// fused batch-norm gradient, written for few full-size passes (ORT runs each node as one):
+	//   forward  μ = mean(x), xc = x−μ, σ² = Σxc²/M (ReduceSumSquare, no squared copy),
+	//            y = BatchNormalization(x; γ, β, μ, σ²) (inference form: one affine pass);
+	//   backward dβ = Σdy, dγ = Σdy·xc/σ, dx = γ/σ·(dy − mean(dy)) − xc·γ·Σdy·xc/(M·σ³),
+	//            the first term one BatchNormalization pass with scale γ/σ, mean mean(dy),
+	//            variance 0 and epsilon 1 (an exact per-channel affine).
+	// Two full-size passes forward and three backward (plus the reductions), against five and
+	// five when x̂ = (x−μ)/σ is materialised and differentiated as written.
 	c := int64(ch)
 	bc := graphs.Shape{1, c, 1, 1}
-	var mean, variance, xhat, inv *graphs.Value
+	cs := graphs.Shape{c}
+	m := 1 / float32(x.Dim(0)*x.Dim(2)*x.Dim(3))
+	var mean, variance, xc, inv *graphs.Value
 	y := n.g.Composite(prefix, []*graphs.Value{x, gamma, beta}, func() []*graphs.Value {
-		mean = graphs.ChannelMean(x, true)
-		xc := graphs.Sub(x, mean)
-		variance = graphs.ChannelMean(graphs.Mul(xc, xc), true)
+		mean = graphs.ChannelMean(x, false)
+		xc = graphs.Sub(x, graphs.Reshape(mean, bc))
+		variance = graphs.Mul(graphs.ChannelSumSquare(xc, false), graphs.ScalarLike(x, m))
 		inv = graphs.Reciprocal(graphs.Sqrt(graphs.Add(variance, graphs.ScalarLike(variance, eps))))
-		xhat = graphs.Mul(xc, inv)
-		return []*graphs.Value{graphs.Add(graphs.Mul(xhat, graphs.Reshape(gamma, bc)), graphs.Reshape(beta, bc))}
+		return []*graphs.Value{graphs.BatchNormInference(x, gamma, beta, mean, variance, eps)}
 	}, func(dys []*graphs.Value, want []bool) []*graphs.Value {
 		dy := dys[0]
-		sumDy := graphs.ChannelSum(dy, true)
-		sumDyX := graphs.ChannelSum(graphs.Mul(dy, xhat), true)
+		sumDy := graphs.ChannelSum(dy, false)
+		sumDyXc := graphs.ChannelSum(graphs.Mul(dy, xc), false)
 		out := make([]*graphs.Value, 3)
 		if want[0] {
-			m := 1 / float32(x.Dim(0)*x.Dim(2)*x.Dim(3))
-			k := graphs.Mul(inv, graphs.Reshape(gamma, bc))
+			k := graphs.Mul(inv, gamma)                                                                         // γ/σ
+			b := graphs.Mul(graphs.Mul(k, graphs.Mul(inv, inv)), graphs.Mul(sumDyXc, graphs.ScalarLike(dy, m))) // γ·Σdy·xc/(M·σ³)
 			meanDy := graphs.Mul(sumDy, graphs.ScalarLike(dy, m))
-			meanDyX := graphs.Mul(sumDyX, graphs.ScalarLike(dy, m))
-			out[0] = graphs.Mul(graphs.Sub(graphs.Sub(dy, meanDy), graphs.Mul(xhat, meanDyX)), k)
+			zero := graphs.ConstLike(dy, cs, make([]float32, c)...)
+			out[0] = graphs.Sub(graphs.BatchNormInference(dy, k, zero, meanDy, zero, 1), graphs.Mul(xc, graphs.Reshape(b, bc)))
 		}
 		if want[1] {
-			out[1] = graphs.Reshape(sumDyX, graphs.Shape{c})
+			out[1] = graphs.Mul(sumDyXc, inv)
 		}
 		if want[2] {
-			out[2] = graphs.Reshape(sumDy, graphs.Shape{c})
+			out[2] = sumDy
 		}
 		return out
 	})[0]
@@ -254,7 +261,7 @@ func (n *net) batchNorm(prefix, conv string, x *graphs.Value, ch int, eps, mom f
 	}
 	n.out.BN = append(n.out.BN, BNUpdate{
 		Mean: meanSpec, Var: varSpec, RunMean: rm, RunVar: rv,
-		BatchMean: graphs.Reshape(mean, graphs.Shape{c}), BatchV: graphs.Reshape(unbiased, graphs.Shape{c}),
+		BatchMean: mean, BatchV: unbiased,
 		Momentum: mom,
 	})
 	return y
