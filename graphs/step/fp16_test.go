@@ -467,7 +467,7 @@ func compareLogits(t *testing.T, l16, l32 []float32, n, plane int) {
 // node and a CUDA graph can capture the whole step.
 var cudaOps = map[string]bool{
 	"Add": true, "Sub": true, "Mul": true, "Div": true, "Neg": true, "Exp": true, "Log": true, "Sqrt": true,
-	"Reciprocal": true, "Relu": true, "Sigmoid": true, "HardSigmoid": true, "HardSwish": true, "Cast": true,
+	"Reciprocal": true, "Relu": true, "Sigmoid": true, "HardSigmoid": true, "HardSwish": true, "ThresholdedRelu": true, "Cast": true,
 	"Identity": true, "Where": true, "Greater": true, "Less": true, "Equal": true, "And": true, "Or": true, "Not": true,
 	"IsInf": true, "IsNaN": true, "ReduceSum": true, "ReduceMean": true, "Reshape": true, "Transpose": true,
 	"Slice": true, "Pad": true, "Expand": true, "Concat": true, "Split": true, "MatMul": true, "LogSoftmax": true,
