@@ -56,7 +56,8 @@ func TestGradientRules(t *testing.T) {
 		mk("matmul", D, []gradcheck.In{{Shape: s(2, 3, 4), Diff: true}, {Shape: s(4, 5), Diff: true}}, two(graphs.MatMul)),
 		mk("matmul batch broadcast", D, []gradcheck.In{{Shape: s(3, 4), Diff: true}, {Shape: s(2, 1, 4, 2), Diff: true}}, two(graphs.MatMul)),
 		mk("softmax", D, []gradcheck.In{{Shape: s(2, 3, 4), Diff: true}}, one(func(x V) V { return graphs.Softmax(x, 1) })),
-		mk("logsoftmax", D, []gradcheck.In{{Shape: s(2, 3, 4), Diff: true}}, one(func(x V) V { return graphs.LogSoftmax(x, 1) })),
+		mk("logsoftmax", D, []gradcheck.In{{Shape: s(2, 3, 4), Diff: true}}, one(func(x V) V { return graphs.LogSoftmax(x, -1) })),
+		mk("logsoftmax inner axis", D, []gradcheck.In{{Shape: s(2, 3, 4), Gen: gradcheck.Uniform(-30, 30), Diff: true}}, one(func(x V) V { return graphs.LogSoftmax(x, 1) })),
 	}
 	convs := []struct {
 		name string

@@ -471,7 +471,7 @@ var cudaOps = map[string]bool{
 	"Identity": true, "Where": true, "Greater": true, "Less": true, "Equal": true, "And": true, "Or": true, "Not": true,
 	"IsInf": true, "IsNaN": true, "ReduceSum": true, "ReduceMean": true, "Reshape": true, "Transpose": true,
 	"Slice": true, "Pad": true, "Expand": true, "Concat": true, "Split": true, "MatMul": true, "LogSoftmax": true,
-	"Conv": true, "ConvTranspose": true, "ArgMax": true, "Gather": true,
+	"Conv": true, "ConvTranspose": true, "ArgMax": true, "Gather": true, "ReduceMax": true,
 }
 
 // int64Ops may take computed int64 tensors (the target's labels): moving and comparing them,
