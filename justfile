@@ -60,9 +60,9 @@ lint:
 bench PATTERN=".": setup
     go test -run '^$' -bench '{{PATTERN}}' -benchmem -json ./... | tee bench.json | go run ./tools/benchfmt
 
-# Time the CPU training step against PyTorch in one command (issue 3's measurement); JSON line.
+# Time the CPU training step against PyTorch's, alternating in 2-step segments (issue 3's measurement); JSON line.
 bench-train *ARGS: setup build
-    {{bin}} bench train --batch 8 --height 240 --width 320 --threads 2 --steps 10 --warmup 2 --compare-torch --json {{ARGS}}
+    {{bin}} bench train --batch 8 --height 240 --width 320 --threads 2 --steps 12 --warmup 2 --segment 2 --compare-torch --json {{ARGS}}
 
 # Regenerate generated code (ONNX protobuf types from Debian's onnx.proto).
 gen:

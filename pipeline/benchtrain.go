@@ -36,49 +36,93 @@ type BenchTrainResult struct {
 // BenchTrain times the CPU/GPU train step on random data (after warm-up steps that are not
 // counted): the median step time, throughput and the process's peak resident memory.
 func BenchTrain(cfg step.Config, opts runtime.SessionOptions, warmup, steps int, seed uint64) (BenchTrainResult, error) {
-	res := BenchTrainResult{Batch: cfg.Batch, Height: cfg.Height, Width: cfg.Width, Threads: opts.IntraOpThreads, Steps: steps}
 	if steps < 1 {
-		return res, fmt.Errorf("bench train: need at least one step")
+		return BenchTrainResult{}, fmt.Errorf("bench train: need at least one step")
 	}
+	b, err := OpenTrainBench(cfg, opts, seed)
+	if err != nil {
+		return BenchTrainResult{}, err
+	}
+	defer b.Close()
+	if _, err := b.Steps(warmup); err != nil {
+		return BenchTrainResult{}, err
+	}
+	timed, err := b.Steps(steps)
+	if err != nil {
+		return BenchTrainResult{}, err
+	}
+	return b.Result(timed), nil
+}
+
+// TrainBench is a train step opened on random data and timed a few steps at a time, so a
+// caller can interleave it with another measurement (PyTorch's step) in short segments.
+type TrainBench struct {
+	res  BenchTrainResult
+	ts   *TrainSession
+	st   *State
+	img  []float32
+	tgt  []int64
+	loss float32
+}
+
+// OpenTrainBench builds the train step and its session and the initial state.
+func OpenTrainBench(cfg step.Config, opts runtime.SessionOptions, seed uint64) (*TrainBench, error) {
+	res := BenchTrainResult{Batch: cfg.Batch, Height: cfg.Height, Width: cfg.Width, Threads: opts.IntraOpThreads}
 	t0 := time.Now()
 	g, err := step.TrainStep(cfg)
 	if err != nil {
-		return res, err
+		return nil, err
 	}
 	b, err := g.Marshal()
 	if err != nil {
-		return res, err
+		return nil, err
 	}
 	res.BuildMS = ms(time.Since(t0))
 	t0 = time.Now()
 	sess, err := runtime.NewSession("train_step", b, opts)
 	if err != nil {
-		return res, err
+		return nil, err
 	}
 	ts := &TrainSession{cfg: cfg, sess: sess, specs: cfg.Arch.Params()}
-	defer ts.Close()
 	res.SessionMS = ms(time.Since(t0))
 	res.Device = string(sess.Provider())
 	res.ORT = runtime.Version()
 	st, err := NewState(cfg.Arch, model.Init(cfg.Arch, seed))
 	if err != nil {
-		return res, err
+		ts.Close()
+		return nil, err
 	}
 	img, tgt := randomBatch(cfg, seed)
-	for i := 0; i < warmup+steps; i++ {
-		t := time.Now()
-		r, err := ts.Step(st, img, tgt, 1e-3)
-		if err != nil {
-			return res, err
-		}
-		if i >= warmup {
-			res.StepMS = append(res.StepMS, ms(time.Since(t)))
-		}
-		res.FinalLoss = r.Loss
-	}
-	res.summarize()
-	return res, nil
+	return &TrainBench{res: res, ts: ts, st: st, img: img, tgt: tgt}, nil
 }
+
+// Steps runs n training steps and returns each one's wall time in milliseconds.
+func (b *TrainBench) Steps(n int) ([]float64, error) {
+	out := make([]float64, 0, n)
+	for i := 0; i < n; i++ {
+		t := time.Now()
+		r, err := b.ts.Step(b.st, b.img, b.tgt, 1e-3)
+		if err != nil {
+			return out, err
+		}
+		out = append(out, ms(time.Since(t)))
+		b.loss = r.Loss
+	}
+	return out, nil
+}
+
+// Result summarises the given timed steps (median, minimum, throughput, peak memory).
+func (b *TrainBench) Result(timed []float64) BenchTrainResult {
+	res := b.res
+	res.Steps = len(timed)
+	res.StepMS = timed
+	res.FinalLoss = b.loss
+	res.summarize()
+	return res
+}
+
+// Close releases the session.
+func (b *TrainBench) Close() { b.ts.Close() }
 
 // summarize fills the median, minimum, throughput and peak memory from StepMS.
 func (res *BenchTrainResult) summarize() {

@@ -1,13 +1,19 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
 	_ "embed"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"sort"
 	"strings"
+	"time"
 
 	goruntime "runtime"
 
@@ -34,53 +40,238 @@ type BenchTrainCmd struct {
 	CUDAOpt   map[string]string `name:"cuda-opt" help:"Extra CUDA provider options, e.g. --cuda-opt prefer_nhwc=1."`
 	Profile   string            `help:"Write ONNX Runtime's per-node profile (Chrome trace JSON) of the device-resident run to files with this prefix."`
 	ORTConfig map[string]string `name:"ort-config" help:"Session configuration entries, e.g. --ort-config session.disable_cpu_ep_fallback=1."`
-	// CompareTorch runs PyTorch's CPU step with the same settings first, in the same command,
-	// and reports the ratio (this machine is shared and noisy: only same-run ratios mean much).
-	CompareTorch bool   `name:"compare-torch" help:"Also time PyTorch's training step (needs python3 with torch and torchvision) and report the ratio."`
+	// CompareTorch times PyTorch's CPU step with the same settings in the same command,
+	// alternating with ours in short segments so that both see the same machine noise, and
+	// reports the median of the per-segment ratios (a shared machine's speed drifts by ±20%
+	// within minutes; only such interleaved ratios mean much).
+	CompareTorch bool   `name:"compare-torch" help:"Also time PyTorch's training step (needs python3 with torch and torchvision), alternating with ours, and report the ratio."`
+	Segment      int    `help:"With --compare-torch: steps per segment (each side runs this many, then the other)." default:"2"`
 	Python       string `help:"Python for --compare-torch." default:"/usr/bin/python3"`
+	TorchPreload string `name:"torch-preload" help:"With --compare-torch: LD_PRELOAD for the PyTorch process only, e.g. /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 (PyTorch is faster with tcmalloc)."`
 	netFlags
 }
 
 //go:embed baselines/torch_train_step.py
 var torchTrainStep []byte
 
-// torchResult is the baseline script's JSON line.
+// torchResult is PyTorch's side of an interleaved comparison.
 type torchResult struct {
-	Torch        string  `json:"torch"`
-	StepMSMedian float64 `json:"step_ms_median"`
-	StepMSMin    float64 `json:"step_ms_min"`
-	ImgPerS      float64 `json:"img_per_s"`
-	PeakRSSMB    float64 `json:"peak_rss_mb"`
+	Torch        string    `json:"torch"`
+	Preload      string    `json:"ld_preload,omitempty"`
+	StepMSMedian float64   `json:"step_ms_median"`
+	StepMSMin    float64   `json:"step_ms_min"`
+	StepMS       []float64 `json:"step_ms"`
+	ImgPerS      float64   `json:"img_per_s"`
+	PeakRSSMB    float64   `json:"peak_rss_mb"`
 }
 
-func (c *BenchTrainCmd) runTorch() (*torchResult, error) {
+// segment is one round of the interleaved comparison.
+type segment struct {
+	OursMS  float64 `json:"ours_ms"`  // median of our steps in the round
+	TorchMS float64 `json:"torch_ms"` // median of PyTorch's
+	Ratio   float64 `json:"ratio"`    // ours / PyTorch
+}
+
+// torchServer is the baseline script in serve mode: it has built and warmed up PyTorch's
+// model and runs N steps for each line N it reads.
+type torchServer struct {
+	cmd     *exec.Cmd
+	in      io.WriteCloser
+	out     *bufio.Scanner
+	stderr  *bytes.Buffer
+	dir     string
+	version string
+}
+
+func (c *BenchTrainCmd) startTorch() (*torchServer, error) {
 	dir, err := os.MkdirTemp("", "cardseg-bench-")
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(dir)
 	script := filepath.Join(dir, "torch_train_step.py")
 	if err := os.WriteFile(script, torchTrainStep, 0o644); err != nil {
+		os.RemoveAll(dir)
 		return nil, err
 	}
 	threads := c.Threads
 	if threads == 0 {
 		threads = goruntime.NumCPU()
 	}
-	out, err := exec.Command(c.Python, script, fmt.Sprint(c.Batch), fmt.Sprint(c.Height), fmt.Sprint(c.Width),
-		fmt.Sprint(threads), fmt.Sprint(c.Steps), fmt.Sprint(c.Warmup)).Output()
-	if err != nil {
-		msg := err.Error()
-		if ee, ok := err.(*exec.ExitError); ok {
-			msg = strings.TrimSpace(string(ee.Stderr))
+	cmd := exec.Command(c.Python, script, fmt.Sprint(c.Batch), fmt.Sprint(c.Height), fmt.Sprint(c.Width),
+		fmt.Sprint(threads), "0", fmt.Sprint(c.Warmup))
+	if c.TorchPreload != "" {
+		if _, err := os.Stat(c.TorchPreload); err != nil {
+			os.RemoveAll(dir)
+			return nil, fmt.Errorf("--torch-preload: %w", err)
 		}
-		return nil, fmt.Errorf("PyTorch baseline (%s): %s", c.Python, msg)
+		cmd.Env = append(os.Environ(), "LD_PRELOAD="+c.TorchPreload)
 	}
-	var r torchResult
-	if err := json.Unmarshal(out, &r); err != nil {
-		return nil, fmt.Errorf("PyTorch baseline printed %q", out)
+	t := &torchServer{cmd: cmd, dir: dir, stderr: &bytes.Buffer{}}
+	cmd.Stderr = t.stderr
+	if t.in, err = cmd.StdinPipe(); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
 	}
-	return &r, nil
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	t.out = bufio.NewScanner(stdout)
+	t.out.Buffer(make([]byte, 1<<16), 1<<20)
+	if err := cmd.Start(); err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("PyTorch baseline (%s): %w", c.Python, err)
+	}
+	var ready struct {
+		Ready bool   `json:"ready"`
+		Torch string `json:"torch"`
+	}
+	if err := t.read(&ready); err != nil {
+		t.kill()
+		return nil, err
+	}
+	t.version = ready.Torch
+	return t, nil
+}
+
+// read decodes the next JSON line, or reports how the script failed.
+func (t *torchServer) read(v any) error {
+	if !t.out.Scan() {
+		t.cmd.Wait()
+		msg := strings.TrimSpace(t.stderr.String())
+		if i := strings.LastIndex(msg, "\n"); i >= 0 {
+			msg = msg[i+1:] // the exception line of a traceback
+		}
+		return fmt.Errorf("PyTorch baseline (%s) stopped: %s", t.cmd.Path, msg)
+	}
+	if err := json.Unmarshal(t.out.Bytes(), v); err != nil {
+		return fmt.Errorf("PyTorch baseline printed %q", t.out.Text())
+	}
+	return nil
+}
+
+func (t *torchServer) steps(n int) ([]float64, error) {
+	if _, err := fmt.Fprintln(t.in, n); err != nil {
+		return nil, fmt.Errorf("PyTorch baseline: %w", err)
+	}
+	var r struct {
+		StepMS []float64 `json:"step_ms"`
+	}
+	if err := t.read(&r); err != nil {
+		return nil, err
+	}
+	if len(r.StepMS) != n {
+		return nil, fmt.Errorf("PyTorch baseline ran %d steps, asked for %d", len(r.StepMS), n)
+	}
+	return r.StepMS, nil
+}
+
+// finish ends the script and returns its peak resident memory.
+func (t *torchServer) finish() (float64, error) {
+	defer os.RemoveAll(t.dir)
+	t.in.Close()
+	var r struct {
+		PeakRSSMB float64 `json:"peak_rss_mb"`
+	}
+	err := t.read(&r)
+	t.cmd.Wait()
+	return r.PeakRSSMB, err
+}
+
+func (t *torchServer) kill() {
+	t.cmd.Process.Kill()
+	t.cmd.Wait()
+	os.RemoveAll(t.dir)
+}
+
+func median(xs []float64) float64 {
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
+}
+
+// compareTorch runs ours and PyTorch's step in alternating segments of c.Segment steps each
+// (who goes first alternates too), pausing between them so that neither side's spinning
+// worker threads eat into the other's time, until each has run c.Steps timed steps.
+func (c *BenchTrainCmd) compareTorch(log *zerolog.Logger, cfg step.Config, opts runtime.SessionOptions) error {
+	if c.Segment < 1 {
+		return fmt.Errorf("--segment must be at least 1")
+	}
+	log.Info().Msg("starting PyTorch's training step (model build and warm-up)")
+	torch, err := c.startTorch()
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if torch != nil {
+			torch.kill()
+		}
+	}()
+	log.Info().Int("batch", c.Batch).Int("height", c.Height).Int("width", c.Width).Int("threads", c.Threads).Msg("benchmarking the train step against PyTorch's, alternating")
+	ours, err := pipeline.OpenTrainBench(cfg, opts, 1)
+	if err != nil {
+		return err
+	}
+	defer ours.Close()
+	if _, err := ours.Steps(c.Warmup); err != nil {
+		return err
+	}
+	var ourAll, torchAll []float64
+	var segs []segment
+	pause := func() { time.Sleep(300 * time.Millisecond) }
+	for r := 0; len(ourAll) < c.Steps; r++ {
+		n := min(c.Segment, c.Steps-len(ourAll))
+		var o, p []float64
+		for k := 0; k < 2; k++ {
+			pause()
+			if (r+k)%2 == 0 {
+				o, err = ours.Steps(n)
+			} else {
+				p, err = torch.steps(n)
+			}
+			if err != nil {
+				return err
+			}
+		}
+		ourAll, torchAll = append(ourAll, o...), append(torchAll, p...)
+		sg := segment{OursMS: median(o), TorchMS: median(p)}
+		sg.Ratio = sg.OursMS / sg.TorchMS
+		segs = append(segs, sg)
+		log.Debug().Float64("ours_ms", sg.OursMS).Float64("torch_ms", sg.TorchMS).Float64("ratio", sg.Ratio).Msg("segment")
+	}
+	res := ours.Result(ourAll)
+	tr := &torchResult{Torch: torch.version, Preload: c.TorchPreload, StepMS: torchAll, StepMSMedian: median(torchAll)}
+	tr.StepMSMin = slices.Min(torchAll)
+	tr.ImgPerS = float64(c.Batch) / (tr.StepMSMedian / 1000)
+	t := torch
+	torch = nil
+	if tr.PeakRSSMB, err = t.finish(); err != nil {
+		return err
+	}
+	ratios := make([]float64, len(segs))
+	for i, sg := range segs {
+		ratios[i] = sg.Ratio
+	}
+	out := struct {
+		pipeline.BenchTrainResult
+		Torch    *torchResult `json:"pytorch"`
+		Segments []segment    `json:"segments"`
+		Ratio    float64      `json:"ratio_vs_pytorch"` // median over segments of ours/PyTorch
+	}{res, tr, segs, median(ratios)}
+	if c.JSON {
+		b, _ := json.Marshal(out)
+		fmt.Println(string(b))
+		return nil
+	}
+	fmt.Printf("PyTorch %s: median %.1f ms, min %.1f ms, %.1f img/s, peak RSS %.0f MiB\n", tr.Torch, tr.StepMSMedian, tr.StepMSMin, tr.ImgPerS, tr.PeakRSSMB)
+	fmt.Printf("ours (ONNX Runtime %s, %s): median %.1f ms, min %.1f ms, %.1f img/s, peak RSS %.0f MiB\n", res.ORT, res.Device, res.StepMSMedian, res.StepMSMin, res.ImgPerS, res.PeakRSSMB)
+	fmt.Printf("ratio ours/PyTorch: %.3f (median of %d alternating segments of %d steps)\n", out.Ratio, len(segs), c.Segment)
+	return nil
 }
 
 func (c *BenchTrainCmd) Run(log *zerolog.Logger) error {
@@ -88,14 +279,6 @@ func (c *BenchTrainCmd) Run(log *zerolog.Logger) error {
 	if err != nil {
 		return err
 	}
-	var torch *torchResult
-	if c.CompareTorch {
-		log.Info().Msg("timing PyTorch's training step")
-		if torch, err = c.runTorch(); err != nil {
-			return err
-		}
-	}
-	log.Info().Int("batch", c.Batch).Int("height", c.Height).Int("width", c.Width).Int("threads", c.Threads).Msg("benchmarking the train step")
 	cfg := c.config(c.Batch)
 	cfg.FP16 = c.FP16
 	resolved, err := runtime.ResolveProvider(prov)
@@ -108,31 +291,28 @@ func (c *BenchTrainCmd) Run(log *zerolog.Logger) error {
 	case resolved == runtime.ProviderCUDA:
 		cfg.DepthwiseWeightGrad = pipeline.CUDAConvWeightGrad
 	}
+	if c.CompareTorch && (resolved != runtime.ProviderCPU || c.Resident || c.FP16) {
+		return fmt.Errorf("--compare-torch compares the CPU step (PyTorch's baseline runs on the CPU): drop --device cuda, --resident and --fp16")
+	}
 	if resolved == runtime.ProviderCUDA || c.Resident {
 		return c.runDevice(cfg, resolved)
 	}
 	if c.FP16 {
 		log.Warn().Msg("--fp16 on the CPU provider: ORT runs FP16 operators through casts (a correctness path, not a fast one)")
 	}
-	res, err := pipeline.BenchTrain(cfg, runtime.SessionOptions{Provider: prov, IntraOpThreads: c.Threads}, c.Warmup, c.Steps, 1)
+	opts := runtime.SessionOptions{Provider: prov, IntraOpThreads: c.Threads}
+	if c.CompareTorch {
+		return c.compareTorch(log, cfg, opts)
+	}
+	log.Info().Int("batch", c.Batch).Int("height", c.Height).Int("width", c.Width).Int("threads", c.Threads).Msg("benchmarking the train step")
+	res, err := pipeline.BenchTrain(cfg, opts, c.Warmup, c.Steps, 1)
 	if err != nil {
 		return err
 	}
-	out := struct {
-		pipeline.BenchTrainResult
-		Torch *torchResult `json:"pytorch,omitempty"`
-		Ratio float64      `json:"ratio_vs_pytorch,omitempty"` // our median step time / PyTorch's
-	}{BenchTrainResult: res, Torch: torch}
-	if torch != nil && torch.StepMSMedian > 0 {
-		out.Ratio = res.StepMSMedian / torch.StepMSMedian
-	}
 	if c.JSON {
-		b, _ := json.Marshal(out)
+		b, _ := json.Marshal(res)
 		fmt.Println(string(b))
 		return nil
-	}
-	if torch != nil {
-		fmt.Printf("PyTorch %s: median %.1f ms, %.1f img/s, peak RSS %.0f MiB; ratio (ours/PyTorch) %.2f\n", torch.Torch, torch.StepMSMedian, torch.ImgPerS, torch.PeakRSSMB, out.Ratio)
 	}
 	fmt.Printf("train step %dx%dx%d on %s (%d threads): median %.1f ms, min %.1f ms, %.1f img/s, peak RSS %.0f MiB (graph %.0f ms, session %.0f ms)\n",
 		res.Batch, res.Height, res.Width, res.Device, res.Threads, res.StepMSMedian, res.StepMSMin, res.ImgPerS, res.PeakRSSMB, res.BuildMS, res.SessionMS)

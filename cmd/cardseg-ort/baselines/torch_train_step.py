@@ -3,6 +3,11 @@
 lr 1e-3) on random data, on the CPU with the given thread count. Prints one JSON line.
 
 usage: torch_train_step.py BATCH HEIGHT WIDTH THREADS STEPS WARMUP
+
+With STEPS 0 it serves instead, so that `bench train --compare-torch` can alternate between
+PyTorch and ONNX Runtime in short segments (both see the same machine noise): after the
+warm-up it prints {"ready": true, "torch": VERSION}, then for each line N read from stdin it
+runs N steps and prints {"step_ms": [...]}; at end of input it prints {"peak_rss_mb": ...}.
 """
 import json, resource, sys, time
 import torch
@@ -32,6 +37,22 @@ def step():
 
 for _ in range(warmup):
     step()
+
+def peak_rss_mb():
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+if steps == 0:
+    print(json.dumps({"ready": True, "torch": torch.__version__}), flush=True)
+    for line in sys.stdin:
+        ts = []
+        for _ in range(int(line)):
+            t0 = time.perf_counter()
+            step()
+            ts.append(round((time.perf_counter() - t0) * 1000, 2))
+        print(json.dumps({"step_ms": ts}), flush=True)
+    print(json.dumps({"peak_rss_mb": peak_rss_mb()}), flush=True)
+    sys.exit(0)
+
 times = []
 for _ in range(steps):
     t0 = time.perf_counter()
@@ -43,4 +64,4 @@ med = times[n // 2] if n % 2 else (times[n // 2 - 1] + times[n // 2]) / 2
 print(json.dumps({"impl": "pytorch", "torch": torch.__version__, "batch": b, "height": h, "width": w, "threads": threads,
                   "step_ms_median": round(med, 1), "step_ms_min": round(times[0], 1),
                   "img_per_s": round(b / (med / 1000), 2),
-                  "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))
+                  "peak_rss_mb": peak_rss_mb()}))
