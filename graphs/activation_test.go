@@ -5,15 +5,13 @@ import (
 	"testing"
 
 	"github.com/cardseg-ort/cardseg-ort/graphs"
+	"github.com/cardseg-ort/cardseg-ort/graphs/internal/gradcheck"
 	"github.com/cardseg-ort/cardseg-ort/runtime"
 )
 
 // activationSlopes runs d/dx Σ f(x) for every x through ONNX Runtime.
 func activationSlopes(t *testing.T, f func(V) V, xs []float32) []float32 {
 	t.Helper()
-	if err := runtime.Init(); err != nil {
-		t.Fatal(err)
-	}
 	g := graphs.New("slopes")
 	x := g.Input("x", graphs.Float, graphs.Shape{int64(len(xs))})
 	gs, err := graphs.Grad(graphs.ReduceSum(f(x), false), []V{x})
@@ -21,15 +19,7 @@ func activationSlopes(t *testing.T, f func(V) V, xs []float32) []float32 {
 		t.Fatal(err)
 	}
 	g.Output("dx", gs[0])
-	b, err := g.Marshal()
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := runtime.NewSession(g.Name, b, runtime.SessionOptions{Provider: runtime.ProviderCPU, IntraOpThreads: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := gradcheck.Session(t, g)
 	out, err := s.Run(map[string]*runtime.Tensor{"x": runtime.MustNew([]int64{int64(len(xs))}, xs)})
 	if err != nil {
 		t.Fatal(err)

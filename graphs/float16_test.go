@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/cardseg-ort/cardseg-ort/graphs"
+	"github.com/cardseg-ort/cardseg-ort/graphs/internal/gradcheck"
 	"github.com/cardseg-ort/cardseg-ort/runtime"
 )
 
@@ -59,15 +60,7 @@ func TestFloat16Constants(t *testing.T) {
 	m := graphs.ConstLike(h, graphs.Shape{2, 2}, 1, 2, 3, 4)
 	y := graphs.Add(graphs.MatMul(h, m), graphs.ScalarLike(h, 0.5))
 	g.Output("y", graphs.Cast(y, graphs.Float))
-	b, err := g.Marshal()
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := runtime.NewSession(g.Name, b, runtime.SessionOptions{Provider: runtime.ProviderCPU, IntraOpThreads: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := gradcheck.Session(t, g)
 	out, err := s.Run(map[string]*runtime.Tensor{"x": runtime.MustNew([]int64{1, 2}, []float32{1, -1})})
 	if err != nil {
 		t.Fatal(err)

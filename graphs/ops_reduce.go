@@ -103,20 +103,26 @@ func ChannelSumSquare(x *Value, keep bool) *Value {
 // ReduceSumSquare sums the squares over axes (attribute form, opset 17; all axes when none
 // are given).
 func ReduceSumSquare(x *Value, keep bool, axes ...int64) *Value {
-	if len(axes) == 0 {
-		for i := range x.shape {
-			axes = append(axes, int64(i))
-		}
-	}
-	axes = normAxes("ReduceSumSquare", x.Rank(), axes)
-	return x.g.addNode("ReduceSumSquare", []*Value{x}, []Attr{{"axes", axes}, {"keepdims", keepInt(keep)}},
-		[]outSpec{{x.dtype, reducedShape(x.shape, axes, keep)}})[0]
+	return reduceAttr("ReduceSumSquare", x, keep, axes)
 }
 
 // d Σx² = 2x·dy.
 func gradReduceSumSquare(n *Node, dy []*Value, want []bool) []*Value {
 	x := n.Inputs[0]
 	return []*Value{Mul(broadcastBack(n, dy[0]), Add(x, x))}
+}
+
+// reduceAttr adds a reduction whose axes are an attribute (opset 17's ReduceMean, ReduceMax,
+// ReduceSumSquare; ReduceSum takes them as an input), over all axes when none are given.
+func reduceAttr(op string, x *Value, keep bool, axes []int64) *Value {
+	if len(axes) == 0 {
+		for i := range x.shape {
+			axes = append(axes, int64(i))
+		}
+	}
+	axes = normAxes(op, x.Rank(), axes)
+	return x.g.addNode(op, []*Value{x}, []Attr{{"axes", axes}, {"keepdims", keepInt(keep)}},
+		[]outSpec{{x.dtype, reducedShape(x.shape, axes, keep)}})[0]
 }
 
 // reduceAxes reads a reduction node's axes (input for ReduceSum, attribute otherwise).
@@ -143,14 +149,7 @@ func gradReduceSum(n *Node, dy []*Value, want []bool) []*Value {
 
 // ReduceMean averages over axes (attribute form, opset 17).
 func ReduceMean(x *Value, keep bool, axes ...int64) *Value {
-	if len(axes) == 0 {
-		for i := range x.shape {
-			axes = append(axes, int64(i))
-		}
-	}
-	axes = normAxes("ReduceMean", x.Rank(), axes)
-	return x.g.addNode("ReduceMean", []*Value{x}, []Attr{{"axes", axes}, {"keepdims", keepInt(keep)}},
-		[]outSpec{{x.dtype, reducedShape(x.shape, axes, keep)}})[0]
+	return reduceAttr("ReduceMean", x, keep, axes)
 }
 
 func gradReduceMean(n *Node, dy []*Value, want []bool) []*Value {
@@ -167,14 +166,7 @@ func gradReduceMean(n *Node, dy []*Value, want []bool) []*Value {
 
 // ReduceMax takes the maximum over axes (no gradient rule: used only for statistics).
 func ReduceMax(x *Value, keep bool, axes ...int64) *Value {
-	if len(axes) == 0 {
-		for i := range x.shape {
-			axes = append(axes, int64(i))
-		}
-	}
-	axes = normAxes("ReduceMax", x.Rank(), axes)
-	return x.g.addNode("ReduceMax", []*Value{x}, []Attr{{"axes", axes}, {"keepdims", keepInt(keep)}},
-		[]outSpec{{x.dtype, reducedShape(x.shape, axes, keep)}})[0]
+	return reduceAttr("ReduceMax", x, keep, axes)
 }
 
 // sumToShape reduces a broadcast gradient back to the shape of the operand it was broadcast

@@ -78,7 +78,8 @@ func toF64(t *runtime.Tensor) []float64 {
 	return out
 }
 
-func openSession(t testing.TB, g *graphs.Graph) *runtime.Session {
+// Session opens g on ONNX Runtime's CPU provider with one thread, closed when the test ends.
+func Session(t testing.TB, g *graphs.Graph) *runtime.Session {
 	t.Helper()
 	b, err := g.Marshal()
 	if err != nil {
@@ -137,7 +138,7 @@ func Check(t *testing.T, tc Case, modelDir string) {
 		g.Output("grad_"+diffs[i].Name(), d)
 	}
 	SaveModel(t, g, modelDir)
-	s := openSession(t, g)
+	s := Session(t, g)
 	feeds := func() map[string]*runtime.Tensor {
 		m := map[string]*runtime.Tensor{}
 		for i, x := range xs {
