@@ -39,7 +39,7 @@ func BenchTrain(cfg step.Config, opts runtime.SessionOptions, warmup, steps int,
 	if steps < 1 {
 		return BenchTrainResult{}, fmt.Errorf("bench train: need at least one step")
 	}
-	b, err := OpenTrainBench(cfg, opts, seed)
+	b, err := OpenTrainBench(cfg, opts, seed, false)
 	if err != nil {
 		return BenchTrainResult{}, err
 	}
@@ -58,40 +58,45 @@ func BenchTrain(cfg step.Config, opts runtime.SessionOptions, warmup, steps int,
 // caller can interleave it with another measurement (PyTorch's step) in short segments.
 type TrainBench struct {
 	res  BenchTrainResult
-	ts   *TrainSession
+	ts   stepper
 	st   *State
 	img  []float32
 	tgt  []int64
 	loss float32
 }
 
-// OpenTrainBench builds the train step and its session and the initial state.
-func OpenTrainBench(cfg step.Config, opts runtime.SessionOptions, seed uint64) (*TrainBench, error) {
+// OpenTrainBench builds the train step and its session and the initial state: the resident
+// session training uses (state in ORT tensors between steps) or, with resident false, the
+// host-memory one (state copied in and out of Go slices every step).
+func OpenTrainBench(cfg step.Config, opts runtime.SessionOptions, seed uint64, resident bool) (*TrainBench, error) {
 	res := BenchTrainResult{Batch: cfg.Batch, Height: cfg.Height, Width: cfg.Width, Threads: opts.IntraOpThreads}
-	t0 := time.Now()
-	g, err := step.TrainStep(cfg)
-	if err != nil {
-		return nil, err
-	}
-	b, err := g.Marshal()
-	if err != nil {
-		return nil, err
-	}
-	res.BuildMS = ms(time.Since(t0))
-	t0 = time.Now()
-	sess, err := runtime.NewSession("train_step", b, opts)
-	if err != nil {
-		return nil, err
-	}
-	ts := &TrainSession{cfg: cfg, sess: sess, specs: cfg.Arch.Params()}
-	res.SessionMS = ms(time.Since(t0))
-	res.Device = string(sess.Provider())
-	res.ORT = runtime.Version()
 	st, err := NewState(cfg.Arch, model.Init(cfg.Arch, seed))
 	if err != nil {
-		ts.Close()
 		return nil, err
 	}
+	var ts stepper
+	t0 := time.Now()
+	if resident { // graph generation counts in the session time
+		d, err := NewDeviceTrainSession(cfg, runtime.DeviceOptions{Provider: opts.Provider, CUDADevice: opts.CUDADevice, IntraOpThreads: opts.IntraOpThreads}, st)
+		if err != nil {
+			return nil, err
+		}
+		ts, res.Device = d, string(d.Session().Provider())
+	} else {
+		b, err := trainStepModel(cfg)
+		if err != nil {
+			return nil, err
+		}
+		res.BuildMS = ms(time.Since(t0))
+		t0 = time.Now()
+		sess, err := runtime.NewSession("train_step", b, opts)
+		if err != nil {
+			return nil, err
+		}
+		ts, res.Device = &TrainSession{cfg: cfg, sess: sess, specs: cfg.Arch.Params()}, string(sess.Provider())
+	}
+	res.SessionMS = ms(time.Since(t0))
+	res.ORT = runtime.Version()
 	img, tgt := randomBatch(cfg, seed)
 	return &TrainBench{res: res, ts: ts, st: st, img: img, tgt: tgt}, nil
 }

@@ -35,7 +35,7 @@ type BenchTrainCmd struct {
 	// The device-resident path (what training on a GPU uses).
 	DWGrad    string            `name:"dw-grad" help:"Convolution weight-gradient formulation: auto (im2col on CUDA, conv elsewhere), conv, taps, im2col or gather (im2col unfolding by Gather)." enum:"auto,conv,taps,im2col,gather" default:"auto"`
 	FP16      bool              `name:"fp16" help:"Mixed-precision train step (FP16 compute, FP32 master weights, dynamic loss scaling)."`
-	Resident  bool              `help:"Keep the training state in device memory (always on with --device cuda; on the CPU it tests the same path)."`
+	Resident  bool              `help:"Keep the training state in ONNX Runtime tensors between steps, as training does (always on with --device cuda); --no-resident times the host-memory session, which copies the state in and out every step." default:"true" negatable:""`
 	CUDAGraph bool              `name:"cuda-graph" help:"Capture and replay CUDA graphs (CUDA)." default:"true" negatable:""`
 	CUDAOpt   map[string]string `name:"cuda-opt" help:"Extra CUDA provider options, e.g. --cuda-opt prefer_nhwc=1."`
 	Profile   string            `help:"Write ONNX Runtime's per-node profile (Chrome trace JSON) of the device-resident run to files with this prefix."`
@@ -213,7 +213,7 @@ func (c *BenchTrainCmd) compareTorch(log *zerolog.Logger, cfg step.Config, opts 
 		}
 	}()
 	log.Info().Int("batch", c.Batch).Int("height", c.Height).Int("width", c.Width).Int("threads", c.Threads).Msg("benchmarking the train step against PyTorch's, alternating")
-	ours, err := pipeline.OpenTrainBench(cfg, opts, 1)
+	ours, err := pipeline.OpenTrainBench(cfg, opts, 1, c.Resident)
 	if err != nil {
 		return err
 	}
@@ -291,18 +291,18 @@ func (c *BenchTrainCmd) Run(log *zerolog.Logger) error {
 	case resolved == runtime.ProviderCUDA:
 		cfg.DepthwiseWeightGrad = pipeline.CUDAConvWeightGrad
 	}
-	if c.CompareTorch && (resolved != runtime.ProviderCPU || c.Resident || c.FP16) {
-		return fmt.Errorf("--compare-torch compares the CPU step (PyTorch's baseline runs on the CPU): drop --device cuda, --resident and --fp16")
+	if c.CompareTorch && (resolved != runtime.ProviderCPU || c.FP16) {
+		return fmt.Errorf("--compare-torch compares the FP32 CPU step (PyTorch's baseline runs on the CPU): drop --device cuda and --fp16")
 	}
-	if resolved == runtime.ProviderCUDA || c.Resident {
-		return c.runDevice(cfg, resolved)
-	}
-	if c.FP16 {
+	if c.FP16 && resolved == runtime.ProviderCPU {
 		log.Warn().Msg("--fp16 on the CPU provider: ORT runs FP16 operators through casts (a correctness path, not a fast one)")
 	}
 	opts := runtime.SessionOptions{Provider: prov, IntraOpThreads: c.Threads}
 	if c.CompareTorch {
 		return c.compareTorch(log, cfg, opts)
+	}
+	if resolved == runtime.ProviderCUDA || c.Resident || c.FP16 {
+		return c.runDevice(cfg, resolved)
 	}
 	log.Info().Int("batch", c.Batch).Int("height", c.Height).Int("width", c.Width).Int("threads", c.Threads).Msg("benchmarking the train step")
 	res, err := pipeline.BenchTrain(cfg, opts, c.Warmup, c.Steps, 1)
