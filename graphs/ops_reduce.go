@@ -161,7 +161,8 @@ func gradReduceMean(n *Node, dy []*Value, want []bool) []*Value {
 	if count < 0 {
 		panic(fmt.Sprintf("graphs: gradient of %s over a symbolic dimension", n))
 	}
-	return []*Value{Mul(broadcastBack(n, dy[0]), ScalarLike(dy[0], 1/float32(count)))}
+	// Scaled before the broadcast: one full-size pass (the Expand), not two.
+	return []*Value{broadcastBack(n, Mul(dy[0], ScalarLike(dy[0], 1/float32(count))))}
 }
 
 // ReduceMax takes the maximum over axes (no gradient rule: used only for statistics).
