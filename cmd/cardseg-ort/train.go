@@ -7,6 +7,8 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"reflect"
+	"sort"
 	"strings"
 	"syscall"
 	"time"
@@ -27,7 +29,7 @@ type TrainCmd struct {
 	Out      string `help:"Run folder (checkpoints, logs, plots, config). Default: runs/<time>." type:"path"`
 	Preset   string `help:"cpu, gpu or smoke; default: gpu when a CUDA GPU is usable, else cpu." enum:",cpu,gpu,smoke" default:""`
 	Config   string `help:"JSON config file (fields of config.json in a run folder)." type:"existingfile"`
-	Resume   string `help:"Continue a checkpoint (RUN/checkpoints/last.onnx) exactly." type:"existingfile"`
+	Resume   string `help:"Continue a checkpoint (RUN/checkpoints/last.onnx) exactly, with its run's configuration (only --device, --precision, --cuda-graph, --threads and --workers may change)." type:"existingfile"`
 	Init     string `help:"Start from these weights instead of a random initialisation: a .safetensors file by torchvision names (tensors it lacks keep their random start; a MobileNetV3-Large classifier's features.N tensors fill the backbone) or a .onnx checkpoint (weights only; fresh optimizer and schedule)." type:"existingfile"`
 	SynthDir string `name:"synth-dir" help:"Where the synthetic dataset is generated (reused when present)." default:"data" type:"path"`
 
@@ -148,6 +150,53 @@ func (c *TrainCmd) config() (pipeline.TrainConfig, error) {
 	return cfg, cfg.Validate()
 }
 
+// resumeOverrides applies to a resumed run's configuration the settings that change how it
+// runs but not what it computes (device, precision — the checkpoint holds FP32 master weights
+// either way —, CUDA graphs, threads, loader workers), and refuses every flag that would
+// change the result, which a resume would otherwise silently ignore.
+func (c *TrainCmd) resumeOverrides(cfg *pipeline.TrainConfig) error {
+	execution := map[string]bool{"Device": true, "Threads": true, "Workers": true, "Precision": true, "CUDAGraph": true}
+	var refused []string
+	v, t := reflect.ValueOf(c).Elem(), reflect.TypeOf(c).Elem()
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		if f.Type.Kind() != reflect.Pointer || v.Field(i).IsNil() || execution[f.Name] {
+			continue
+		}
+		name := f.Tag.Get("name")
+		if name == "" {
+			name = strings.ToLower(f.Name)
+		}
+		refused = append(refused, "--"+name)
+	}
+	for flag, given := range map[string]bool{"--data": c.Data != "", "--preset": c.Preset != "", "--config": c.Config != ""} {
+		if given {
+			refused = append(refused, flag)
+		}
+	}
+	if len(refused) > 0 {
+		sort.Strings(refused)
+		return fmt.Errorf("--resume continues %s exactly, with the configuration it was started with; %s would change it (to train on from these weights with other settings, start a new run with --init %s)",
+			c.Resume, strings.Join(refused, ", "), c.Resume)
+	}
+	if c.Device != nil {
+		cfg.Device = *c.Device
+	}
+	if c.Threads != nil {
+		cfg.Threads = *c.Threads
+	}
+	if c.Workers != nil {
+		cfg.Workers = *c.Workers
+	}
+	if c.Precision != nil {
+		cfg.Precision = *c.Precision
+	}
+	if c.CUDAGraph != nil {
+		cfg.CUDAGraph = *c.CUDAGraph
+	}
+	return cfg.Validate()
+}
+
 func (c *TrainCmd) Run(g *Globals, log *zerolog.Logger) error {
 	var resume *pipeline.Checkpoint
 	var cfg pipeline.TrainConfig
@@ -158,6 +207,17 @@ func (c *TrainCmd) Run(g *Globals, log *zerolog.Logger) error {
 			return err
 		}
 		cfg = resume.Progress.Config // a resumed run keeps its configuration
+		if err := c.resumeOverrides(&cfg); err != nil {
+			return err
+		}
+		if p := resume.Progress; p.Epoch >= cfg.Epochs && p.BatchInEpoch == 0 {
+			fmt.Printf("%s: the run already finished (epoch %d of %d); nothing to resume\n", c.Resume, p.Epoch, cfg.Epochs)
+			if p.BestIoU >= 0 {
+				fmt.Printf("best model: %s (epoch %d, validation card IoU %.4f)\n",
+					filepath.Join(filepath.Dir(c.Resume), pipeline.BestName), p.BestEpoch, p.BestIoU)
+			}
+			return nil
+		}
 		if c.Out == "" {
 			c.Out = filepath.Dir(filepath.Dir(c.Resume))
 		}

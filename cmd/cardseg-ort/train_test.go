@@ -196,3 +196,29 @@ func TestTrainInit(t *testing.T) {
 		t.Fatalf("bad --init: exit %d:\n%s", code, out)
 	}
 }
+
+// TestResumeRefusesConfigChanges: --resume keeps the run's configuration, so flags that would
+// change the result are refused by name (they used to be ignored silently), execution
+// settings are accepted, and a finished run says there is nothing to resume.
+func TestResumeRefusesConfigChanges(t *testing.T) {
+	data, run := t.TempDir(), t.TempDir()
+	writeTinyDataset(t, data, map[string]int{"train": 2, "test": 2}, 64, 96)
+	args := trainArgs(data, run)
+	for i, a := range args {
+		if a == "--epochs" {
+			args[i+1] = "1"
+		}
+	}
+	if out, code := runCLI(t, nil, args...); code != 0 {
+		t.Fatalf("train exited %d:\n%s", code, out)
+	}
+	last := filepath.Join(run, "checkpoints", "last.onnx")
+	out, code := runCLI(t, nil, "train", "--resume", last, "--epochs", "3", "--lr", "0.1", "--threads", "1")
+	if code == 0 || !strings.Contains(out, "--epochs, --lr would change it") {
+		t.Errorf("resume with --epochs and --lr: exit %d, want a refusal naming both:\n%s", code, out)
+	}
+	out, code = runCLI(t, nil, "train", "--resume", last, "--threads", "1", "--device", "cpu")
+	if code != 0 || !strings.Contains(out, "already finished (epoch 1 of 1)") {
+		t.Errorf("resume of a finished run: exit %d:\n%s", code, out)
+	}
+}
