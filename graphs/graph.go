@@ -206,9 +206,10 @@ type Graph struct {
 
 // GradOptions selects gradient formulations.
 type GradOptions struct {
-	// DepthwiseWeightGrad: "" or "conv" computes a depthwise convolution's weight gradient as
-	// one grouped Conv with the batch folded into channels (the output gradient is the
-	// kernel, as large as the feature map); "taps" as one product-and-sum per kernel tap over
+	// DepthwiseWeightGrad: "conv" computes a convolution's weight gradient as one grouped
+	// Conv with the batch folded into channels (the output gradient is the kernel, as large
+	// as the feature map); "" is "conv" for grouped convolutions and "im2col" for dense ones
+	// (the fastest choice on the CPU); "taps" as one product-and-sum per kernel tap over
 	// strided slices of the input (k² small reductions, no large-kernel convolution);
 	// "im2col" (every non-pointwise convolution, grouped or dense) as a batched MatMul of the
 	// output gradient with the input's unfolded k×k patches, the fast form on CUDA (the patches

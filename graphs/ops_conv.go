@@ -122,9 +122,17 @@ func gradConv(n *Node, dy []*Value, want []bool) []*Value {
 		opW := W - (o.Strides[1]*(wo-1) + (kw-1)*o.Dilations[1] + 1 - o.Pads[1] - o.Pads[3])
 		out[0] = ConvTranspose(g, w, o, [2]int64{opH, opW})
 	}
-	if form := x.g.Grad.DepthwiseWeightGrad; want[1] && (form == "im2col" || form == "gather") {
+	form := x.g.Grad.DepthwiseWeightGrad
+	if form == "" && o.Group == 1 {
+		// A dense convolution (the stem: 3 input channels, 16 outputs, 240×320) folds the
+		// batch into channels in the conv form, one kernel as large as a whole feature map
+		// per input channel; unfolding its 3·9 patch planes and one MatMul is faster on the
+		// CPU (8×3×240×320, stride 2: 13 against 22 ms).
+		form = "im2col"
+	}
+	if want[1] && (form == "im2col" || form == "gather") {
 		out[1] = convWeightGradIm2col(x, g, w.shape, o, form == "gather")
-	} else if want[1] && o.Group == cin && o.Group == cout && x.g.Grad.DepthwiseWeightGrad == "taps" {
+	} else if want[1] && o.Group == cin && o.Group == cout && form == "taps" {
 		out[1] = depthwiseWeightGradTaps(x, g, w.shape, o)
 	} else if want[1] {
 		out[1] = convWeightGradConv(x, g, w.shape, o)
