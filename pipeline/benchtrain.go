@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -131,16 +132,21 @@ func (b *TrainBench) Close() { b.ts.Close() }
 
 // summarize fills the median, minimum, throughput and peak memory from StepMS.
 func (res *BenchTrainResult) summarize() {
-	sorted := append([]float64(nil), res.StepMS...)
-	sort.Float64s(sorted)
-	res.StepMSMin = sorted[0]
-	if n := len(sorted); n%2 == 1 {
-		res.StepMSMedian = sorted[n/2]
-	} else {
-		res.StepMSMedian = (sorted[n/2-1] + sorted[n/2]) / 2
-	}
+	res.StepMSMin = slices.Min(res.StepMS)
+	res.StepMSMedian = Median(res.StepMS)
 	res.ImgPerS = float64(res.Batch) / (res.StepMSMedian / 1000)
 	res.PeakRSSMB = PeakRSSMB()
+}
+
+// Median is the middle value of xs (the mean of the two middle ones for an even count).
+func Median(xs []float64) float64 {
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strings"
 	"time"
 
@@ -185,16 +184,6 @@ func (t *torchServer) kill() {
 	os.RemoveAll(t.dir)
 }
 
-func median(xs []float64) float64 {
-	s := append([]float64(nil), xs...)
-	sort.Float64s(s)
-	n := len(s)
-	if n%2 == 1 {
-		return s[n/2]
-	}
-	return (s[n/2-1] + s[n/2]) / 2
-}
-
 // compareTorch runs ours and PyTorch's step in alternating segments of c.Segment steps each
 // (who goes first alternates too), pausing between them so that neither side's spinning
 // worker threads eat into the other's time, until each has run c.Steps timed steps.
@@ -239,13 +228,13 @@ func (c *BenchTrainCmd) compareTorch(log *zerolog.Logger, cfg step.Config, opts 
 			}
 		}
 		ourAll, torchAll = append(ourAll, o...), append(torchAll, p...)
-		sg := segment{OursMS: median(o), TorchMS: median(p)}
+		sg := segment{OursMS: pipeline.Median(o), TorchMS: pipeline.Median(p)}
 		sg.Ratio = sg.OursMS / sg.TorchMS
 		segs = append(segs, sg)
 		log.Debug().Float64("ours_ms", sg.OursMS).Float64("torch_ms", sg.TorchMS).Float64("ratio", sg.Ratio).Msg("segment")
 	}
 	res := ours.Result(ourAll)
-	tr := &torchResult{Torch: torch.version, Preload: c.TorchPreload, StepMS: torchAll, StepMSMedian: median(torchAll)}
+	tr := &torchResult{Torch: torch.version, Preload: c.TorchPreload, StepMS: torchAll, StepMSMedian: pipeline.Median(torchAll)}
 	tr.StepMSMin = slices.Min(torchAll)
 	tr.ImgPerS = float64(c.Batch) / (tr.StepMSMedian / 1000)
 	t := torch
@@ -262,7 +251,7 @@ func (c *BenchTrainCmd) compareTorch(log *zerolog.Logger, cfg step.Config, opts 
 		Torch    *torchResult `json:"pytorch"`
 		Segments []segment    `json:"segments"`
 		Ratio    float64      `json:"ratio_vs_pytorch"` // median over segments of ours/PyTorch
-	}{res, tr, segs, median(ratios)}
+	}{res, tr, segs, pipeline.Median(ratios)}
 	if c.JSON {
 		b, _ := json.Marshal(out)
 		fmt.Println(string(b))

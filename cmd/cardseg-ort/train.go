@@ -90,64 +90,47 @@ func (c *TrainCmd) config() (pipeline.TrainConfig, error) {
 	if c.Data != "" {
 		cfg.Data = c.Data
 	}
-	set := func(dst any, src any) {
-		switch d := dst.(type) {
-		case *int:
-			if s := src.(*int); s != nil {
-				*d = *s
-			}
-		case *uint64:
-			if s := src.(*uint64); s != nil {
-				*d = *s
-			}
-		case *float64:
-			if s := src.(*float64); s != nil {
-				*d = *s
-			}
-		case *string:
-			if s := src.(*string); s != nil {
-				*d = *s
-			}
-		case *bool:
-			if s := src.(*bool); s != nil {
-				*d = *s
-			}
-		}
-	}
-	set(&cfg.Device, c.Device)
-	set(&cfg.Threads, c.Threads)
-	set(&cfg.Precision, c.Precision)
-	set(&cfg.CUDAGraph, c.CUDAGraph)
-	set(&cfg.Workers, c.Workers)
-	set(&cfg.Seed, c.Seed)
-	set(&cfg.Epochs, c.Epochs)
-	set(&cfg.Batch, c.Batch)
-	set(&cfg.Height, c.Height)
-	set(&cfg.Width, c.Width)
-	set(&cfg.WidthMult, c.WidthMult)
-	set(&cfg.LR, c.LR)
-	set(&cfg.WeightDecay, c.WeightDecay)
-	set(&cfg.LossDice, c.LossDice)
-	set(&cfg.LossCE, c.LossCE)
-	set(&cfg.ClipNorm, c.ClipNorm)
-	set(&cfg.Schedule, c.Schedule)
-	set(&cfg.WarmupEpochs, c.Warmup)
-	set(&cfg.CosineT0, c.CosineT0)
-	set(&cfg.CosineTMult, c.CosineTMult)
-	set(&cfg.MinLR, c.MinLR)
-	set(&cfg.StepEvery, c.StepEvery)
-	set(&cfg.StepGamma, c.StepGamma)
-	set(&cfg.Patience, c.Patience)
-	set(&cfg.BNRecalibBatches, c.BNRecalib)
-	set(&cfg.CheckpointEvery, c.CkptEvery)
-	set(&cfg.NoAugment, c.NoAugment)
-	set(&cfg.Augment.RotateDegrees, c.Rotation)
-	set(&cfg.Augment.BrightnessLimit, c.Brightness)
-	set(&cfg.SkipBad, c.SkipBad)
-	set(&cfg.SynthTrain, c.SynthTrain)
-	set(&cfg.SynthTest, c.SynthTest)
-	set(&cfg.MaxStepsPerEpoch, c.MaxSteps)
+	setIf(&cfg.Device, c.Device)
+	setIf(&cfg.Threads, c.Threads)
+	setIf(&cfg.Precision, c.Precision)
+	setIf(&cfg.CUDAGraph, c.CUDAGraph)
+	setIf(&cfg.Workers, c.Workers)
+	setIf(&cfg.Seed, c.Seed)
+	setIf(&cfg.Epochs, c.Epochs)
+	setIf(&cfg.Batch, c.Batch)
+	setIf(&cfg.Height, c.Height)
+	setIf(&cfg.Width, c.Width)
+	setIf(&cfg.WidthMult, c.WidthMult)
+	setIf(&cfg.LR, c.LR)
+	setIf(&cfg.WeightDecay, c.WeightDecay)
+	setIf(&cfg.LossDice, c.LossDice)
+	setIf(&cfg.LossCE, c.LossCE)
+	setIf(&cfg.ClipNorm, c.ClipNorm)
+	setIf(&cfg.Schedule, c.Schedule)
+	setIf(&cfg.WarmupEpochs, c.Warmup)
+	setIf(&cfg.CosineT0, c.CosineT0)
+	setIf(&cfg.CosineTMult, c.CosineTMult)
+	setIf(&cfg.MinLR, c.MinLR)
+	setIf(&cfg.StepEvery, c.StepEvery)
+	setIf(&cfg.StepGamma, c.StepGamma)
+	setIf(&cfg.Patience, c.Patience)
+	setIf(&cfg.BNRecalibBatches, c.BNRecalib)
+	setIf(&cfg.CheckpointEvery, c.CkptEvery)
+	setIf(&cfg.NoAugment, c.NoAugment)
+	setIf(&cfg.Augment.RotateDegrees, c.Rotation)
+	setIf(&cfg.Augment.BrightnessLimit, c.Brightness)
+	setIf(&cfg.SkipBad, c.SkipBad)
+	setIf(&cfg.SynthTrain, c.SynthTrain)
+	setIf(&cfg.SynthTest, c.SynthTest)
+	setIf(&cfg.MaxStepsPerEpoch, c.MaxSteps)
 	return cfg, cfg.Validate()
+}
+
+// setIf sets *dst to *src when the flag src was given (non-nil).
+func setIf[T any](dst *T, src *T) {
+	if src != nil {
+		*dst = *src
+	}
 }
 
 // resumeOverrides applies to a resumed run's configuration the settings that change how it
@@ -179,21 +162,11 @@ func (c *TrainCmd) resumeOverrides(cfg *pipeline.TrainConfig) error {
 		return fmt.Errorf("--resume continues %s exactly, with the configuration it was started with; %s would change it (to train on from these weights with other settings, start a new run with --init %s)",
 			c.Resume, strings.Join(refused, ", "), c.Resume)
 	}
-	if c.Device != nil {
-		cfg.Device = *c.Device
-	}
-	if c.Threads != nil {
-		cfg.Threads = *c.Threads
-	}
-	if c.Workers != nil {
-		cfg.Workers = *c.Workers
-	}
-	if c.Precision != nil {
-		cfg.Precision = *c.Precision
-	}
-	if c.CUDAGraph != nil {
-		cfg.CUDAGraph = *c.CUDAGraph
-	}
+	setIf(&cfg.Device, c.Device)
+	setIf(&cfg.Threads, c.Threads)
+	setIf(&cfg.Workers, c.Workers)
+	setIf(&cfg.Precision, c.Precision)
+	setIf(&cfg.CUDAGraph, c.CUDAGraph)
 	return cfg.Validate()
 }
 
