@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/cardseg-ort/cardseg-ort/graphs"
+	"github.com/cardseg-ort/cardseg-ort/graphs/internal/gradcheck"
 	"github.com/cardseg-ort/cardseg-ort/runtime"
 )
 
@@ -61,16 +62,7 @@ func TestRowLayout(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			b, err := g.Marshal()
-			if err != nil {
-				t.Fatal(err)
-			}
-			s, err := runtime.NewSession("layout", b, runtime.SessionOptions{Provider: runtime.ProviderCPU, IntraOpThreads: 1})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer s.Close()
-			out, err := s.Run(feeds)
+			out, err := gradcheck.Session(t, g).Run(feeds)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -145,6 +145,20 @@ func runGraph(t *testing.T, name string, b []byte, feeds map[string]*runtime.Ten
 	return out
 }
 
+// runGradGraph builds cfg's forward/backward graph and runs it on feeds.
+func runGradGraph(t *testing.T, cfg step.Config, feeds map[string]*runtime.Tensor) map[string]*runtime.Tensor {
+	t.Helper()
+	g, err := step.GradGraph(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := g.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return runGraph(t, "grad_"+cfg.DepthwiseWeightGrad, b, feeds)
+}
+
 // TestGradientsMatchPyTorch compares loss and every parameter gradient of a training-mode
 // forward/backward with torchvision's model in float64 (tolerance 1e-3 of each tensor's max
 // magnitude, loss 1e-4), and the inference model with torchvision's eval forward (1e-4 rel).
@@ -157,16 +171,8 @@ func TestGradientsMatchPyTorch(t *testing.T) {
 	img, tg := testBatch(n, h, wd, 5)
 	ref := runTorch(t, a, w, img, tg, n, h, wd)
 
-	g, err := step.GradGraph(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := g.Marshal()
-	if err != nil {
-		t.Fatal(err)
-	}
 	feeds := batchFeeds(a, w, img, tg, n, h, wd)
-	out := runGraph(t, "grad_check", b, feeds)
+	out := runGradGraph(t, cfg, feeds)
 	for _, k := range []string{"loss", "loss_ce", "loss_dice"} {
 		got, want := float64(runtime.Data[float32](out[k])[0]), float64(f32(t, ref, k)[0])
 		if math.Abs(got-want) > 1e-4 {
@@ -295,16 +301,7 @@ func TestWeightGradFormulationsAgree(t *testing.T) {
 	img, tg := testBatch(n, h, wd, 5)
 	feeds := batchFeeds(a, w, img, tg, n, h, wd)
 	grads := func(form string) map[string]*runtime.Tensor {
-		cfg := step.Config{Arch: a, Batch: n, Height: h, Width: wd, Loss: step.DefaultLoss, Adam: step.DefaultAdamW, DepthwiseWeightGrad: form}
-		g, err := step.GradGraph(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := g.Marshal()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return runGraph(t, "grad_"+form, b, feeds)
+		return runGradGraph(t, step.Config{Arch: a, Batch: n, Height: h, Width: wd, Loss: step.DefaultLoss, Adam: step.DefaultAdamW, DepthwiseWeightGrad: form}, feeds)
 	}
 	ref := grads("conv")
 	for _, form := range []string{"taps", "im2col", "gather"} {
