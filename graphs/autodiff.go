@@ -47,7 +47,19 @@ func init() {
 		"Softmax":         gradSoftmax,
 		"LogSoftmax":      gradLogSoftmax,
 		"Conv":            gradConv,
+
+		NCHWcDomain + ":ReorderInput":  gradReorderInput,
+		NCHWcDomain + ":ReorderOutput": gradReorderOutput,
+		NCHWcDomain + ":Conv":          gradNCHWcConv,
 	}
+}
+
+// ruleKey is a node's key in gradRules: the op type, prefixed by "domain:" outside ONNX's own.
+func ruleKey(n *Node) string {
+	if n.Domain != "" {
+		return n.Domain + ":" + n.Op
+	}
+	return n.Op
 }
 
 // HasGradRule reports whether op can be differentiated.
@@ -140,7 +152,7 @@ func Grad(loss *Value, wrt []*Value) (grads []*Value, err error) {
 		if !need {
 			continue
 		}
-		rule, ok := gradRules[n.Op]
+		rule, ok := gradRules[ruleKey(n)]
 		if !ok {
 			return nil, fmt.Errorf("no gradient rule for %s (op %s) with inputs %s", n.Name, n.Op, describeValues(n.Inputs))
 		}

@@ -115,6 +115,7 @@ func TestGradientRules(t *testing.T) {
 			}))
 		}
 	}
+	cases = append(cases, blockedCases(t)...)
 	dir := t.TempDir()
 	for _, tc := range cases {
 		t.Run(tc.Name, func(t *testing.T) { gradcheck.Check(t, tc, dir) })
@@ -127,7 +128,9 @@ func TestEveryRuleHasAFiniteDifferenceCase(t *testing.T) {
 	covered := map[string]bool{"Add": true, "Sub": true, "Mul": true, "Div": true, "Neg": true, "Exp": true, "Log": true,
 		"Sqrt": true, "Reciprocal": true, "Pow": true, "Relu": true, "Sigmoid": true, "HardSigmoid": true, "HardSwish": true,
 		"Cast": true, "Identity": true, "Where": true, "ReduceSum": true, "ReduceMean": true, "ReduceSumSquare": true, "Reshape": true, "Transpose": true,
-		"Slice": true, "Pad": true, "Expand": true, "Concat": true, "MatMul": true, "Softmax": true, "LogSoftmax": true, "Conv": true}
+		"Slice": true, "Pad": true, "Expand": true, "Concat": true, "MatMul": true, "Softmax": true, "LogSoftmax": true, "Conv": true,
+		// blockedCases (run where the CPU has ORT's NCHWc kernels)
+		graphs.NCHWcDomain + ":Conv": true, graphs.NCHWcDomain + ":ReorderInput": true, graphs.NCHWcDomain + ":ReorderOutput": true}
 	for _, op := range graphs.GradRuleOps() {
 		if !covered[op] {
 			t.Errorf("gradient rule for %s has no finite-difference case", op)
@@ -175,4 +178,58 @@ func TestCompositeInternalOnLossPathIsAnError(t *testing.T) {
 	if _, err := graphs.Grad(loss, []*graphs.Value{x}); err == nil || !strings.Contains(err.Error(), "internal value") {
 		t.Fatalf("got %v", err)
 	}
+}
+
+// blockedCases are the depthwise convolutions on ONNX Runtime's NCHWc kernels (forward and
+// gradient rules of ReorderInput, ReorderOutput and the blocked Conv), with channel counts of one
+// and two blocks; none where this CPU or ORT build has no such kernels.
+func blockedCases(t *testing.T) []gradcheck.Case {
+	b := int64(0)
+	t.Run("nchwc block", func(t *testing.T) { b = gradcheck.NCHWcBlock(t) })
+	if b == 0 {
+		return nil
+	}
+	s := func(d ...int64) graphs.Shape { return graphs.Shape(d) }
+	cases := []gradcheck.Case{{Name: "nchwc reorder", DType: F, Ins: []gradcheck.In{{Shape: s(2, 2*b, 3, 2), Diff: true}},
+		F: one(func(x V) V {
+			x.Graph().NCHWcBlock = b
+			xb := graphs.ReorderInput(x)
+			return graphs.ReorderOutput(graphs.Mul(xb, xb))
+		})}}
+	convs := []struct {
+		name string
+		x    graphs.Shape
+		k    int64
+		bias bool
+		opts graphs.ConvOpts
+	}{
+		{"3x3 pad 1 bias", s(2, b, 6, 5), 3, true, graphs.ConvOpts{Pads: [4]int64{1, 1, 1, 1}}},
+		{"5x5 stride 2", s(2, b, 9, 8), 5, false, graphs.ConvOpts{Strides: [2]int64{2, 2}, Pads: [4]int64{2, 2, 2, 2}}},
+		{"5x5 dilation 2", s(1, 2*b, 9, 9), 5, false, graphs.ConvOpts{Dilations: [2]int64{2, 2}, Pads: [4]int64{4, 4, 4, 4}}},
+		{"3x3 stride 2 no pad", s(1, b, 8, 7), 3, true, graphs.ConvOpts{Strides: [2]int64{2, 2}}},
+		{"3x3 stride 2 odd", s(2, 2*b, 7, 9), 3, false, graphs.ConvOpts{Strides: [2]int64{2, 2}, Pads: [4]int64{1, 1, 1, 1}}},
+		{"3x3 stride 2x1 asymmetric pads", s(1, b, 7, 6), 3, false, graphs.ConvOpts{Strides: [2]int64{2, 1}, Pads: [4]int64{0, 1, 2, 1}}},
+	}
+	for _, c := range convs {
+		c := c
+		C := c.x[1]
+		c.opts.Group = C
+		ins := []gradcheck.In{{Shape: c.x, Diff: true}, {Shape: s(C, 1, c.k, c.k), Diff: true}}
+		if c.bias {
+			ins = append(ins, gradcheck.In{Shape: s(C), Diff: true})
+		}
+		cases = append(cases, gradcheck.Case{Name: "nchwc depthwise " + c.name, DType: F, Ins: ins, F: func(x []V) V {
+			x[0].Graph().NCHWcBlock = b
+			var bias V
+			if c.bias {
+				bias = x[2]
+			}
+			y := graphs.Conv(x[0], x[1], bias, c.opts)
+			if n := y.Producer(); n.Op != "ReorderOutput" {
+				t.Errorf("%s: Conv built %s, want the blocked chain", c.name, n.Op)
+			}
+			return y
+		}})
+	}
+	return cases
 }

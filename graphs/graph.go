@@ -202,6 +202,11 @@ type Graph struct {
 	// Grad chooses between equivalent gradient formulations where the fastest one depends on
 	// the execution provider.
 	Grad GradOptions
+	// NCHWcBlock, when positive, is the channel block size of ONNX Runtime's NCHWc CPU kernels
+	// (8 with AVX2, 16 with AVX-512; a session's NCHWcProbe tells it): Conv then builds every
+	// float32 depthwise convolution whose channel count is a multiple of it on those kernels
+	// (NCHWcDomain), forward and gradients. Zero keeps the graph standard ONNX.
+	NCHWcBlock int64
 }
 
 // GradOptions selects gradient formulations.

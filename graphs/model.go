@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 
 	"google.golang.org/protobuf/proto"
@@ -105,6 +106,7 @@ func (g *Graph) ToModel() (m *onnxpb.ModelProto, err error) {
 		gp.Output = append(gp.Output, valueInfo(v))
 	}
 	live := g.liveNodes()
+	var domains []string // operator sets beyond the default one, each at version 1
 	used := map[*Value]bool{}
 	for _, n := range g.nodes {
 		if !live[n] {
@@ -113,6 +115,9 @@ func (g *Graph) ToModel() (m *onnxpb.ModelProto, err error) {
 		np := &onnxpb.NodeProto{OpType: proto.String(n.Op), Name: proto.String(n.Name)}
 		if n.Domain != "" {
 			np.Domain = proto.String(n.Domain)
+			if !slices.Contains(domains, n.Domain) {
+				domains = append(domains, n.Domain)
+			}
 		}
 		for _, in := range n.Inputs {
 			np.Input = append(np.Input, in.name)
@@ -136,6 +141,9 @@ func (g *Graph) ToModel() (m *onnxpb.ModelProto, err error) {
 		ProducerName: proto.String(Producer),
 		OpsetImport:  []*onnxpb.OperatorSetIdProto{{Domain: proto.String(""), Version: proto.Int64(Opset)}},
 		Graph:        gp,
+	}
+	for _, d := range domains {
+		m.OpsetImport = append(m.OpsetImport, &onnxpb.OperatorSetIdProto{Domain: proto.String(d), Version: proto.Int64(1)})
 	}
 	keys := make([]string, 0, len(g.Metadata))
 	for k := range g.Metadata {

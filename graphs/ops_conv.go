@@ -58,6 +58,8 @@ func convOutDim(in, k, s, pb, pe, d int64) int64 {
 }
 
 // Conv is a 2-D convolution: x [N,Cin,H,W], w [Cout,Cin/group,kh,kw], optional bias b [Cout].
+// With Graph.NCHWcBlock set, depthwise convolutions (the network's and those inside gradient
+// rules alike) run on ONNX Runtime's blocked kernels.
 func Conv(x, w, b *Value, o ConvOpts) *Value {
 	o = o.norm()
 	if x.Rank() != 4 || w.Rank() != 4 {
@@ -75,6 +77,9 @@ func Conv(x, w, b *Value, o ConvOpts) *Value {
 	wo := convOutDim(x.shape[3], kw, o.Strides[1], o.Pads[1], o.Pads[3], o.Dilations[1])
 	if (ho != -1 && ho <= 0) || (wo != -1 && wo <= 0) {
 		panic(fmt.Sprintf("graphs: Conv(%v, %v): empty output", x, w))
+	}
+	if blockedDepthwise(x, w, o) {
+		return depthwiseBlocked(x, w, b, o, Shape{x.shape[0], cout, ho, wo})
 	}
 	ins := []*Value{x, w}
 	if b != nil {

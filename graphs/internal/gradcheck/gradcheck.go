@@ -231,3 +231,21 @@ sys.exit(1 if bad else 0)
 		t.Fatalf("onnx.checker printed %s", out)
 	}
 }
+
+// NCHWcBlock is the block size of ONNX Runtime's NCHWc CPU kernels here; the test is skipped
+// where the build or CPU has none.
+func NCHWcBlock(t testing.TB) int64 {
+	t.Helper()
+	if err := runtime.Init(); err != nil {
+		t.Fatal(err)
+	}
+	b, err := graphs.NCHWcProbe().Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, err := runtime.NCHWcBlock(b)
+	if err != nil {
+		t.Skip(err)
+	}
+	return block
+}
