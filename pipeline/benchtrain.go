@@ -32,6 +32,9 @@ type BenchTrainResult struct {
 	ImgPerS      float64   `json:"img_per_s"`
 	PeakRSSMB    float64   `json:"peak_rss_mb"`
 	FinalLoss    float32   `json:"final_loss"`
+	// NCHWcBlock is the block size of ORT's blocked CPU kernels the step's depthwise
+	// convolutions ran on; 0: standard ONNX operators only.
+	NCHWcBlock int64 `json:"nchwc_block"`
 }
 
 // BenchTrain times the CPU/GPU train step on random data (after warm-up steps that are not
@@ -70,7 +73,8 @@ type TrainBench struct {
 // session training uses (state in ORT tensors between steps) or, with resident false, the
 // host-memory one (state copied in and out of Go slices every step).
 func OpenTrainBench(cfg step.Config, opts runtime.SessionOptions, seed uint64, resident bool) (*TrainBench, error) {
-	res := BenchTrainResult{Batch: cfg.Batch, Height: cfg.Height, Width: cfg.Width, Threads: opts.IntraOpThreads}
+	cfg = cpuKernels(cfg, opts.Provider)
+	res := BenchTrainResult{Batch: cfg.Batch, Height: cfg.Height, Width: cfg.Width, Threads: opts.IntraOpThreads, NCHWcBlock: max(cfg.NCHWcBlock, 0)}
 	st, err := NewState(cfg.Arch, model.Init(cfg.Arch, seed))
 	if err != nil {
 		return nil, err
@@ -210,6 +214,8 @@ type BenchDeviceResult struct {
 func BenchDeviceTrain(cfg step.Config, opts runtime.DeviceOptions, warmup, steps int, seed uint64) (BenchDeviceResult, error) {
 	res := BenchDeviceResult{BenchTrainResult: BenchTrainResult{Batch: cfg.Batch, Height: cfg.Height, Width: cfg.Width,
 		Threads: opts.IntraOpThreads, Steps: steps}, Precision: precisionName(cfg), CUDAGraph: opts.CUDAGraph}
+	cfg = cpuKernels(cfg, opts.Provider)
+	res.NCHWcBlock = max(cfg.NCHWcBlock, 0)
 	if len(opts.CUDAOptions) > 0 {
 		res.Options = fmt.Sprint(opts.CUDAOptions)
 	}

@@ -32,13 +32,14 @@ type BenchTrainCmd struct {
 	Device  string `help:"auto, cpu or cuda." default:"cpu"`
 	JSON    bool   `help:"Print one JSON line."`
 	// The device-resident path (what training on a GPU uses).
-	DWGrad    string            `name:"dw-grad" help:"Convolution weight-gradient formulation: auto (im2col on CUDA; elsewhere conv for grouped and im2col for dense convolutions), conv, taps, im2col or gather (im2col unfolding by Gather)." enum:"auto,conv,taps,im2col,gather" default:"auto"`
-	FP16      bool              `name:"fp16" help:"Mixed-precision train step (FP16 compute, FP32 master weights, dynamic loss scaling)."`
-	Resident  bool              `help:"Keep the training state in ONNX Runtime tensors between steps, as training does (always on with --device cuda); --no-resident times the host-memory session, which copies the state in and out every step." default:"true" negatable:""`
-	CUDAGraph bool              `name:"cuda-graph" help:"Capture and replay CUDA graphs (CUDA)." default:"true" negatable:""`
-	CUDAOpt   map[string]string `name:"cuda-opt" help:"Extra CUDA provider options, e.g. --cuda-opt prefer_nhwc=1."`
-	Profile   string            `help:"Write ONNX Runtime's per-node profile (Chrome trace JSON) of the device-resident run to files with this prefix."`
-	ORTConfig map[string]string `name:"ort-config" help:"Session configuration entries, e.g. --ort-config session.disable_cpu_ep_fallback=1."`
+	DWGrad      string            `name:"dw-grad" help:"Convolution weight-gradient formulation: auto (im2col on CUDA; elsewhere conv for grouped and im2col for dense convolutions), conv, taps, im2col or gather (im2col unfolding by Gather)." enum:"auto,conv,taps,im2col,gather" default:"auto"`
+	StandardOps bool              `name:"standard-ops" help:"CPU: build the step from standard ONNX operators only, without ONNX Runtime's blocked (NCHWc) kernels for depthwise convolutions (slower; what a non-x86 CPU gets)."`
+	FP16        bool              `name:"fp16" help:"Mixed-precision train step (FP16 compute, FP32 master weights, dynamic loss scaling)."`
+	Resident    bool              `help:"Keep the training state in ONNX Runtime tensors between steps, as training does (always on with --device cuda); --no-resident times the host-memory session, which copies the state in and out every step." default:"true" negatable:""`
+	CUDAGraph   bool              `name:"cuda-graph" help:"Capture and replay CUDA graphs (CUDA)." default:"true" negatable:""`
+	CUDAOpt     map[string]string `name:"cuda-opt" help:"Extra CUDA provider options, e.g. --cuda-opt prefer_nhwc=1."`
+	Profile     string            `help:"Write ONNX Runtime's per-node profile (Chrome trace JSON) of the device-resident run to files with this prefix."`
+	ORTConfig   map[string]string `name:"ort-config" help:"Session configuration entries, e.g. --ort-config session.disable_cpu_ep_fallback=1."`
 	// CompareTorch times PyTorch's CPU step with the same settings in the same command,
 	// alternating with ours in short segments so that both see the same machine noise, and
 	// reports the median of the per-segment ratios (a shared machine's speed drifts by ±20%
@@ -270,6 +271,9 @@ func (c *BenchTrainCmd) Run(log *zerolog.Logger) error {
 	}
 	cfg := c.config(c.Batch)
 	cfg.FP16 = c.FP16
+	if c.StandardOps {
+		cfg.NCHWcBlock = -1
+	}
 	resolved, err := runtime.ResolveProvider(prov)
 	if err != nil {
 		return err

@@ -30,6 +30,7 @@ func EvalStep(c Config) (*graphs.Graph, error) {
 		return nil, err
 	}
 	g := graphs.New("eval_step")
+	g.NCHWcBlock = max(c.NCHWcBlock, 0)
 	err := graphs.Build(func() error {
 		image := g.Input(InputImage, graphs.Float, graphs.Shape{-1, 3, int64(c.Height), int64(c.Width)})
 		target := g.Input(InputTarget, graphs.Int64, graphs.Shape{-1, int64(c.Height), int64(c.Width)})

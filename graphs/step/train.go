@@ -42,6 +42,11 @@ type Config struct {
 	FP16 bool
 	// LossScale tunes the FP16 train step's dynamic loss scaling (zero fields: defaults).
 	LossScale LossScaling
+	// NCHWcBlock > 0 builds the float32 depthwise convolutions of the train and eval steps on
+	// ONNX Runtime's blocked CPU kernels with that block size (graphs.Graph.NCHWcBlock), for
+	// in-process CPU sessions only: such graphs are not standard ONNX. 0 leaves the choice to
+	// whoever opens the session (the pipeline probes the CPU); -1 keeps the graphs standard.
+	NCHWcBlock int64
 }
 
 // LossScaling is dynamic loss scaling with torch.cuda.amp.GradScaler's semantics: the loss is
@@ -112,6 +117,9 @@ func (s *inputSource) Param(g *graphs.Graph, spec model.ParamSpec) *graphs.Value
 func (c Config) validate() error {
 	if d := c.DepthwiseWeightGrad; d != "" && d != "conv" && d != "taps" && d != "im2col" && d != "gather" {
 		return fmt.Errorf("step: depthwise weight gradient %q: want conv, taps, im2col or gather", d)
+	}
+	if b := c.NCHWcBlock; b > 0 && (b < 4 || b&(b-1) != 0) {
+		return fmt.Errorf("step: NCHWc block %d: want a power of two, at least 4", b)
 	}
 	if c.Batch < 1 || c.Height < 32 || c.Width < 32 {
 		return fmt.Errorf("step: batch %d and size %dx%d: want batch >= 1 and sides >= 32", c.Batch, c.Height, c.Width)
@@ -319,6 +327,7 @@ type fwdBwd struct {
 func forwardBackward(g *graphs.Graph, c Config) (fwdBwd, error) {
 	var fb fwdBwd
 	g.Grad.DepthwiseWeightGrad = c.DepthwiseWeightGrad
+	g.NCHWcBlock = max(c.NCHWcBlock, 0)
 	image := g.Input(InputImage, graphs.Float, graphs.Shape{int64(c.Batch), 3, int64(c.Height), int64(c.Width)})
 	target := g.Input(InputTarget, graphs.Int64, graphs.Shape{int64(c.Batch), int64(c.Height), int64(c.Width)})
 	src := &inputSource{vals: map[string]*graphs.Value{}}

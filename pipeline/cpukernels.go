@@ -1,0 +1,57 @@
+package pipeline
+
+import (
+	"os"
+	"sync"
+
+	"github.com/cardseg-ort/cardseg-ort/graphs"
+	"github.com/cardseg-ort/cardseg-ort/graphs/step"
+	"github.com/cardseg-ort/cardseg-ort/runtime"
+)
+
+// EnvStandardOps, set to 1, keeps CPU step graphs standard ONNX (no NCHWc kernels): slower,
+// for comparisons and for ONNX Runtime builds whose NCHWc kernels misbehave.
+const EnvStandardOps = "CARDSEG_STANDARD_OPS"
+
+var nchwc struct {
+	once  sync.Once
+	block int64
+	err   error
+}
+
+// NCHWcBlock is the block size of this machine's ONNX Runtime NCHWc CPU kernels, probed once
+// per process; an error says why there are none (the step graphs then stay standard ONNX).
+func NCHWcBlock() (int64, error) {
+	nchwc.once.Do(func() {
+		if nchwc.err = runtime.Init(); nchwc.err != nil {
+			return
+		}
+		var b []byte
+		if b, nchwc.err = graphs.NCHWcProbe().Marshal(); nchwc.err == nil {
+			nchwc.block, nchwc.err = runtime.NCHWcBlock(b)
+		}
+	})
+	return nchwc.block, nchwc.err
+}
+
+// cpuKernels settles cfg.NCHWcBlock for a session on provider p: on the CPU, unless the
+// configuration or CARDSEG_STANDARD_OPS=1 says otherwise, the depthwise convolutions run on
+// ORT's blocked kernels where the probe finds them (several times faster than ORT's generic
+// path for convolutions with runtime weights).
+func cpuKernels(cfg step.Config, p runtime.Provider) step.Config {
+	if rp, err := runtime.ResolveProvider(p); err != nil || rp != runtime.ProviderCPU {
+		cfg.NCHWcBlock = -1
+		return cfg
+	}
+	if cfg.NCHWcBlock != 0 {
+		return cfg
+	}
+	cfg.NCHWcBlock = -1
+	if os.Getenv(EnvStandardOps) == "1" {
+		return cfg
+	}
+	if b, err := NCHWcBlock(); err == nil {
+		cfg.NCHWcBlock = b
+	}
+	return cfg
+}
