@@ -74,6 +74,7 @@ type TrainBench struct {
 // host-memory one (state copied in and out of Go slices every step).
 func OpenTrainBench(cfg step.Config, opts runtime.SessionOptions, seed uint64, resident bool) (*TrainBench, error) {
 	cfg = cpuKernels(cfg, opts.Provider)
+	opts.DisableMemPattern = opts.DisableMemPattern || noMemPattern(opts.Provider)
 	res := BenchTrainResult{Batch: cfg.Batch, Height: cfg.Height, Width: cfg.Width, Threads: opts.IntraOpThreads, NCHWcBlock: max(cfg.NCHWcBlock, 0)}
 	st, err := NewState(cfg.Arch, model.Init(cfg.Arch, seed))
 	if err != nil {
@@ -82,7 +83,8 @@ func OpenTrainBench(cfg step.Config, opts runtime.SessionOptions, seed uint64, r
 	var ts stepper
 	t0 := time.Now()
 	if resident { // graph generation counts in the session time
-		d, err := NewDeviceTrainSession(cfg, runtime.DeviceOptions{Provider: opts.Provider, CUDADevice: opts.CUDADevice, IntraOpThreads: opts.IntraOpThreads}, st)
+		d, err := NewDeviceTrainSession(cfg, runtime.DeviceOptions{Provider: opts.Provider, CUDADevice: opts.CUDADevice, IntraOpThreads: opts.IntraOpThreads,
+			DisableMemPattern: opts.DisableMemPattern}, st)
 		if err != nil {
 			return nil, err
 		}

@@ -13,6 +13,16 @@ import (
 // for comparisons and for ONNX Runtime builds whose NCHWc kernels misbehave.
 const EnvStandardOps = "CARDSEG_STANDARD_OPS"
 
+// EnvMemPattern, set to 1, keeps ONNX Runtime's memory-pattern planning on for CPU train
+// sessions (noMemPattern), for comparisons.
+const EnvMemPattern = "CARDSEG_ORT_MEM_PATTERN"
+
+// noMemPattern reports whether a train session on provider p turns ORT's memory pattern off:
+// on the CPU (runtime.SessionOptions.DisableMemPattern says why) unless CARDSEG_ORT_MEM_PATTERN=1.
+func noMemPattern(p runtime.Provider) bool {
+	return onCPU(p) && os.Getenv(EnvMemPattern) != "1"
+}
+
 var nchwc struct {
 	once  sync.Once
 	block int64
@@ -34,12 +44,18 @@ func NCHWcBlock() (int64, error) {
 	return nchwc.block, nchwc.err
 }
 
+// onCPU reports whether a session for provider p runs on the CPU provider.
+func onCPU(p runtime.Provider) bool {
+	rp, err := runtime.ResolveProvider(p)
+	return err == nil && rp == runtime.ProviderCPU
+}
+
 // cpuKernels settles cfg.NCHWcBlock for a session on provider p: on the CPU, unless the
 // configuration or CARDSEG_STANDARD_OPS=1 says otherwise, the depthwise convolutions run on
 // ORT's blocked kernels where the probe finds them (several times faster than ORT's generic
 // path for convolutions with runtime weights).
 func cpuKernels(cfg step.Config, p runtime.Provider) step.Config {
-	if rp, err := runtime.ResolveProvider(p); err != nil || rp != runtime.ProviderCPU {
+	if !onCPU(p) {
 		cfg.NCHWcBlock = -1
 		return cfg
 	}

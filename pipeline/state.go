@@ -50,6 +50,7 @@ type TrainSession struct {
 // NewTrainSession builds the train-step graph for cfg and opens it.
 func NewTrainSession(cfg step.Config, opts runtime.SessionOptions) (*TrainSession, error) {
 	cfg = cpuKernels(cfg, opts.Provider)
+	opts.DisableMemPattern = opts.DisableMemPattern || noMemPattern(opts.Provider)
 	b, err := trainStepModel(cfg)
 	if err != nil {
 		return nil, err

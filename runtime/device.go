@@ -61,7 +61,9 @@ type DeviceOptions struct {
 	// the fields above.
 	CUDAOptions          map[string]string
 	DisableOptimizations bool
-	ProfilePrefix        string
+	// DisableMemPattern turns off ORT's memory-pattern planning (see SessionOptions).
+	DisableMemPattern bool
+	ProfilePrefix     string
 	// ConfigEntries are session configuration entries (e.g.
 	// "session.disable_cpu_ep_fallback": "1" makes a node without a CUDA kernel an error).
 	ConfigEntries map[string]string
@@ -205,7 +207,11 @@ func NewDeviceSession(name string, model []byte, opts DeviceOptions) (*DeviceSes
 	// callee might retain; ORT copies what it needs before returning).
 	cm := C.CBytes(model)
 	defer C.free(cm)
-	if err := cerr(C.ortc_session(cm, C.size_t(len(model)), provID, C.int(opts.IntraOpThreads), C.int(level), C.int(severity), prof,
+	memPattern := 1
+	if opts.DisableMemPattern {
+		memPattern = 0
+	}
+	if err := cerr(C.ortc_session(cm, C.size_t(len(model)), provID, C.int(opts.IntraOpThreads), C.int(memPattern), C.int(level), C.int(severity), prof,
 		ck, cv, C.int(len(keys)), sk, sv, C.int(len(ckeys)), &s.sess)); err != nil {
 		hint := ""
 		if opts.CUDAGraph && strings.Contains(err.Error(), "CUDA Graph") {

@@ -36,6 +36,8 @@ func counterModel(t *testing.T) []byte {
 func TestDeviceSessionPingPong(t *testing.T) {
 	requireORT(t)
 	pingPong(t, runtime.DeviceOptions{Provider: runtime.ProviderCPU, IntraOpThreads: 1})
+	// Without the memory pattern (what CPU training uses) the same values flow.
+	pingPong(t, runtime.DeviceOptions{Provider: runtime.ProviderCPU, IntraOpThreads: 1, DisableMemPattern: true})
 }
 
 // TestCUDADeviceSessionGraphs: the same on the GPU with CUDA graphs — each binding's graph

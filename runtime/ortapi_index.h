@@ -14,6 +14,7 @@
 #define ORTC_SLOT_CreateSessionOptions 10
 #define ORTC_SLOT_ReleaseSessionOptions 100
 #define ORTC_SLOT_SetIntraOpNumThreads 24
+#define ORTC_SLOT_DisableMemPattern 17
 #define ORTC_SLOT_SetSessionGraphOptimizationLevel 23
 #define ORTC_SLOT_AddSessionConfigEntry 130
 #define ORTC_SLOT_EnableProfiling 14

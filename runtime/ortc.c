@@ -53,7 +53,7 @@ char* ortc_env(void) {
   return status("CreateEnv", f(3, "cardseg-ort", &env));
 }
 
-char* ortc_session(const void* model, size_t len, int provider, int threads, int opt_level,
+char* ortc_session(const void* model, size_t len, int provider, int threads, int mem_pattern, int opt_level,
                    int log_severity, const char* profile_prefix, const char** cuda_keys, const char** cuda_values,
                    int n_cuda, const char** cfg_keys, const char** cfg_values, int n_cfg,
                    OrtSession** out) {
@@ -65,6 +65,10 @@ char* ortc_session(const void* model, size_t len, int provider, int threads, int
   if (threads > 0) {
     OrtStatus* (*f)(OrtSessionOptions*, int) = SLOT(SetIntraOpNumThreads);
     if ((e = status("SetIntraOpNumThreads", f(so, threads)))) goto done;
+  }
+  if (!mem_pattern) {
+    OrtStatus* (*f)(OrtSessionOptions*) = SLOT(DisableMemPattern);
+    if ((e = status("DisableMemPattern", f(so)))) goto done;
   }
   {
     OrtStatus* (*f)(OrtSessionOptions*, int) = SLOT(SetSessionGraphOptimizationLevel);

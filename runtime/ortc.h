@@ -27,7 +27,7 @@ char* ortc_load(const char* path);
 char* ortc_env(void);
 
 // Sessions. provider: 0 CPU, 1 CUDA. cuda_keys/values: CUDA provider options.
-char* ortc_session(const void* model, size_t len, int provider, int threads, int opt_level,
+char* ortc_session(const void* model, size_t len, int provider, int threads, int mem_pattern, int opt_level,
                    int log_severity, const char* profile_prefix, const char** cuda_keys, const char** cuda_values,
                    int n_cuda, const char** cfg_keys, const char** cfg_values, int n_cfg,
                    OrtSession** out);

@@ -17,6 +17,13 @@ type SessionOptions struct {
 	CUDADevice     int
 	// DisableOptimizations turns ORT's graph optimisations off (for debugging a graph).
 	DisableOptimizations bool
+	// DisableMemPattern turns off ORT's memory-pattern planning. With it on, each run's
+	// intermediate tensors are laid out in one block, allocated beside the CPU arena for the
+	// run (about 1 GB for a training step at batch 8, 240×320) while the arena holds its own
+	// chunks too; off, every tensor comes from the arena, which reuses freed chunks within
+	// and across runs. The CPU train step at that size peaks at 1.28 GB instead of 2.16 GB,
+	// at the same speed (4 alternating runs each: medians 1006–1116 against 951–1127 ms).
+	DisableMemPattern bool
 	// ProfilePrefix, when set, makes ORT write a per-node timing profile (Chrome trace JSON)
 	// to files starting with this prefix.
 	ProfilePrefix string
@@ -83,6 +90,11 @@ func NewSession(name string, model []byte, opts SessionOptions) (*Session, error
 	defer so.Destroy()
 	if opts.IntraOpThreads > 0 {
 		if err := so.SetIntraOpNumThreads(opts.IntraOpThreads); err != nil {
+			return nil, err
+		}
+	}
+	if opts.DisableMemPattern {
+		if err := so.SetMemPattern(false); err != nil {
 			return nil, err
 		}
 	}

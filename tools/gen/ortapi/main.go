@@ -24,7 +24,7 @@ import (
 var wanted = []string{
 	"GetErrorMessage", "ReleaseStatus",
 	"CreateEnv", "ReleaseEnv",
-	"CreateSessionOptions", "ReleaseSessionOptions", "SetIntraOpNumThreads",
+	"CreateSessionOptions", "ReleaseSessionOptions", "SetIntraOpNumThreads", "DisableMemPattern",
 	"SetSessionGraphOptimizationLevel", "AddSessionConfigEntry", "EnableProfiling", "SetSessionLogSeverityLevel",
 	"CreateCUDAProviderOptions", "UpdateCUDAProviderOptions", "UpdateCUDAProviderOptionsWithValue",
 	"SessionOptionsAppendExecutionProvider_CUDA_V2", "ReleaseCUDAProviderOptions",
