@@ -7,6 +7,11 @@
 // the graph is built; building panics on programmer error and Build/ToModel turn that into an
 // error at the boundary.
 //
+// One exception to standard ONNX, opt-in per graph: with Graph.NCHWcBlock set, depthwise
+// convolutions are built on ONNX Runtime's blocked CPU kernels (operator set NCHWcDomain), with
+// their own gradient rules. Only graphs for in-process ORT CPU sessions use it; files written
+// for others (graphs build, checkpoints, exports) never do.
+//
 // Sub-packages (model, step, safetensors) hold the network, the step graphs and the weight
 // files. This package may import only its generated protobuf package (graphs/onnxpb), the
 // protobuf runtime, internal/f16 and the standard library.

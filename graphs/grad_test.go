@@ -44,6 +44,12 @@ func TestGradientRules(t *testing.T) {
 		mk("reducesum axes", D, []gradcheck.In{{Shape: s(2, 3, 4), Diff: true}}, one(func(x V) V { return graphs.ReduceSum(x, false, 0, 2) })),
 		mk("reducesum keep", D, []gradcheck.In{{Shape: s(2, 3, 4), Diff: true}}, one(func(x V) V { return graphs.ReduceSum(x, true, 1) })),
 		mk("reducemean", D, []gradcheck.In{{Shape: s(2, 3, 4, 5), Diff: true}}, one(func(x V) V { return graphs.ReduceMean(x, true, 2, 3) })),
+		// x reaches the loss through reductions (their gradients broadcast back) and
+		// elementwise, and the fan-out sums them.
+		mk("reduction fan-out", D, []gradcheck.In{{Shape: s(2, 3, 4, 5), Diff: true}}, one(func(x V) V {
+			m := graphs.ReduceMean(x, true, 2, 3)
+			return graphs.Add(graphs.Mul(x, graphs.Mul(m, m)), graphs.Div(x, graphs.Add(graphs.ReduceSum(x, true, 0), graphs.ScalarLike(x, 9))))
+		})),
 		mk("reducesumsquare", D, []gradcheck.In{{Shape: s(2, 3, 4), Diff: true}}, one(func(x V) V { return graphs.ReduceSumSquare(x, true, 0, 2) })),
 		mk("channelsumsquare", D, []gradcheck.In{{Shape: s(2, 3, 4, 5), Diff: true}}, one(func(x V) V { return graphs.ChannelSumSquare(x, false) })),
 		mk("channelmean", D, []gradcheck.In{{Shape: s(2, 3, 4, 5), Diff: true}}, one(func(x V) V { return graphs.ChannelMean(graphs.Mul(x, x), true) })),
