@@ -158,19 +158,7 @@ func convWeightGradConv(x, dy *Value, wShape Shape, o ConvOpts) *Value {
 	N, cin, H, W := x.shape[0], x.shape[1], x.shape[2], x.shape[3]
 	cout, ho, wo := dy.shape[1], dy.shape[2], dy.shape[3]
 	kh, kw := wShape[2], wShape[3]
-	pads := o.Pads
-	size := [2]int64{H, W}
-	k := [2]int64{kh, kw}
-	out := [2]int64{ho, wo}
-	for a := 0; a < 2; a++ {
-		need := o.Strides[a]*(out[a]-1) + (k[a]-1)*o.Dilations[a] + 1 // padded extent the taps read
-		excess := size[a] + pads[a] + pads[a+2] - need
-		trim := min(excess, pads[a+2])
-		pads[a+2] -= trim
-		if excess > trim { // rows or columns past the end padding that no tap reads
-			x = Slice(x, 2+a, 0, size[a]-(excess-trim))
-		}
-	}
+	x, pads := weightGradPads(x, [2]int64{kh, kw}, [2]int64{ho, wo}, o, func(v *Value, axis int, end int64) *Value { return Slice(v, axis, 0, end) })
 	H, W = x.shape[2], x.shape[3]
 	co := ConvOpts{Strides: o.Dilations, Dilations: o.Strides, Pads: pads}
 	G := o.Group
@@ -185,6 +173,46 @@ func convWeightGradConv(x, dy *Value, wShape Shape, o ConvOpts) *Value {
 	co.Group = G
 	dw := Conv(xf, gf, nil, co) // [ci, G·cg, kh, kw]
 	return Transpose(dw, 1, 0, 2, 3)
+}
+
+// weightGradPads is the padding of the weight-gradient correlation (convWeightGradConv) of a
+// convolution with kernel k and output size out over x: the end padding trimmed so that the
+// correlation yields exactly k taps, and x cut (cut(x, axis, end) keeps [0, end) of a spatial
+// axis) where rows or columns past the end padding are read by no tap.
+func weightGradPads(x *Value, k, out [2]int64, o ConvOpts, cut func(v *Value, axis int, end int64) *Value) (*Value, [4]int64) {
+	pads := o.Pads
+	size := [2]int64{x.shape[2], x.shape[3]}
+	for a := 0; a < 2; a++ {
+		need := o.Strides[a]*(out[a]-1) + (k[a]-1)*o.Dilations[a] + 1 // padded extent the taps read
+		excess := size[a] + pads[a] + pads[a+2] - need
+		trim := min(excess, pads[a+2])
+		pads[a+2] -= trim
+		if excess > trim { // rows or columns past the end padding that no tap reads
+			x = cut(x, 2+a, size[a]-(excess-trim))
+		}
+	}
+	return x, pads
+}
+
+// inputGradPads is the padding of the correlation that gives a convolution's input gradient
+// (spatial size size, kernel k) from up, the output gradient with the stride's zeros inserted;
+// where inserted zeros fall beyond the input, up is cut (as in weightGradPads).
+func inputGradPads(up *Value, size, k [2]int64, o ConvOpts, cut func(v *Value, axis int, end int64) *Value) (*Value, [4]int64) {
+	var pads [4]int64
+	for a := 0; a < 2; a++ {
+		span := (k[a] - 1) * o.Dilations[a]
+		pb := span - o.Pads[a]
+		pe := size[a] - up.shape[2+a] - pb + span
+		if pb < 0 {
+			panic(fmt.Sprintf("graphs: depthwise gradient with padding %d beyond the kernel span %d", o.Pads[a], span))
+		}
+		if pe < 0 { // only inserted zeros fall off the end
+			up = cut(up, 2+a, up.shape[2+a]+pe)
+			pe = 0
+		}
+		pads[a], pads[a+2] = pb, pe
+	}
+	return up, pads
 }
 
 // convWeightGradIm2col is a (grouped or dense) convolution's weight gradient as a batched
@@ -304,21 +332,7 @@ func depthwiseInputGrad(dy, w *Value, xShape Shape, o ConvOpts) *Value {
 		up = Pad(up, []int64{0, 0, 0, 0, 0, 0, 0, 0, 0, sh - 1, 0, sw - 1})
 		up = Reshape(up, Shape{N, C, Ho * sh, Wo * sw})
 	}
-	size := [2]int64{H, W}
-	var pads [4]int64
-	for a := 0; a < 2; a++ {
-		span := (k[a] - 1) * o.Dilations[a]
-		pb := span - o.Pads[a]
-		pe := size[a] - up.shape[2+a] - pb + span
-		if pb < 0 {
-			panic(fmt.Sprintf("graphs: depthwise gradient with padding %d beyond the kernel span %d", o.Pads[a], span))
-		}
-		if pe < 0 { // only inserted zeros fall off the end
-			up = Slice(up, 2+a, 0, up.shape[2+a]+pe)
-			pe = 0
-		}
-		pads[a], pads[a+2] = pb, pe
-	}
+	up, pads := inputGradPads(up, [2]int64{H, W}, k, o, func(v *Value, axis int, end int64) *Value { return Slice(v, axis, 0, end) })
 	return Conv(up, Flip2D(w), nil, ConvOpts{Pads: pads, Dilations: o.Dilations, Group: C})
 }
 

@@ -114,6 +114,7 @@ func gradNCHWcConv(n *Node, dy []*Value, want []bool) []*Value {
 	if o.Group != C || wr.shape[0] != C || wr.shape[1] != 1 || b <= 0 {
 		panic(fmt.Sprintf("graphs: no gradient rule for blocked Conv %s other than depthwise (input %v, weight %v, group %d)", n.Name, xb, wr, o.Group))
 	}
+	cut := func(v *Value, axis int, end int64) *Value { return blockedSlice(v, axis, 0, end, b) }
 	out := make([]*Value, len(n.Inputs))
 	if len(n.Inputs) == 3 && want[2] {
 		s := ReduceSum(Reshape(g, Shape{N, C / b, ho * wo, b}), false, 0, 2)
@@ -128,39 +129,12 @@ func gradNCHWcConv(n *Node, dy []*Value, want []bool) []*Value {
 			up = Reshape(up, Shape{N, C, ho * s[0], wo * s[1]})
 		}
 		k := [2]int64{kh, kw}
-		size := [2]int64{H, W}
-		var pads [4]int64
-		for a := 0; a < 2; a++ {
-			span := (k[a] - 1) * o.Dilations[a]
-			pb := span - o.Pads[a]
-			pe := size[a] - up.shape[2+a] - pb + span
-			if pb < 0 {
-				panic(fmt.Sprintf("graphs: depthwise gradient with padding %d beyond the kernel span %d", o.Pads[a], span))
-			}
-			if pe < 0 { // only inserted zeros fall off the end
-				up = blockedSlice(up, 2+a, 0, up.shape[2+a]+pe, b)
-				pe = 0
-			}
-			pads[a], pads[a+2] = pb, pe
-		}
+		up, pads := inputGradPads(up, [2]int64{H, W}, k, o, cut)
 		dxo := ConvOpts{Pads: pads, Dilations: o.Dilations, Group: C}.norm()
 		out[0] = nchwcNode("Conv", []*Value{up, flipBlockedFilter(wr, b)}, dxo.attrs(k[:]), xb.shape)
 	}
 	if want[1] {
-		x := xb
-		pads := o.Pads
-		size := [2]int64{H, W}
-		k := [2]int64{kh, kw}
-		outHW := [2]int64{ho, wo}
-		for a := 0; a < 2; a++ { // trim as convWeightGradConv does
-			need := o.Strides[a]*(outHW[a]-1) + (k[a]-1)*o.Dilations[a] + 1
-			excess := size[a] + pads[a] + pads[a+2] - need
-			trim := min(excess, pads[a+2])
-			pads[a+2] -= trim
-			if excess > trim {
-				x = blockedSlice(x, 2+a, 0, size[a]-(excess-trim), b)
-			}
-		}
+		x, pads := weightGradPads(xb, [2]int64{kh, kw}, [2]int64{ho, wo}, o, cut)
 		xf := Reshape(x, Shape{1, N * C, x.shape[2], x.shape[3]})
 		gk := Reshape(g, Shape{N * C, 1, ho, wo})
 		co := ConvOpts{Strides: o.Dilations, Dilations: o.Strides, Pads: pads, Group: N * C}.norm()

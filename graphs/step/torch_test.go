@@ -107,13 +107,18 @@ func f32(t *testing.T, f safetensors.File, name string) []float32 {
 	return d
 }
 
+// diffAndMag are max|got−want| and max|want|.
+func diffAndMag(got, want []float32) (diff, mag float64) {
+	for i := range want {
+		diff = math.Max(diff, math.Abs(float64(got[i])-float64(want[i])))
+		mag = math.Max(mag, math.Abs(float64(want[i])))
+	}
+	return diff, mag
+}
+
 // maxRelErr is max|a-b| / max|b| (the tensor's own scale).
 func maxRelErr(a, b []float32) float64 {
-	var d, m float64
-	for i := range b {
-		d = math.Max(d, math.Abs(float64(a[i])-float64(b[i])))
-		m = math.Max(m, math.Abs(float64(b[i])))
-	}
+	d, m := diffAndMag(a, b)
 	if m == 0 {
 		return d
 	}
@@ -297,12 +302,7 @@ func TestWeightGradFormulationsAgree(t *testing.T) {
 			if !p.Kind.Trainable() {
 				continue
 			}
-			got, want := runtime.Data[float32](out["grad."+p.Name]), runtime.Data[float32](ref["grad."+p.Name])
-			var diff, mag float64
-			for i := range want {
-				diff = math.Max(diff, math.Abs(float64(got[i])-float64(want[i])))
-				mag = math.Max(mag, math.Abs(float64(want[i])))
-			}
+			diff, mag := diffAndMag(runtime.Data[float32](out["grad."+p.Name]), runtime.Data[float32](ref["grad."+p.Name]))
 			// A structurally zero gradient (a bias before a training-mode batch norm) is
 			// rounding noise whose pattern follows the forward's summation order: it must
 			// stay below 1e-6 of the network's largest gradient (scaled to the same limit).
@@ -350,13 +350,7 @@ func compareGrads(t *testing.T, a model.Arch, ref safetensors.File, out map[stri
 		if !p.Kind.Trainable() {
 			continue
 		}
-		got := runtime.Data[float32](out["grad."+p.Name])
-		want := f32(t, ref, "grad."+p.Name)
-		var diff, mag float64
-		for i := range want {
-			diff = math.Max(diff, math.Abs(float64(got[i])-float64(want[i])))
-			mag = math.Max(mag, math.Abs(float64(want[i])))
-		}
+		diff, mag := diffAndMag(runtime.Data[float32](out["grad."+p.Name]), f32(t, ref, "grad."+p.Name))
 		e := diff / mag
 		if mag < 1e-12*globalMax {
 			structural[p.Name] = true
