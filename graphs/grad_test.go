@@ -215,6 +215,9 @@ func blockedCases(t *testing.T) []gradcheck.Case {
 		{"3x3 stride 2 no pad", s(1, b, 8, 7), 3, true, graphs.ConvOpts{Strides: [2]int64{2, 2}}},
 		{"3x3 stride 2 odd", s(2, 2*b, 7, 9), 3, false, graphs.ConvOpts{Strides: [2]int64{2, 2}, Pads: [4]int64{1, 1, 1, 1}}},
 		{"3x3 stride 2x1 asymmetric pads", s(1, b, 7, 6), 3, false, graphs.ConvOpts{Strides: [2]int64{2, 1}, Pads: [4]int64{0, 1, 2, 1}}},
+		// Not a multiple of the block: the layer stays standard, but its weight gradient
+		// (the batch folded into 2·(b+4) groups, a multiple) runs blocked.
+		{"channels off the block", s(2, b+4, 6, 7), 3, false, graphs.ConvOpts{Strides: [2]int64{2, 2}, Pads: [4]int64{1, 1, 1, 1}}},
 	}
 	for _, c := range convs {
 		c := c
@@ -231,8 +234,8 @@ func blockedCases(t *testing.T) []gradcheck.Case {
 				bias = x[2]
 			}
 			y := graphs.Conv(x[0], x[1], bias, c.opts)
-			if n := y.Producer(); n.Op != "ReorderOutput" {
-				t.Errorf("%s: Conv built %s, want the blocked chain", c.name, n.Op)
+			if blocked := y.Producer().Op == "ReorderOutput"; blocked != (C%b == 0) {
+				t.Errorf("%s: Conv built %s for %d channels and block %d", c.name, y.Producer().Op, C, b)
 			}
 			return y
 		}})
