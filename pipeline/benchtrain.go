@@ -73,9 +73,7 @@ type TrainBench struct {
 // session training uses (state in ORT tensors between steps) or, with resident false, the
 // host-memory one (state copied in and out of Go slices every step).
 func OpenTrainBench(cfg step.Config, opts runtime.SessionOptions, seed uint64, resident bool) (*TrainBench, error) {
-	cfg = cpuKernels(cfg, opts.Provider)
-	opts.DisableMemPattern = opts.DisableMemPattern || noMemPattern(opts.Provider)
-	res := BenchTrainResult{Batch: cfg.Batch, Height: cfg.Height, Width: cfg.Width, Threads: opts.IntraOpThreads, NCHWcBlock: max(cfg.NCHWcBlock, 0)}
+	res := BenchTrainResult{Batch: cfg.Batch, Height: cfg.Height, Width: cfg.Width, Threads: opts.IntraOpThreads}
 	st, err := NewState(cfg.Arch, model.Init(cfg.Arch, seed))
 	if err != nil {
 		return nil, err
@@ -88,21 +86,16 @@ func OpenTrainBench(cfg step.Config, opts runtime.SessionOptions, seed uint64, r
 		if err != nil {
 			return nil, err
 		}
-		ts, res.Device = d, string(d.Session().Provider())
+		ts, res.Device, res.NCHWcBlock = d, string(d.Session().Provider()), max(d.cfg.NCHWcBlock, 0)
+		res.SessionMS = ms(time.Since(t0))
 	} else {
-		b, err := trainStepModel(cfg)
+		h, build, err := newTrainSession(cfg, opts)
 		if err != nil {
 			return nil, err
 		}
-		res.BuildMS = ms(time.Since(t0))
-		t0 = time.Now()
-		sess, err := runtime.NewSession("train_step", b, opts)
-		if err != nil {
-			return nil, err
-		}
-		ts, res.Device = &TrainSession{cfg: cfg, sess: sess, specs: cfg.Arch.Params()}, string(sess.Provider())
+		ts, res.Device, res.NCHWcBlock = h, string(h.sess.Provider()), max(h.cfg.NCHWcBlock, 0)
+		res.BuildMS, res.SessionMS = ms(build), ms(time.Since(t0)-build)
 	}
-	res.SessionMS = ms(time.Since(t0))
 	res.ORT = runtime.Version()
 	img, tgt := randomBatch(cfg, seed)
 	return &TrainBench{res: res, ts: ts, st: st, img: img, tgt: tgt}, nil
@@ -216,8 +209,6 @@ type BenchDeviceResult struct {
 func BenchDeviceTrain(cfg step.Config, opts runtime.DeviceOptions, warmup, steps int, seed uint64) (BenchDeviceResult, error) {
 	res := BenchDeviceResult{BenchTrainResult: BenchTrainResult{Batch: cfg.Batch, Height: cfg.Height, Width: cfg.Width,
 		Threads: opts.IntraOpThreads, Steps: steps}, Precision: precisionName(cfg), CUDAGraph: opts.CUDAGraph}
-	cfg = cpuKernels(cfg, opts.Provider)
-	res.NCHWcBlock = max(cfg.NCHWcBlock, 0)
 	if len(opts.CUDAOptions) > 0 {
 		res.Options = fmt.Sprint(opts.CUDAOptions)
 	}
@@ -236,6 +227,7 @@ func BenchDeviceTrain(cfg step.Config, opts runtime.DeviceOptions, warmup, steps
 	defer ts.Close()
 	res.SessionMS = ms(time.Since(t0))
 	res.Device = string(ts.Session().Provider())
+	res.NCHWcBlock = max(ts.cfg.NCHWcBlock, 0)
 	res.ORT = runtime.Version()
 	var batches [2][2]any
 	for i := range batches {

@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/cardseg-ort/cardseg-ort/graphs/model"
 	"github.com/cardseg-ort/cardseg-ort/graphs/step"
@@ -49,17 +50,25 @@ type TrainSession struct {
 
 // NewTrainSession builds the train-step graph for cfg and opens it.
 func NewTrainSession(cfg step.Config, opts runtime.SessionOptions) (*TrainSession, error) {
+	ts, _, err := newTrainSession(cfg, opts)
+	return ts, err
+}
+
+// newTrainSession is NewTrainSession that also reports how long building the graph took.
+func newTrainSession(cfg step.Config, opts runtime.SessionOptions) (*TrainSession, time.Duration, error) {
+	t0 := time.Now()
 	cfg = cpuKernels(cfg, opts.Provider)
 	opts.DisableMemPattern = opts.DisableMemPattern || noMemPattern(opts.Provider)
 	b, err := trainStepModel(cfg)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
+	build := time.Since(t0)
 	sess, err := runtime.NewSession("train_step", b, opts)
 	if err != nil {
-		return nil, err
+		return nil, build, err
 	}
-	return &TrainSession{cfg: cfg, sess: sess, specs: cfg.Arch.Params()}, nil
+	return &TrainSession{cfg: cfg, sess: sess, specs: cfg.Arch.Params()}, build, nil
 }
 
 // Close releases the session.

@@ -444,13 +444,17 @@ func (t *Trainer) openStepper(cfg TrainConfig, sc step.Config, st *State) (stepp
 	if t.Session.Provider == runtime.ProviderCUDA && sc.DepthwiseWeightGrad == "" {
 		sc.DepthwiseWeightGrad = CUDAConvWeightGrad
 	}
-	if k := cpuKernels(sc, t.Session.Provider); onCPU(t.Session.Provider) {
-		if k.NCHWcBlock > 0 {
-			t.Log.Info().Int64("block", k.NCHWcBlock).Msg("CPU step: depthwise convolutions on ONNX Runtime's NCHWc kernels")
+	d, err := NewDeviceTrainSession(sc, runtime.DeviceOptions{Provider: t.Session.Provider, CUDADevice: t.Session.CUDADevice,
+		IntraOpThreads: t.Session.IntraOpThreads, CUDAGraph: cfg.CUDAGraph && t.Session.Provider == runtime.ProviderCUDA}, st)
+	if err != nil {
+		return nil, err
+	}
+	if d.Session().Provider() == runtime.ProviderCPU {
+		if d.cfg.NCHWcBlock > 0 {
+			t.Log.Info().Int64("block", d.cfg.NCHWcBlock).Msg("CPU step: depthwise convolutions on ONNX Runtime's NCHWc kernels")
 		} else if _, err := NCHWcBlock(); err != nil && os.Getenv(EnvStandardOps) != "1" {
 			t.Log.Info().Err(err).Msg("CPU step: standard ONNX operators only (slower)")
 		}
 	}
-	return NewDeviceTrainSession(sc, runtime.DeviceOptions{Provider: t.Session.Provider, CUDADevice: t.Session.CUDADevice,
-		IntraOpThreads: t.Session.IntraOpThreads, CUDAGraph: cfg.CUDAGraph && t.Session.Provider == runtime.ProviderCUDA}, st)
+	return d, nil
 }
