@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cardseg-ort/cardseg-ort/graphs"
 	"github.com/cardseg-ort/cardseg-ort/graphs/internal/gradcheck"
 	"github.com/cardseg-ort/cardseg-ort/graphs/model"
 	"github.com/cardseg-ort/cardseg-ort/graphs/safetensors"
@@ -137,9 +138,17 @@ func batchFeeds(a model.Arch, w *model.Weights, img []float32, tg []int64, n, h,
 	return feeds
 }
 
-func runGraph(t *testing.T, name string, b []byte, feeds map[string]*runtime.Tensor) map[string]*runtime.Tensor {
+// runGraph runs g (built with error buildErr) once on the CPU provider.
+func runGraph(t *testing.T, g *graphs.Graph, buildErr error, feeds map[string]*runtime.Tensor) map[string]*runtime.Tensor {
 	t.Helper()
-	s, err := runtime.NewSession(name, b, runtime.SessionOptions{Provider: runtime.ProviderCPU})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	b, err := g.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := runtime.NewSession(g.Name, b, runtime.SessionOptions{Provider: runtime.ProviderCPU})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,14 +164,7 @@ func runGraph(t *testing.T, name string, b []byte, feeds map[string]*runtime.Ten
 func runGradGraph(t *testing.T, cfg step.Config, feeds map[string]*runtime.Tensor) map[string]*runtime.Tensor {
 	t.Helper()
 	g, err := step.GradGraph(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := g.Marshal()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return runGraph(t, "grad_"+cfg.DepthwiseWeightGrad, b, feeds)
+	return runGraph(t, g, err, feeds)
 }
 
 // TestGradientsMatchPyTorch compares loss and every parameter gradient of a training-mode
@@ -197,19 +199,12 @@ func TestGradientsMatchPyTorch(t *testing.T) {
 	// gradient is at least 1% of its tensor's largest: there the sign is certain, and a wrong
 	// moment, bias correction or decay shows up in full.
 	tg2, err := step.TrainStep(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tb, err := tg2.Marshal()
-	if err != nil {
-		t.Fatal(err)
-	}
 	feeds[step.InputLR] = runtime.Scalar[float32](1e-3)
 	feeds[step.InputStep] = runtime.Scalar[float32](1)
 	total := int64(a.TrainableCount())
 	feeds[step.InputMomentM] = runtime.MustNew([]int64{total}, make([]float32, total))
 	feeds[step.InputMomentV] = runtime.MustNew([]int64{total}, make([]float32, total))
-	tout := runGraph(t, "train_step", tb, feeds)
+	tout := runGraph(t, tg2, err, feeds)
 	if got, want := float64(runtime.Data[float32](tout[step.OutLoss])[0]), float64(f32(t, ref, "loss")[0]); math.Abs(got-want) > 1e-4 {
 		t.Errorf("train step loss %.7f, PyTorch %.7f", got, want)
 	}
@@ -249,14 +244,7 @@ func TestGradientsMatchPyTorch(t *testing.T) {
 
 	// Inference model (BN folded) against torchvision's eval forward.
 	ig, err := step.Inference(cfg, w)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ib, err := ig.Marshal()
-	if err != nil {
-		t.Fatal(err)
-	}
-	iout := runGraph(t, "inference", ib, map[string]*runtime.Tensor{step.InputImage: runtime.MustNew([]int64{n, 3, h, wd}, img)})
+	iout := runGraph(t, ig, err, map[string]*runtime.Tensor{step.InputImage: runtime.MustNew([]int64{n, 3, h, wd}, img)})
 	if e := maxRelErr(runtime.Data[float32](iout[step.OutLogits]), f32(t, ref, "eval_logits")); e > 1e-4 {
 		t.Errorf("inference logits differ from torchvision eval forward by %.2e of their magnitude", e)
 	} else {
