@@ -15,6 +15,9 @@ type SessionOptions struct {
 	IntraOpThreads int      // 0: ORT's default
 	InterOpThreads int      // 0: ORT's default
 	CUDADevice     int
+	// CUDAOptions are extra CUDA provider options, e.g. "use_tf32": "0" for float32
+	// convolutions and matrix products without TF32 rounding.
+	CUDAOptions map[string]string
 	// DisableOptimizations turns ORT's graph optimisations off (for debugging a graph).
 	DisableOptimizations bool
 	// DisableMemPattern turns off ORT's memory-pattern planning. With it on, each run's
@@ -114,12 +117,17 @@ func NewSession(name string, model []byte, opts SessionOptions) (*Session, error
 		}
 	}
 	if prov == ProviderCUDA {
+		halfGemmFP32Reductions()
 		co, err := ort.NewCUDAProviderOptions()
 		if err != nil {
 			return nil, fmt.Errorf("CUDA provider options: %w", err)
 		}
 		defer co.Destroy()
-		if err := co.Update(map[string]string{"device_id": fmt.Sprint(opts.CUDADevice)}); err != nil {
+		kv := map[string]string{"device_id": fmt.Sprint(opts.CUDADevice)}
+		for k, v := range opts.CUDAOptions {
+			kv[k] = v
+		}
+		if err := co.Update(kv); err != nil {
 			return nil, fmt.Errorf("CUDA provider options: %w", err)
 		}
 		if err := so.AppendExecutionProviderCUDA(co); err != nil {
