@@ -80,5 +80,5 @@ gpu-pack:
     go build -ldflags="-s -w" -o bin/cardseg-ort ./cmd/cardseg-ort
     for p in runtime pipeline graphs/step; do go test -c -ldflags="-s -w" -o "bin/$(basename $p).test" "./$p"; done
     mkdir -p .gpubin
-    tar cf - bin | xz -3 -T2 > .gpubin/bin.tar.xz
+    tar cf - bin/cardseg-ort bin/runtime.test bin/pipeline.test bin/step.test | xz -3 -T2 > .gpubin/bin.tar.xz
     ls -la .gpubin

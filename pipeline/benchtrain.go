@@ -246,11 +246,25 @@ func BenchDeviceTrain(cfg step.Config, opts runtime.DeviceOptions, warmup, steps
 		}
 		return nil
 	}
+	// CARDSEG_CUDA_PROFILE_LAST=1 brackets the last step with cudaProfilerStart/Stop, for a
+	// kernel-by-kernel profile of one step (ncu --profile-from-start off).
+	profileLast := os.Getenv("CARDSEG_CUDA_PROFILE_LAST") == "1" && ts.Session().Provider() == runtime.ProviderCUDA
 	for i := 0; i < warmup+steps; i++ {
+		last := i == warmup+steps-1
+		if profileLast && last {
+			if err := runtime.CUDAProfiler(true); err != nil {
+				return res, err
+			}
+		}
 		t := time.Now()
 		r, err := ts.Run(st, 1e-3, next)
 		if err != nil {
 			return res, fmt.Errorf("step %d: %w", i+1, err)
+		}
+		if profileLast && last {
+			if err := runtime.CUDAProfiler(false); err != nil {
+				return res, err
+			}
 		}
 		if i >= warmup {
 			res.StepMS = append(res.StepMS, ms(time.Since(t)))

@@ -153,6 +153,7 @@ func NewDeviceSession(name string, model []byte, opts DeviceOptions) (*DeviceSes
 		if err := cudaRuntime(); err != nil {
 			return nil, err
 		}
+		halfGemmFP32Reductions()
 		if err := cerr(C.cudac_set_device(C.int(opts.CUDADevice))); err != nil {
 			return nil, fmt.Errorf("device session for %s: %w", name, err)
 		}
@@ -267,6 +268,20 @@ func cudaMemInfo() (free, total uint64, err error) {
 		return 0, 0, err
 	}
 	return uint64(f), uint64(t), nil
+}
+
+// CUDAProfiler starts (on) or stops CUDA's profiler data collection: a profiler run with
+// collection off at the start (ncu --profile-from-start off) then sees only what runs
+// between the two calls. CUDA must have been loaded by a CUDA device session.
+func CUDAProfiler(on bool) error {
+	if err := cerr(C.cudac_load()); err != nil {
+		return err
+	}
+	flag := C.int(0)
+	if on {
+		flag = 1
+	}
+	return cerr(C.cudac_profiler(flag))
 }
 
 // Provider is the execution provider the session runs on.

@@ -228,6 +228,8 @@ static struct {
   int (*FreeHost)(void*);
   int (*MemGetInfo)(size_t*, size_t*);
   const char* (*GetErrorString)(int);
+  int (*ProfilerStart)(void);
+  int (*ProfilerStop)(void);
 } cu;
 
 static char* cuda_err(const char* what, int code) {
@@ -256,6 +258,8 @@ char* cudac_load(void) {
   SYM(MemGetInfo, "cudaMemGetInfo");
   SYM(GetErrorString, "cudaGetErrorString");
   SYM(MemcpyAsync, "cudaMemcpyAsync");
+  SYM(ProfilerStart, "cudaProfilerStart");
+  SYM(ProfilerStop, "cudaProfilerStop");
 #undef SYM
   return NULL;
 }
@@ -274,3 +278,6 @@ char* cudac_copy(void* dst, const void* src, size_t n, int kind, void* stream) {
 char* cudac_host_alloc(size_t n, void** p) { return cuda_err("cudaMallocHost", cu.MallocHost(p, n)); }
 void cudac_host_free(void* p) { if (p) cu.FreeHost(p); }
 char* cudac_mem_info(size_t* f, size_t* t) { return cuda_err("cudaMemGetInfo", cu.MemGetInfo(f, t)); }
+char* cudac_profiler(int on) {
+  return on ? cuda_err("cudaProfilerStart", cu.ProfilerStart()) : cuda_err("cudaProfilerStop", cu.ProfilerStop());
+}

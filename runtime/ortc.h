@@ -60,3 +60,4 @@ char* cudac_copy(void* dst, const void* src, size_t n, int kind, void* stream); 
 char* cudac_host_alloc(size_t n, void** p);
 void cudac_host_free(void* p);
 char* cudac_mem_info(size_t* free_b, size_t* total_b);
+char* cudac_profiler(int on); // cudaProfilerStart (on) or cudaProfilerStop

@@ -109,17 +109,38 @@ check_profile() {
 }
 # Per-node GPU times: with CUDA_LAUNCH_BLOCKING=1 every launch waits for its kernel, so the
 # profile's kernel times are device times (plus ~10 us each); the profile comes back gzipped.
+# DWGRAD=gather|im2col|... profiles that depthwise weight-gradient formulation (default: auto).
 check_bprofile() {
-  note "blocking profile (FP16, no CUDA graph)"
+  local dw=${DWGRAD:-auto}
+  note "blocking profile (FP16, no CUDA graph, --dw-grad $dw)"
   local line prof
-  line=$(CUDA_LAUNCH_BLOCKING=1 timeout 150 bin/cardseg-ort bench train --device $DEV --fp16 --no-cuda-graph $B --steps 2 --warmup 1 --profile /tmp/bprof 2>>"$LOG")
+  line=$(CUDA_LAUNCH_BLOCKING=1 timeout 150 bin/cardseg-ort bench train --device $DEV --fp16 --no-cuda-graph --dw-grad "$dw" $B --steps 2 --warmup 1 --profile /tmp/bprof_$dw 2>>"$LOG")
   prof=$(echo "$line" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("profile",""))' 2>/dev/null)
-  [ -n "$prof" ] && { python3 tools/gpu/profile_summary.py "$prof" >> "$LOG" 2>&1; gzip -c "$prof" > "$OUT/profile_blocking.json.gz"; }
+  [ -n "$prof" ] && { python3 tools/gpu/profile_summary.py "$prof" >> "$LOG" 2>&1; gzip -c "$prof" > "$OUT/profile_blocking_$dw.json.gz"; }
   note "blocking profile done"
 }
+check_bprofile_gather() { DWGRAD=gather check_bprofile; }
 check_gradtest() {
   note "CUDA gradients against the CPU's"
   timeout 120 bin/pipeline.test -test.run 'TestCUDAGradientsMatchCPU' -test.v >> "$LOG" 2>&1; note "gradient test rc=$?"
+}
+# Kernel by kernel device times of one FP16 step (CUDA graph replayed node by node), by Nsight
+# Compute; the bench brackets its last step with cudaProfilerStart/Stop.
+check_ncu() {
+  local ncu; ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+  [ -n "$ncu" ] || { note "no ncu"; return; }
+  note "ncu: one FP16 step, --dw-grad ${DWGRAD:-auto}"
+  CARDSEG_CUDA_PROFILE_LAST=1 timeout 300 "$ncu" --profile-from-start off --clock-control none --cache-control none \
+    --metrics gpu__time_duration.sum --csv --log-file "$OUT/ncu_${DWGRAD:-auto}.csv" \
+    bin/cardseg-ort bench train --device $DEV --fp16 --dw-grad "${DWGRAD:-auto}" $B --steps 1 --warmup 2 >> "$LOG" 2>&1
+  note "ncu rc=$? $(wc -l < "$OUT/ncu_${DWGRAD:-auto}.csv" 2>/dev/null) lines"
+  gzip -f "$OUT/ncu_${DWGRAD:-auto}.csv"
+}
+# FP16 vs FP32 gradients per tensor on CUDA at several loss scales (a zz-tagged diagnostic).
+check_fp16diag() {
+  [ -x bin/stepzz.test ] || { note "no bin/stepzz.test"; return; }
+  note "FP16 gradient diagnostic"
+  timeout 150 bin/stepzz.test -test.run 'ZZFP16Diag' -test.v >> "$LOG" 2>&1; note "fp16 diag rc=$?"
 }
 check_nograph() { bench fp16_nograph 150 --device $DEV --fp16 --no-cuda-graph $B --steps 30 --warmup 5; }
 check_fp32() { bench fp32_graph 150 --device $DEV $B --steps 30 --warmup 5; }
