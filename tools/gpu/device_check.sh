@@ -136,12 +136,6 @@ check_ncu() {
   note "ncu rc=$? $(wc -l < "$OUT/ncu_${DWGRAD:-auto}.csv" 2>/dev/null) lines"
   gzip -f "$OUT/ncu_${DWGRAD:-auto}.csv"
 }
-# FP16 vs FP32 gradients per tensor on CUDA at several loss scales (a zz-tagged diagnostic).
-check_fp16diag() {
-  [ -x bin/stepzz.test ] || { note "no bin/stepzz.test"; return; }
-  note "FP16 gradient diagnostic"
-  timeout 150 bin/stepzz.test -test.run 'ZZFP16Diag' -test.v >> "$LOG" 2>&1; note "fp16 diag rc=$?"
-}
 check_nograph() { bench fp16_nograph 150 --device $DEV --fp16 --no-cuda-graph $B --steps 30 --warmup 5; }
 check_fp32() { bench fp32_graph 150 --device $DEV $B --steps 30 --warmup 5; }
 check_taps() { bench fp16_graph_taps 150 --device $DEV --fp16 --dw-grad taps $B --steps 50 --warmup 10; }
