@@ -57,6 +57,9 @@ func TestGradientRules(t *testing.T) {
 		mk("transpose", D, []gradcheck.In{{Shape: s(2, 3, 4), Diff: true}}, one(func(x V) V { return graphs.Transpose(x, 2, 0, 1) })),
 		mk("slice", D, []gradcheck.In{{Shape: s(2, 5, 3), Diff: true}}, one(func(x V) V { return graphs.Slice(x, 1, 1, 4) })),
 		mk("pad", D, []gradcheck.In{{Shape: s(2, 3), Diff: true}}, one(func(x V) V { return graphs.Pad(x, []int64{1, 0, 2, 3}) })),
+		// One padded axis that is not among the last two, and a vector: both padded as a 2-D view.
+		mk("pad channel", D, []gradcheck.In{{Shape: s(2, 1, 3, 2), Diff: true}}, one(func(x V) V { return graphs.Pad(x, []int64{0, 1, 0, 0, 0, 2, 0, 0}) })),
+		mk("pad vector", D, []gradcheck.In{{Shape: s(5), Diff: true}}, one(func(x V) V { return graphs.Pad(x, []int64{0, 3}) })),
 		mk("expand", D, []gradcheck.In{{Shape: s(3, 1), Diff: true}}, one(func(x V) V { return graphs.Expand(x, s(2, 3, 4)) })),
 		mk("concat", D, []gradcheck.In{{Shape: s(2, 3), Diff: true}, {Shape: s(2, 2), Diff: true}}, func(x []V) V { return graphs.Concat(1, x[0], x[1]) }),
 		mk("matmul", D, []gradcheck.In{{Shape: s(2, 3, 4), Diff: true}, {Shape: s(4, 5), Diff: true}}, two(graphs.MatMul)),

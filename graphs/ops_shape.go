@@ -72,7 +72,38 @@ func gradSlice(n *Node, dy []*Value, want []bool) []*Value {
 }
 
 // Pad pads with zeros; pads = [begin_0, ..., begin_r, end_0, ..., end_r].
+//
+// A pad of one axis that is not among the last two of a tensor of rank 2 to 4 is written as
+// the same pad of the last axis of a [outer, axis·inner] view (two free Reshapes): ONNX
+// Runtime's CUDA provider has a fast kernel for pads of the last two axes of such tensors only,
+// and its general one took 585 µs for a 20 MB loss gradient, against ~40 µs for the fast one
+// on larger tensors (H100, FP16 step at batch 8, 480×640).
 func Pad(x *Value, pads []int64) *Value {
+	r := x.Rank()
+	shape := x.shape.clone()
+	axis, padded, negative := -1, 0, false
+	for i := 0; i < r; i++ {
+		shape[i] += pads[i] + pads[i+r]
+		if pads[i] != 0 || pads[i+r] != 0 {
+			axis, padded = i, padded+1
+			negative = negative || pads[i] < 0 || pads[i+r] < 0
+		}
+	}
+	if padded == 1 && !negative && (r < 2 || r > 4 || axis < r-2) {
+		outer, inner := int64(1), int64(1)
+		for i := 0; i < axis; i++ {
+			outer *= x.shape[i]
+		}
+		for i := axis + 1; i < r; i++ {
+			inner *= x.shape[i]
+		}
+		v := padNode(Reshape(x, Shape{outer, x.shape[axis] * inner}), []int64{0, pads[axis] * inner, 0, pads[axis+r] * inner})
+		return Reshape(v, shape)
+	}
+	return padNode(x, pads)
+}
+
+func padNode(x *Value, pads []int64) *Value {
 	r := x.Rank()
 	shape := x.shape.clone()
 	for i := 0; i < r; i++ {
