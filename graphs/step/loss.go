@@ -50,15 +50,15 @@ func SegLoss(logits, target *graphs.Value, w LossWeights) Loss {
 	onehot := OneHot(target, k, logits.DType())
 	lsm := graphs.LogSoftmax(logits, 1)
 	var parts LossParts
-	parts.CESum = graphs.Neg(graphs.ReduceSum(graphs.Mul(onehot, lsm), false, 1, 2, 3))
+	parts.CESum = graphs.Neg(perImageSum(graphs.Mul(onehot, lsm)))
 	p := graphs.Exp(graphs.Slice(lsm, 1, 1, 2))
 	t := graphs.Slice(onehot, 1, 1, 2)
-	parts.Inter = graphs.ReduceSum(graphs.Mul(p, t), false, 1, 2, 3)
-	parts.P = graphs.ReduceSum(p, false, 1, 2, 3)
-	parts.T = graphs.ReduceSum(t, false, 1, 2, 3)
+	parts.Inter = perImageSum(graphs.Mul(p, t))
+	parts.P = perImageSum(p)
+	parts.T = perImageSum(t)
 	// Every pixel's one-hot row sums to 1 (labels are 0..K-1), so this counts pixels even when
 	// the batch dimension is symbolic.
-	parts.Pixels = graphs.ReduceSum(onehot, false)
+	parts.Pixels = graphs.ReduceSum(perImageSum(onehot), false)
 	ce := graphs.Div(graphs.ReduceSum(parts.CESum, false), parts.Pixels)
 	one := graphs.ScalarLike(p, 1)
 	inter := graphs.ReduceSum(parts.Inter, false)
@@ -66,6 +66,18 @@ func SegLoss(logits, target *graphs.Value, w LossWeights) Loss {
 	dice := graphs.Sub(one, graphs.Div(graphs.Add(graphs.Mul(inter, graphs.ScalarLike(p, 2)), one), graphs.Add(den, one)))
 	total := graphs.Add(graphs.Mul(ce, graphs.ScalarLike(ce, w.CE)), graphs.Mul(dice, graphs.ScalarLike(dice, w.Dice)))
 	return Loss{Total: total, CE: ce, Dice: dice, Parts: parts}
+}
+
+// perImageSum sums x [N,...] over all but the first axis, [N]: one sum over the last axis of an
+// [N, rest] view, which ONNX Runtime's CUDA provider runs as a fast row reduction (a sum over
+// axes 1, 2, 3 goes through cuDNN's general reduction, ~85 µs each for the loss's terms at
+// batch 8, 480×640 on an H100). A symbolic batch dimension is kept (Reshape copies it).
+func perImageSum(x *graphs.Value) *graphs.Value {
+	rest := int64(1)
+	for _, d := range x.Shape()[1:] {
+		rest *= d
+	}
+	return graphs.ReduceSum(graphs.Reshape(x, graphs.Shape{x.Dim(0), rest}), false, 1)
 }
 
 // Confusion counts pixels by (truth, prediction) per image, [N,K,K] int64, where the
