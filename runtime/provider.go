@@ -158,3 +158,16 @@ func ResolveProvider(p Provider) (Provider, error) {
 	}
 	return "", fmt.Errorf("unknown provider %q", p)
 }
+
+// halfGemmFP32Reductions makes the CUDA provider's float16 matrix products keep float32
+// partial sums when cuBLAS splits the inner dimension (split-K). By default ORT lets cuBLAS
+// reduce the partial products in float16 ("reduced precision reduction"), and the training
+// step's weight-gradient MatMuls, whose inner dimension is every pixel of the batch (up to
+// 614,400 at batch 8, 480×640), then lose most of their precision. ORT reads the setting,
+// bit 0x02 of ORT_CUDA_GEMM_OPTIONS, from the environment once, at its first float16 GEMM; a
+// value the user has set is left alone.
+func halfGemmFP32Reductions() {
+	if _, set := os.LookupEnv("ORT_CUDA_GEMM_OPTIONS"); !set {
+		os.Setenv("ORT_CUDA_GEMM_OPTIONS", "2")
+	}
+}
