@@ -32,7 +32,7 @@ type BenchTrainCmd struct {
 	Device  string `help:"auto, cpu or cuda." default:"cpu"`
 	JSON    bool   `help:"Print one JSON line."`
 	// The device-resident path (what training on a GPU uses).
-	DWGrad      string            `name:"dw-grad" help:"Convolution weight-gradient formulation: auto (im2col on CUDA; elsewhere conv for grouped and im2col for dense convolutions), conv, taps, im2col or gather (im2col unfolding by Gather)." enum:"auto,conv,taps,im2col,gather" default:"auto"`
+	DWGrad      string            `name:"dw-grad" help:"Convolution weight-gradient formulation: auto (gather on CUDA; elsewhere conv for grouped and im2col for dense convolutions), conv, taps, im2col or gather (im2col unfolding by Gather)." enum:"auto,conv,taps,im2col,gather" default:"auto"`
 	StandardOps bool              `name:"standard-ops" help:"CPU: build the step from standard ONNX operators only, without ONNX Runtime's blocked (NCHWc) kernels for depthwise convolutions (slower; what a non-x86 CPU gets)."`
 	FP16        bool              `name:"fp16" help:"Mixed-precision train step (FP16 compute, FP32 master weights, dynamic loss scaling)."`
 	Resident    bool              `help:"Keep the training state in ONNX Runtime tensors between steps, as training does (always on with --device cuda); --no-resident times the host-memory session, which copies the state in and out every step." default:"true" negatable:""`
