@@ -7,9 +7,10 @@ import (
 	"github.com/cardseg-ort/cardseg-ort/runtime"
 )
 
-// TestCPUKernels: CPU sessions get the probed NCHWc block unless the configuration or
-// CARDSEG_STANDARD_OPS=1 keeps the graphs standard; other providers never get it.
-func TestCPUKernels(t *testing.T) {
+// TestProviderForms: CPU sessions get the probed NCHWc block unless the configuration or
+// CARDSEG_STANDARD_OPS=1 keeps the graphs standard; other providers never get it, and they
+// (only they) get the matrix-product channel sums.
+func TestProviderForms(t *testing.T) {
 	block, err := NCHWcBlock()
 	if err != nil {
 		t.Logf("no NCHWc kernels here: %v", err)
@@ -17,17 +18,20 @@ func TestCPUKernels(t *testing.T) {
 	} else if block < 4 || block&(block-1) != 0 {
 		t.Errorf("NCHWc block %d, want a power of two (8 with AVX2, 16 with AVX-512)", block)
 	}
-	if got := cpuKernels(step.Config{}, runtime.ProviderCPU).NCHWcBlock; got != block {
+	if got := providerForms(step.Config{}, runtime.ProviderCPU).NCHWcBlock; got != block {
 		t.Errorf("CPU: block %d, want %d", got, block)
 	}
-	if got := cpuKernels(step.Config{NCHWcBlock: -1}, runtime.ProviderCPU).NCHWcBlock; got != -1 {
+	if got := providerForms(step.Config{NCHWcBlock: -1}, runtime.ProviderCPU).NCHWcBlock; got != -1 {
 		t.Errorf("CPU with the block set to -1: %d", got)
 	}
-	if got := cpuKernels(step.Config{NCHWcBlock: 8}, runtime.ProviderCUDA).NCHWcBlock; got != -1 {
-		t.Errorf("CUDA: block %d, want -1", got)
+	if got := providerForms(step.Config{NCHWcBlock: 8}, runtime.ProviderCUDA); got.NCHWcBlock != -1 || !got.MatMulReductions {
+		t.Errorf("CUDA: block %d, matmul reductions %v; want -1, true", got.NCHWcBlock, got.MatMulReductions)
+	}
+	if providerForms(step.Config{}, runtime.ProviderCPU).MatMulReductions {
+		t.Errorf("CPU: matmul reductions")
 	}
 	t.Setenv(EnvStandardOps, "1")
-	if got := cpuKernels(step.Config{}, runtime.ProviderCPU).NCHWcBlock; got != -1 {
+	if got := providerForms(step.Config{}, runtime.ProviderCPU).NCHWcBlock; got != -1 {
 		t.Errorf("CPU with %s=1: block %d, want -1", EnvStandardOps, got)
 	}
 }

@@ -60,6 +60,17 @@ check_tests() {
   note "pipeline CUDA tests"
   timeout 150 bin/pipeline.test -test.run 'CUDA' -test.v >> "$LOG" 2>&1; note "pipeline tests rc=$?"
 }
+# The FP16 step test and the pipeline's CUDA tests only (the full set is check_tests).
+check_ctests() {
+  note "FP16 step test (CUDA subtest) and pipeline CUDA tests"
+  timeout 90 bin/step.test -test.run 'FP16TrainStepMatchesFP32/cuda' -test.v >> "$LOG" 2>&1; note "step FP16 test rc=$?"
+  timeout 150 bin/pipeline.test -test.run 'CUDA' -test.v >> "$LOG" 2>&1; note "pipeline tests rc=$?"
+}
+# The step with ORT's default float16 GEMM reductions (split-K partial sums in float16), for
+# the speed cost of the float32 ones the runtime asks for.
+check_gemm0() { ORT_CUDA_GEMM_OPTIONS=0 bench fp16_graph_gemm0 150 --device $DEV --fp16 $B --steps 50 --warmup 10; }
+# The step with the batch norms' channel sums as ReduceSum (the CPU's form) instead of MatMuls.
+check_reducesum() { CARDSEG_CUDA_REDUCESUM=1 bench fp16_graph_reducesum 150 --device $DEV --fp16 $B --steps 50 --warmup 10; }
 check_bench() {
   if ! bench fp16_graph 180 --device $DEV --fp16 $B --steps 50 --warmup 10; then
     note "diagnose: which nodes leave the CUDA provider"
@@ -69,7 +80,8 @@ check_bench() {
 }
 check_quick() { bench fp16_graph_quick 150 --device $DEV --fp16 $B --steps 20 --warmup 5; check_anchor; }
 # PyTorch's train rows only, with the anchor script's own functions: eager FP32 and AMP (on the
-# H200 eager FP32 was PyTorch's best), without torch.compile's minutes of compiling.
+# H200 and the H100 eager FP32 was PyTorch's best; ANCHOR_AMP=0 runs it alone), without
+# torch.compile's minutes of compiling.
 check_anchor() {
   [ -n "$anchor" ] || { note "no torch_anchor.py carried"; return; }
   note "PyTorch anchor, train rows only (eager FP32 and AMP)"
@@ -80,7 +92,9 @@ path = sys.argv[1]
 sys.argv = [path, "/tmp/torch_anchor"]  # the script's own argument: its output folder
 src = open(path).read().split("for cfg in")[0]
 exec(src)
-for cfg in [dict(amp=False), dict(amp=True)]:
+import os
+cfgs = [dict(amp=False), dict(amp=True)] if os.environ.get("ANCHOR_AMP", "1") == "1" else [dict(amp=False)]
+for cfg in cfgs:
     torch.cuda.reset_peak_memory_stats()
     r = bench_train(**cfg)
     r["max_memory_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
