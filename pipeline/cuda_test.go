@@ -27,7 +27,7 @@ func TestCUDAGradientsMatchCPU(t *testing.T) {
 	cfg.Batch, cfg.Height, cfg.Width = 2, 96, 128
 	sc := cfg.StepConfig()
 	// Each provider gets the graph the trainer builds for it: the CUDA one computes the
-	// convolution weight gradients as im2col MatMuls.
+	// convolution weight gradients as im2col MatMuls and the batch norms' sums as MatMuls.
 	marshal := func(sc step.Config) []byte {
 		g, err := step.GradGraph(sc)
 		if err != nil {
@@ -40,10 +40,15 @@ func TestCUDAGradientsMatchCPU(t *testing.T) {
 		return b
 	}
 	bCPU := marshal(sc)
-	scGPU := sc
+	scGPU := providerForms(sc, runtime.ProviderCUDA)
 	scGPU.DepthwiseWeightGrad = CUDAConvWeightGrad
 	bGPU := marshal(scGPU)
-	w := model.Init(sc.Arch, 3)
+	// Weights from seed 3 put one pre-activation of block 12 within rounding of a kink (the
+	// gradient of the block's expand batch-norm weight, channel 320, jumps by 1.8e-4, 0.18 of
+	// the tensor's max, whichever way the rounding goes): the CUDA provider and the CPU one
+	// with the channel sums as MatMuls both land on the other side of it from the CPU's
+	// ReduceSum. Any other gradient element agrees within 4e-5 there. Seed 4 has no such point.
+	w := model.Init(sc.Arch, 4)
 	img, tgt := randomBatch(sc, 4)
 	feeds := map[string]*runtime.Tensor{
 		step.InputImage:  runtime.MustNew([]int64{2, 3, 96, 128}, img),
@@ -69,6 +74,12 @@ func TestCUDAGradientsMatchCPU(t *testing.T) {
 	// norm's gradient can amplify. Exact float32 is what is compared; TF32 is reported.
 	cpu, gpu := run(runtime.ProviderCPU, bCPU, nil), run(runtime.ProviderCUDA, bGPU, map[string]string{"use_tf32": "0"})
 	tf32 := run(runtime.ProviderCUDA, bGPU, nil)
+	// cuDNN's fastest algorithms (found by ORT's exhaustive search) include FFT and Winograd
+	// ones, whose float32 rounding differs from a direct sum; the implicit-GEMM default is
+	// reported beside them.
+	direct := run(runtime.ProviderCUDA, bGPU, map[string]string{"use_tf32": "0", "cudnn_conv_algo_search": "DEFAULT"})
+	d, name := worstGradDiff(cpu, direct)
+	t.Logf("exact float32, cuDNN's default algorithms: worst gradient difference %.2e of the tensor's max (%s)", d, name)
 	if d := math.Abs(float64(gpu[step.OutLoss].Float32s()[0] - cpu[step.OutLoss].Float32s()[0])); d > 1e-4 {
 		t.Fatalf("loss: CUDA %v, CPU %v", gpu[step.OutLoss].Float32s()[0], cpu[step.OutLoss].Float32s()[0])
 	}
@@ -76,6 +87,22 @@ func TestCUDAGradientsMatchCPU(t *testing.T) {
 	t.Logf("with TF32 (the provider's default): worst gradient difference %.2e of the tensor's max (%s)", worst, worstName)
 	worst, worstName = worstGradDiff(cpu, gpu)
 	t.Logf("exact float32: worst gradient difference %.2e of the tensor's max, floored at 1e-3 of the largest gradient (%s)", worst, worstName)
+	if worst > 1e-3 {
+		cv, gv := cpu[worstName].Float32s(), gpu[worstName].Float32s()
+		var at int
+		var maxAbs, diff2, norm2 float64
+		for i := range cv {
+			d := math.Abs(float64(gv[i] - cv[i]))
+			if d > math.Abs(float64(gv[at]-cv[at])) {
+				at = i
+			}
+			maxAbs = math.Max(maxAbs, math.Abs(float64(cv[i])))
+			diff2 += d * d
+			norm2 += float64(cv[i]) * float64(cv[i])
+		}
+		t.Logf("%s: element %d of %d: CPU %g, CUDA %g (tensor max %g); relative L2 difference of the tensor %.2e",
+			worstName, at, len(cv), cv[at], gv[at], maxAbs, math.Sqrt(diff2/norm2))
+	}
 	if worst > 1e-3 || math.IsNaN(worst) {
 		t.Fatalf("CUDA gradients differ from the CPU's by %.2e of %s's max", worst, worstName)
 	}
