@@ -207,12 +207,6 @@ type Graph struct {
 	// float32 depthwise convolution whose channel count is a multiple of it on those kernels
 	// (NCHWcDomain), forward and gradients. Zero keeps the graph standard ONNX.
 	NCHWcBlock int64
-	// MatMulReductions computes per-channel sums (ChannelSum, ChannelDot, ChannelSumSquare)
-	// as matrix products: a channel sum as [N,C,H·W] × ones[H·W,1], a channel dot product as
-	// N·C batched [1,H·W] × [H·W,1] products (no product tensor is written). cuBLAS runs these
-	// as GEMVs at near memory bandwidth, where ONNX Runtime's CUDA ReduceSum over the last axis
-	// of a [128, 76800] float32 view read 0.4 TB/s (H100); the CPU keeps ReduceSum.
-	MatMulReductions bool
 }
 
 // GradOptions selects gradient formulations.

@@ -70,34 +70,11 @@ func ChannelSum(x *Value, keep bool) *Value {
 	if x.Rank() != 4 {
 		panic(fmt.Sprintf("graphs: ChannelSum of %v: want rank 4", x))
 	}
-	N, C, M := x.shape[0], x.shape[1], x.shape[2]*x.shape[3]
-	var s *Value
-	if x.g.MatMulReductions {
-		s = Reshape(MatMul(Reshape(x, Shape{N, C, M}), onesColumn(x, M)), Shape{N, C})
-	} else {
-		s = ReduceSum(Reshape(x, Shape{N, C, M}), false, 2)
-	}
-	return keepChannel(ReduceSum(s, false, 0), keep)
-}
-
-// onesColumn is a constant [m, 1] of ones of x's type (one per graph, type and length).
-func onesColumn(x *Value, m int64) *Value {
-	key := fmt.Sprintf("ones %s %d", x.dtype, m)
-	if v, ok := x.g.constant[key]; ok {
-		return v
-	}
-	ones := make([]float32, m)
-	for i := range ones {
-		ones[i] = 1
-	}
-	v := ConstLike(x, Shape{m, 1}, ones...)
-	x.g.constant[key] = v
-	return v
-}
-
-func keepChannel(s *Value, keep bool) *Value {
+	N, C := x.shape[0], x.shape[1]
+	s := ReduceSum(Reshape(x, Shape{N, C, x.shape[2] * x.shape[3]}), false, 2)
+	s = ReduceSum(s, false, 0)
 	if keep {
-		return Reshape(s, Shape{1, s.shape[0], 1, 1})
+		s = Reshape(s, Shape{1, C, 1, 1})
 	}
 	return s
 }
@@ -108,33 +85,19 @@ func ChannelMean(x *Value, keep bool) *Value {
 	return Mul(ChannelSum(x, keep), ScalarLike(x, 1/float32(x.shape[0]*x.shape[2]*x.shape[3])))
 }
 
-// ChannelDot is Σ a·b over batch and space per channel of two rank-4 [N,C,H,W] values of the
-// same shape: [C], or [1,C,1,1] with keep. With MatMulReductions the products are never
-// written: N·C batched [1,H·W] × [H·W,1] products.
-func ChannelDot(a, b *Value, keep bool) *Value {
-	if a.Rank() != 4 || !a.shape.Equal(b.shape) {
-		panic(fmt.Sprintf("graphs: ChannelDot of %v and %v: want two rank-4 values of one shape", a, b))
-	}
-	if !a.g.MatMulReductions {
-		return ChannelSum(Mul(a, b), keep)
-	}
-	N, C, M := a.shape[0], a.shape[1], a.shape[2]*a.shape[3]
-	d := MatMul(Reshape(a, Shape{N * C, 1, M}), Reshape(b, Shape{N * C, M, 1}))
-	return keepChannel(ReduceSum(Reshape(d, Shape{N, C}), false, 0), keep)
-}
-
 // ChannelSumSquare is the sum of squares of a rank-4 [N,C,H,W] value over batch and space, [C]
 // or [1,C,1,1] with keep: one ReduceSumSquare over each image's space (no squared copy of the
-// tensor is written), then a sum over the batch; with MatMulReductions, ChannelDot(x, x).
+// tensor is written), then a sum over the batch.
 func ChannelSumSquare(x *Value, keep bool) *Value {
 	if x.Rank() != 4 {
 		panic(fmt.Sprintf("graphs: ChannelSumSquare of %v: want rank 4", x))
 	}
-	if x.g.MatMulReductions {
-		return ChannelDot(x, x, keep)
-	}
 	N, C := x.shape[0], x.shape[1]
-	return keepChannel(ReduceSum(ReduceSumSquare(Reshape(x, Shape{N, C, x.shape[2] * x.shape[3]}), false, 2), false, 0), keep)
+	s := ReduceSum(ReduceSumSquare(Reshape(x, Shape{N, C, x.shape[2] * x.shape[3]}), false, 2), false, 0)
+	if keep {
+		s = Reshape(s, Shape{1, C, 1, 1})
+	}
+	return s
 }
 
 // ReduceSumSquare sums the squares over axes (attribute form, opset 17; all axes when none

@@ -69,7 +69,7 @@ type DeviceTrainSession struct {
 
 // NewDeviceTrainSession builds the train step for cfg, opens it on the device and uploads st.
 func NewDeviceTrainSession(cfg step.Config, opts runtime.DeviceOptions, st *State) (*DeviceTrainSession, error) {
-	cfg = providerForms(cfg, opts.Provider)
+	cfg = cpuKernels(cfg, opts.Provider)
 	opts.DisableMemPattern = opts.DisableMemPattern || noMemPattern(opts.Provider)
 	b, err := trainStepModel(cfg)
 	if err != nil {

@@ -57,7 +57,7 @@ func NewTrainSession(cfg step.Config, opts runtime.SessionOptions) (*TrainSessio
 // newTrainSession is NewTrainSession that also reports how long building the graph took.
 func newTrainSession(cfg step.Config, opts runtime.SessionOptions) (*TrainSession, time.Duration, error) {
 	t0 := time.Now()
-	cfg = providerForms(cfg, opts.Provider)
+	cfg = cpuKernels(cfg, opts.Provider)
 	opts.DisableMemPattern = opts.DisableMemPattern || noMemPattern(opts.Provider)
 	b, err := trainStepModel(cfg)
 	if err != nil {

@@ -29,7 +29,7 @@ type Validator struct {
 
 // NewValidator builds and opens the eval-step graph.
 func NewValidator(cfg step.Config, opts runtime.SessionOptions) (*Validator, error) {
-	cfg = providerForms(cfg, opts.Provider)
+	cfg = cpuKernels(cfg, opts.Provider)
 	g, err := step.EvalStep(cfg)
 	if err != nil {
 		return nil, err

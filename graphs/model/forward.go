@@ -237,7 +237,7 @@ func (n *net) batchNorm(prefix, conv string, x *graphs.Value, ch int, eps, mom f
 	}, func(dys []*graphs.Value, want []bool) []*graphs.Value {
 		dy := dys[0]
 		sumDy := graphs.ChannelSum(dy, false)
-		sumDyXc := graphs.ChannelDot(dy, xc, false)
+		sumDyXc := graphs.ChannelSum(graphs.Mul(dy, xc), false)
 		out := make([]*graphs.Value, 3)
 		if want[0] {
 			k := graphs.Mul(inv, gamma)                                                                         // γ/σ
@@ -296,22 +296,12 @@ func (n *net) batchNormHalf(prefix string, x, gamma, beta, rm, rv *graphs.Value,
 	}
 	var mean, variance, inv *graphs.Value // [C] float32
 	count := x.Dim(0) * x.Dim(2) * x.Dim(3)
-	// With MatMulReductions (CUDA) the float32 copies are never centred: the variance is
-	// E[x²] − μ² and Σdy·(x−μ) is Σdy·x − μ·Σdy, each sum one matrix product, which saves a
-	// full-size float32 subtraction forward and backward. In float32 the cancellation costs
-	// about 1e-7·(μ/σ)² of the variance, negligible beside the float16 activation's own rounding.
-	centred := !n.g.MatMulReductions
-	inv1M := func(v *graphs.Value) *graphs.Value { return graphs.Mul(v, graphs.ScalarLike(v, 1/float32(count))) }
 	y := n.g.Composite(prefix, []*graphs.Value{x, gamma, beta}, func() []*graphs.Value {
 		xf := graphs.Cast(x, graphs.Float)
 		m := graphs.ChannelMean(xf, true)
+		xc := graphs.Sub(xf, m)
 		mean = graphs.Reshape(m, graphs.Shape{c})
-		if centred {
-			xc := graphs.Sub(xf, m)
-			variance = inv1M(graphs.ChannelDot(xc, xc, false))
-		} else {
-			variance = graphs.Relu(graphs.Sub(inv1M(graphs.ChannelDot(xf, xf, false)), graphs.Mul(mean, mean)))
-		}
+		variance = graphs.ChannelMean(graphs.Mul(xc, xc), false)
 		var scale, shift *graphs.Value
 		scale, shift, inv = affine(mean, variance)
 		return []*graphs.Value{apply(x, scale, shift)}
@@ -319,14 +309,9 @@ func (n *net) batchNormHalf(prefix string, x, gamma, beta, rm, rv *graphs.Value,
 		dyf := graphs.Cast(dys[0], graphs.Float)
 		// x−μ is formed again from the float16 x rather than kept from the forward pass: a
 		// float32 copy of every activation would live from the forward to the backward pass.
-		xf := graphs.Cast(x, graphs.Float)
+		xc := graphs.Sub(graphs.Cast(x, graphs.Float), graphs.Reshape(mean, bc))
 		sumDy := graphs.ChannelSum(dyf, false)
-		var sumDyXc *graphs.Value
-		if centred {
-			sumDyXc = graphs.ChannelDot(dyf, graphs.Sub(xf, graphs.Reshape(mean, bc)), false)
-		} else {
-			sumDyXc = graphs.Sub(graphs.ChannelDot(dyf, xf, false), graphs.Mul(mean, sumDy))
-		}
+		sumDyXc := graphs.ChannelSum(graphs.Mul(dyf, xc), false)
 		out := make([]*graphs.Value, 3)
 		if want[0] {
 			m := graphs.ScalarLike(sumDy, 1/float32(count))

@@ -129,20 +129,21 @@ func relDiff(got, want float32) float64 {
 // batch: the loss terms agree within 1% and the gradients point the same way (AdamW's first
 // moment after one step from zero is 0.1·gradient, so its cosine is the gradient's). The FP32
 // reference runs on the CPU. On the CPU provider (float16 nodes computed in float32: a check of
-// the algebra) the batch is small, and the step runs in the default forms and in the ones the
-// trainer builds for CUDA. On CUDA (its forms), where float16 rounding is real, it is the `cpu`
-// preset's batch: a batch norm's input gradient is what remains of dy after its per-channel
-// mean and its projection on x̂ are removed, a small residual when a channel has few values,
-// and batch 2 at 64×96 leaves 12 per channel in the last stage (the gradient cosine was 0.9895
-// there on an H100).
+// the algebra) the batch is small, and the step runs in the default form and in the one the
+// trainer builds for CUDA (gather). On CUDA (its form), where float16 rounding is real, it is
+// the `cpu` preset's batch: a batch norm's input gradient is what remains of dy after its
+// per-channel mean and its projection on x̂ are removed, a small residual when a channel has
+// few values, and batch 2 at 64×96 leaves 12 per channel in the last stage. FP16 on CUDA does
+// not meet these bounds yet (H100: gradient cosine 0.9895 at the small batch, 0.9921 at this
+// one with batch-norm sums since reverted; worst tensors 0.977 and 0.975).
 func TestFP16TrainStepMatchesFP32(t *testing.T) {
 	a := model.MobileNetV3Large(1, 2)
 	type run1 struct {
 		name      string
 		prov      runtime.Provider
-		cudaForms bool // the forms the trainer builds for CUDA (gather, MatMul channel sums)
+		cudaForms bool // the form the trainer builds for CUDA (weight-gradient patches by Gather)
 	}
-	runs := []run1{{"cpu", runtime.ProviderCPU, false}, {"cpu_cuda_forms", runtime.ProviderCPU, true}}
+	runs := []run1{{"cpu", runtime.ProviderCPU, false}, {"cpu_gather", runtime.ProviderCPU, true}}
 	if ps := fp16Providers(t); ps[len(ps)-1] == runtime.ProviderCUDA {
 		runs = append(runs, run1{"cuda", runtime.ProviderCUDA, true})
 	}
@@ -157,7 +158,7 @@ func TestFP16TrainStepMatchesFP32(t *testing.T) {
 			c16 := c32
 			c16.FP16 = true
 			if r.cudaForms {
-				c16.DepthwiseWeightGrad, c16.MatMulReductions = "gather", true
+				c16.DepthwiseWeightGrad = "gather"
 			}
 			st := newTrainState(a, n, h, wd, 3)
 			g32, err := step.TrainStep(c32)
@@ -520,11 +521,6 @@ func TestFP16GraphsFitTheCUDAProvider(t *testing.T) {
 		"train_gather": func() (*graphs.Graph, error) {
 			c := c
 			c.DepthwiseWeightGrad = "gather"
-			return step.TrainStep(c)
-		},
-		"train_cuda": func() (*graphs.Graph, error) { // the forms the pipeline builds for CUDA
-			c := c
-			c.DepthwiseWeightGrad, c.MatMulReductions = "gather", true
 			return step.TrainStep(c)
 		},
 		"grad":      func() (*graphs.Graph, error) { return step.GradGraph(c) },

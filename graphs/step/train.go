@@ -35,9 +35,6 @@ type Config struct {
 	// "" or "conv", "taps", "im2col" (the CUDA default: the pipeline picks it there) or "gather"
 	// (im2col with the patches unfolded by a Gather).
 	DepthwiseWeightGrad string
-	// MatMulReductions builds the batch norms' per-channel sums as matrix products
-	// (graphs.Graph.MatMulReductions), the fast form on CUDA; the pipeline sets it there.
-	MatMulReductions bool
 	// FP16 builds mixed-precision graphs (for the GPU): float16 convolutions, activations and
 	// resizes; float32 master weights, batch-norm statistics, loss and optimizer. Inputs and
 	// outputs keep their names, types and shapes, so state moves freely between FP32 and FP16
@@ -330,7 +327,6 @@ type fwdBwd struct {
 func forwardBackward(g *graphs.Graph, c Config) (fwdBwd, error) {
 	var fb fwdBwd
 	g.Grad.DepthwiseWeightGrad = c.DepthwiseWeightGrad
-	g.MatMulReductions = c.MatMulReductions
 	g.NCHWcBlock = max(c.NCHWcBlock, 0)
 	image := g.Input(InputImage, graphs.Float, graphs.Shape{int64(c.Batch), 3, int64(c.Height), int64(c.Width)})
 	target := g.Input(InputTarget, graphs.Int64, graphs.Shape{int64(c.Batch), int64(c.Height), int64(c.Width)})

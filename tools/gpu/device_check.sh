@@ -69,8 +69,6 @@ check_ctests() {
 # The step with ORT's default float16 GEMM reductions (split-K partial sums in float16), for
 # the speed cost of the float32 ones the runtime asks for.
 check_gemm0() { ORT_CUDA_GEMM_OPTIONS=0 bench fp16_graph_gemm0 150 --device $DEV --fp16 $B --steps 50 --warmup 10; }
-# The step with the batch norms' channel sums as ReduceSum (the CPU's form) instead of MatMuls.
-check_reducesum() { CARDSEG_CUDA_REDUCESUM=1 bench fp16_graph_reducesum 150 --device $DEV --fp16 $B --steps 50 --warmup 10; }
 check_bench() {
   if ! bench fp16_graph 180 --device $DEV --fp16 $B --steps 50 --warmup 10; then
     note "diagnose: which nodes leave the CUDA provider"

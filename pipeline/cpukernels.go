@@ -13,10 +13,6 @@ import (
 // for comparisons and for ONNX Runtime builds whose NCHWc kernels misbehave.
 const EnvStandardOps = "CARDSEG_STANDARD_OPS"
 
-// EnvReduceSum, set to 1, keeps ReduceSum for the batch norms' channel sums on CUDA (instead
-// of matrix products), for comparisons.
-const EnvReduceSum = "CARDSEG_CUDA_REDUCESUM"
-
 // EnvMemPattern, set to 1, keeps ONNX Runtime's memory-pattern planning on for CPU train
 // sessions (noMemPattern), for comparisons.
 const EnvMemPattern = "CARDSEG_ORT_MEM_PATTERN"
@@ -54,16 +50,13 @@ func onCPU(p runtime.Provider) bool {
 	return err == nil && rp == runtime.ProviderCPU
 }
 
-// providerForms settles the provider-dependent graph forms of cfg for a session on provider
-// p. On the CPU, unless the configuration or CARDSEG_STANDARD_OPS=1 says otherwise, the
-// depthwise convolutions run on ORT's blocked kernels where the probe finds them (several
-// times faster than ORT's generic path for convolutions with runtime weights). Elsewhere (CUDA)
-// the graphs stay standard ONNX and the batch norms' channel sums are matrix products
-// (step.Config.MatMulReductions) unless CARDSEG_CUDA_REDUCESUM=1.
-func providerForms(cfg step.Config, p runtime.Provider) step.Config {
+// cpuKernels settles cfg.NCHWcBlock for a session on provider p: on the CPU, unless the
+// configuration or CARDSEG_STANDARD_OPS=1 says otherwise, the depthwise convolutions run on
+// ORT's blocked kernels where the probe finds them (several times faster than ORT's generic
+// path for convolutions with runtime weights).
+func cpuKernels(cfg step.Config, p runtime.Provider) step.Config {
 	if !onCPU(p) {
 		cfg.NCHWcBlock = -1
-		cfg.MatMulReductions = os.Getenv(EnvReduceSum) != "1"
 		return cfg
 	}
 	if cfg.NCHWcBlock != 0 {
