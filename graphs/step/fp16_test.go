@@ -128,54 +128,88 @@ func relDiff(got, want float32) float64 {
 // TestFP16TrainStepMatchesFP32 runs the FP16 and the FP32 train step on the same weights and
 // batch: the loss terms agree within 1% and the gradients point the same way (AdamW's first
 // moment after one step from zero is 0.1·gradient, so its cosine is the gradient's). The FP32
-// reference runs on the CPU. On the CPU provider (float16 nodes computed in float32: a check of
-// the algebra) the batch is small, and the step runs in the default form and in the one the
-// trainer builds for CUDA (gather). On CUDA (its form), where float16 rounding is real, it is
-// the `cpu` preset's batch: a batch norm's input gradient is what remains of dy after its
-// per-channel mean and its projection on x̂ are removed, a small residual when a channel has
-// few values, and batch 2 at 64×96 leaves 12 per channel in the last stage. FP16 on CUDA does
-// not meet these bounds yet (H100: gradient cosine 0.9895 at the small batch, 0.9921 at this
-// one with batch-norm sums since reverted; worst tensors 0.977 and 0.975).
+// reference runs on the CPU.
+//
+// On the CPU provider float16 nodes compute in float32 (ORT drops the casts between them): a
+// check of the mixed-precision algebra, in the default weight-gradient form and in the CUDA
+// one (gather), with tight bounds. The "emulated" run rounds every computed float16 value to
+// float16's 11 significant bits (emulateHalf), as the CUDA provider stores it, and the CUDA
+// run is the real thing at the cpu preset's batch; both get float16's bounds. Those come from
+// the emulation: rounding the forward pass alone moves the gradient to a cosine of 0.991 with
+// the FP32 one at the small batch (the backward pass's rounding alone: 0.99996), tensors
+// down to 0.977, because the gradient itself is that sensitive to the activations (rounding
+// just the image to float16's precision gives 0.998 in FP32); 8 significant bits give 0.896.
+// On an H100 the CUDA step gave 0.9895 (worst tensor 0.977) at the small batch and 0.9921
+// (0.975) at the preset's.
 func TestFP16TrainStepMatchesFP32(t *testing.T) {
 	a := model.MobileNetV3Large(1, 2)
 	type run1 struct {
-		name      string
-		prov      runtime.Provider
-		cudaForms bool // the form the trainer builds for CUDA (weight-gradient patches by Gather)
+		name     string
+		prov     runtime.Provider
+		gather   bool // the weight-gradient form the trainer builds for CUDA
+		emulated bool // float16 rounding emulated on the CPU
 	}
-	runs := []run1{{"cpu", runtime.ProviderCPU, false}, {"cpu_gather", runtime.ProviderCPU, true}}
+	runs := []run1{{"cpu", runtime.ProviderCPU, false, false}, {"cpu_gather", runtime.ProviderCPU, true, false},
+		{"emulated", runtime.ProviderCPU, true, true}}
 	if ps := fp16Providers(t); ps[len(ps)-1] == runtime.ProviderCUDA {
-		runs = append(runs, run1{"cuda", runtime.ProviderCUDA, true})
+		runs = append(runs, run1{"cuda", runtime.ProviderCUDA, true, false})
 	}
+	refs := map[int]map[string]*runtime.Tensor{} // FP32 outputs by batch size
 	for _, r := range runs {
-		prov := r.prov
 		t.Run(r.name, func(t *testing.T) {
 			n, h, wd := 2, 64, 96
-			if prov == runtime.ProviderCUDA {
+			if r.prov == runtime.ProviderCUDA {
 				n, h, wd = 8, 144, 192
 			}
 			c32 := step.Config{Arch: a, Batch: n, Height: h, Width: wd, Loss: step.DefaultLoss, Adam: step.DefaultAdamW}
 			c16 := c32
 			c16.FP16 = true
-			if r.cudaForms {
+			if r.gather {
 				c16.DepthwiseWeightGrad = "gather"
 			}
 			st := newTrainState(a, n, h, wd, 3)
-			g32, err := step.TrainStep(c32)
-			if err != nil {
-				t.Fatal(err)
+			o32 := refs[n]
+			if o32 == nil {
+				g32, err := step.TrainStep(c32)
+				if err != nil {
+					t.Fatal(err)
+				}
+				o32 = run(t, openGraph(t, g32), st.feeds(c32, 1e-3))
+				refs[n] = o32
 			}
-			o32 := run(t, openGraph(t, g32), st.feeds(c32, 1e-3))
 			g16, err := step.TrainStep(c16)
 			if err != nil {
 				t.Fatal(err)
 			}
-			compareTrainSteps(t, a, run(t, openGraphOn(t, g16, prov), st.feeds(c16, 1e-3)), o32)
+			var s *runtime.Session
+			if r.emulated {
+				if s, err = runtime.NewSession(g16.Name, emulateHalf(t, g16), runtime.SessionOptions{Provider: runtime.ProviderCPU, IntraOpThreads: 2}); err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { s.Close() })
+			} else {
+				s = openGraphOn(t, g16, r.prov)
+			}
+			b := fp32Bounds
+			if r.emulated || r.prov == runtime.ProviderCUDA {
+				b = fp16Bounds
+			}
+			compareTrainSteps(t, a, run(t, s, st.feeds(c16, 1e-3)), o32, b)
 		})
 	}
 }
 
-func compareTrainSteps(t *testing.T, a model.Arch, o16, o32 map[string]*runtime.Tensor) {
+// stepBounds are how close an FP16 train step's gradients must be to the FP32 step's.
+type stepBounds struct {
+	cosine, tensorCosine float64 // whole gradient; worst single tensor
+}
+
+var (
+	fp32Bounds = stepBounds{0.995, 0.98}  // float16 nodes computed in float32 (the CPU provider)
+	fp16Bounds = stepBounds{0.985, 0.955} // float16 storage between kernels (emulated, CUDA)
+)
+
+func compareTrainSteps(t *testing.T, a model.Arch, o16, o32 map[string]*runtime.Tensor, b stepBounds) {
 	for _, k := range []string{step.OutLoss, step.OutCE, step.OutDice} {
 		got, want := scalar(o16, k), scalar(o32, k)
 		t.Logf("%s: FP16 %.6f, FP32 %.6f", k, got, want)
@@ -189,7 +223,7 @@ func compareTrainSteps(t *testing.T, a model.Arch, o16, o32 map[string]*runtime.
 		t.Logf("grad_norm: FP16 %.6g, FP32 %.6g", got, want)
 	}
 	m16, m32 := runtime.Data[float32](o16[step.Next(step.InputMomentM)]), runtime.Data[float32](o32[step.Next(step.InputMomentM)])
-	if cos := cosine(m16, m32); cos < 0.995 {
+	if cos := cosine(m16, m32); cos < b.cosine {
 		t.Errorf("gradient cosine FP16 vs FP32 %.5f", cos)
 	} else {
 		t.Logf("gradient cosine FP16 vs FP32 %.5f", cos)
@@ -231,7 +265,7 @@ func compareTrainSteps(t *testing.T, a model.Arch, o16, o32 map[string]*runtime.
 		}
 	}
 	t.Logf("worst per-tensor gradient cosine %.5f (%s; %d structurally zero skipped); running statistics within %.2e", worst, worstName, structural, worstStat)
-	if worst < 0.98 {
+	if worst < b.tensorCosine {
 		t.Errorf("gradient of %s: cosine FP16 vs FP32 %.4f", worstName, worst)
 	}
 	if f := scalar(o16, step.OutFoundInf); f != 0 {
