@@ -9,10 +9,10 @@
 # Writes $OUT/log.txt (everything) and $OUT/results.jsonl (one JSON line per measurement,
 # PyTorch's anchor lines included). Each check has its own time limit; a failure is logged
 # and the next check runs. CHECKS names the checks to run, in the order given (default: all).
-# Costs seen on an H200 (2026-11-26), for planning a 15-minute device budget: machine start
-# ~25 s, each unpack call ~5 s, bench 22 s, anchor 66 s, gradtest 7 s, bprofile 13 s, train
-# with TRAIN_CPU=0 TRAIN_EPOCHS=30 TRAIN_T0=29 (the default recipe, FP16 on the GPU) 131 s.
-# Next time: CHECKS="rtest bench gather anchor gradtest tests bprofile" first, then train.
+# Costs seen (2026-11-26), for planning a 15-minute device budget: machine start ~25 s, each
+# unpack call ~4 s; on an H100: bench 14 s, anchor 55 s (28 s with ANCHOR_AMP=0), ctests 45 s,
+# ncu 40 s, train with TRAIN_CPU=0 TRAIN_EPOCHS=30 TRAIN_T0=29 (the default recipe, FP16 on the
+# GPU) 74 s; on an H200: gradtest 7 s, bprofile 13 s, the same train 131 s.
 # nvidia-smi samples device memory and utilisation into $OUT/smi.csv the whole time (peak memory
 # of each phase, ours and PyTorch's, can be read off against log.txt's timestamps).
 set -u
