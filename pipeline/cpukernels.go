@@ -13,6 +13,20 @@ import (
 // for comparisons and for ONNX Runtime builds whose NCHWc kernels misbehave.
 const EnvStandardOps = "CARDSEG_STANDARD_OPS"
 
+// EnvEmulateHalf, set to 1, runs FP16 graphs on the CPU with float16 rounding emulated
+// (graphs.Graph.MarshalEmulatingHalf): ORT's CPU provider otherwise computes them in float32
+// throughout. For studying mixed-precision training without a GPU; several times slower.
+const EnvEmulateHalf = "CARDSEG_EMULATE_HALF"
+
+// marshalFor serialises a step graph for a session on provider p: FP16 graphs on the CPU
+// with float16 rounding emulated when CARDSEG_EMULATE_HALF=1.
+func marshalFor(g *graphs.Graph, cfg step.Config, p runtime.Provider) ([]byte, error) {
+	if cfg.FP16 && onCPU(p) && os.Getenv(EnvEmulateHalf) == "1" {
+		return g.MarshalEmulatingHalf(nil)
+	}
+	return g.Marshal()
+}
+
 // EnvMemPattern, set to 1, keeps ONNX Runtime's memory-pattern planning on for CPU train
 // sessions (noMemPattern), for comparisons.
 const EnvMemPattern = "CARDSEG_ORT_MEM_PATTERN"

@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"bytes"
 	"testing"
 
 	"github.com/cardseg-ort/cardseg-ort/graphs/step"
@@ -29,5 +30,39 @@ func TestCPUKernels(t *testing.T) {
 	t.Setenv(EnvStandardOps, "1")
 	if got := cpuKernels(step.Config{}, runtime.ProviderCPU).NCHWcBlock; got != -1 {
 		t.Errorf("CPU with %s=1: block %d, want -1", EnvStandardOps, got)
+	}
+}
+
+// CARDSEG_EMULATE_HALF=1 makes FP16 graphs for the CPU emulate float16 rounding; FP32 graphs
+// and other providers are unaffected.
+func TestMarshalForEmulatesHalf(t *testing.T) {
+	cfg := DefaultTrainConfig()
+	cfg.Batch, cfg.Height, cfg.Width = 1, 32, 32
+	sc := cfg.StepConfig()
+	sc.FP16 = true
+	g, err := step.EvalStep(sc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	emulated := func(sc step.Config, p runtime.Provider) bool {
+		b, err := marshalFor(g, sc, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return bytes.Contains(b, []byte("emulate_half_split"))
+	}
+	if emulated(sc, runtime.ProviderCPU) {
+		t.Errorf("emulated without %s", EnvEmulateHalf)
+	}
+	t.Setenv(EnvEmulateHalf, "1")
+	if !emulated(sc, runtime.ProviderCPU) {
+		t.Errorf("%s=1: FP16 graph for the CPU not emulated", EnvEmulateHalf)
+	}
+	if emulated(sc, runtime.ProviderCUDA) {
+		t.Errorf("%s=1: graph for CUDA emulated", EnvEmulateHalf)
+	}
+	sc.FP16 = false
+	if emulated(sc, runtime.ProviderCPU) {
+		t.Errorf("%s=1: FP32 graph emulated", EnvEmulateHalf)
 	}
 }

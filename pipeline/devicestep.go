@@ -71,7 +71,7 @@ type DeviceTrainSession struct {
 func NewDeviceTrainSession(cfg step.Config, opts runtime.DeviceOptions, st *State) (*DeviceTrainSession, error) {
 	cfg = cpuKernels(cfg, opts.Provider)
 	opts.DisableMemPattern = opts.DisableMemPattern || noMemPattern(opts.Provider)
-	b, err := trainStepModel(cfg)
+	b, err := trainStepModel(cfg, opts.Provider)
 	if err != nil {
 		return nil, err
 	}

@@ -59,7 +59,7 @@ func newTrainSession(cfg step.Config, opts runtime.SessionOptions) (*TrainSessio
 	t0 := time.Now()
 	cfg = cpuKernels(cfg, opts.Provider)
 	opts.DisableMemPattern = opts.DisableMemPattern || noMemPattern(opts.Provider)
-	b, err := trainStepModel(cfg)
+	b, err := trainStepModel(cfg, opts.Provider)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -119,11 +119,11 @@ func (t *TrainSession) Step(st *State, image []float32, target []int64, lr float
 	return StepResult{Loss: scalar(step.OutLoss), CE: scalar(step.OutCE), Dice: scalar(step.OutDice), GradNorm: scalar(step.OutGradNorm)}, nil
 }
 
-// trainStepModel builds and serialises the train-step graph.
-func trainStepModel(cfg step.Config) ([]byte, error) {
+// trainStepModel builds and serialises the train-step graph for provider p.
+func trainStepModel(cfg step.Config, p runtime.Provider) ([]byte, error) {
 	g, err := step.TrainStep(cfg)
 	if err != nil {
 		return nil, err
 	}
-	return g.Marshal()
+	return marshalFor(g, cfg, p)
 }

@@ -34,7 +34,7 @@ func NewValidator(cfg step.Config, opts runtime.SessionOptions) (*Validator, err
 	if err != nil {
 		return nil, err
 	}
-	b, err := g.Marshal()
+	b, err := marshalFor(g, cfg, opts.Provider)
 	if err != nil {
 		return nil, err
 	}
@@ -114,7 +114,7 @@ func NewBNRecalibrator(cfg step.Config, opts runtime.SessionOptions) (*BNRecalib
 	if err != nil {
 		return nil, err
 	}
-	b, err := g.Marshal()
+	b, err := marshalFor(g, cfg, opts.Provider)
 	if err != nil {
 		return nil, err
 	}
