@@ -80,10 +80,8 @@ func gradSlice(n *Node, dy []*Value, want []bool) []*Value {
 // on larger tensors (H100, FP16 step at batch 8, 480×640).
 func Pad(x *Value, pads []int64) *Value {
 	r := x.Rank()
-	shape := x.shape.clone()
 	axis, padded, negative := -1, 0, false
 	for i := 0; i < r; i++ {
-		shape[i] += pads[i] + pads[i+r]
 		if pads[i] != 0 || pads[i+r] != 0 {
 			axis, padded = i, padded+1
 			negative = negative || pads[i] < 0 || pads[i+r] < 0
@@ -98,6 +96,8 @@ func Pad(x *Value, pads []int64) *Value {
 			inner *= x.shape[i]
 		}
 		v := padNode(Reshape(x, Shape{outer, x.shape[axis] * inner}), []int64{0, pads[axis] * inner, 0, pads[axis+r] * inner})
+		shape := x.shape.clone()
+		shape[axis] += pads[axis] + pads[axis+r]
 		return Reshape(v, shape)
 	}
 	return padNode(x, pads)
