@@ -27,8 +27,9 @@ import (
 // across runs: only what the caller uploads or downloads crosses PCIe. With CUDAGraph the
 // CUDA provider captures each binding's first runs into a CUDA graph and then replays it
 // (one launch per step); a binding's tensors must then never change address, which is why
-// bindings are built once and reused (ping-pong between two of them for state that is
-// updated in place).
+// bindings are built once and reused. Keep to one captured graph per session with ONNX
+// Runtime 1.29: see pipeline.DeviceTrainSession for why two graphs in one session misread
+// state; NewTensorBlock lays state out so that it is copied back in one transfer.
 //
 // onnxruntime_go, which the rest of this package uses, has no device memory or I/O binding,
 // so this part calls the C API through a small cgo layer (ortc.c) on the same library.
@@ -392,6 +393,57 @@ func (s *DeviceSession) NewTensor(dt DType, shape []int64) (*DeviceTensor, error
 	s.tensors = append(s.tensors, t)
 	s.mu.Unlock()
 	return t, nil
+}
+
+// blockAlign is the alignment of each tensor in a block (what cudaMalloc guarantees).
+const blockAlign = 256
+
+// NewTensorBlock allocates tensors of the given types and shapes in one allocation on the
+// session's device, each at an offset aligned to 256 bytes, and returns the whole block (a
+// uint8 tensor) with them: copying a block into another of the same layout (CopyFromAsync)
+// moves every tensor in one transfer. The tensors are views: they live as long as the block.
+func (s *DeviceSession) NewTensorBlock(specs []IOInfo) (*DeviceTensor, []*DeviceTensor, error) {
+	offsets := make([]int, len(specs))
+	sizes := make([]int, len(specs))
+	total := 0
+	for i, sp := range specs {
+		es, err := elemSize(sp.DType)
+		if err != nil {
+			return nil, nil, err
+		}
+		if len(sp.Shape) > 16 {
+			return nil, nil, fmt.Errorf("tensor rank %d is over 16", len(sp.Shape))
+		}
+		n := NumElements(sp.Shape)
+		if n < 0 {
+			return nil, nil, fmt.Errorf("%s: %s has a symbolic dimension", s.name, sp)
+		}
+		offsets[i], sizes[i] = total, es*int(n)
+		total += (sizes[i] + blockAlign - 1) / blockAlign * blockAlign
+	}
+	block, err := s.NewTensor(Uint8, []int64{int64(max(total, 1))})
+	if err != nil {
+		return nil, nil, err
+	}
+	views := make([]*DeviceTensor, len(specs))
+	for i, sp := range specs {
+		t := &DeviceTensor{s: s, DType: sp.DType, Shape: append([]int64(nil), sp.Shape...), bytes: sizes[i],
+			ptr: unsafe.Add(block.ptr, offsets[i])}
+		cshape := (*[16]C.int64_t)(C.malloc(C.size_t(8 * max(len(sp.Shape), 1))))
+		for k, d := range sp.Shape {
+			cshape[k] = C.int64_t(d)
+		}
+		err := cerr(C.ortc_tensor_over(s.mem, t.ptr, C.size_t(sizes[i]), &cshape[0], C.size_t(len(sp.Shape)), C.int(sp.DType), &t.v))
+		C.free(unsafe.Pointer(cshape))
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: view %v%v in a tensor block: %w", s.name, sp.DType, sp.Shape, err)
+		}
+		s.mu.Lock()
+		s.tensors = append(s.tensors, t)
+		s.mu.Unlock()
+		views[i] = t
+	}
+	return block, views, nil
 }
 
 // NewTensorFor allocates a tensor with the type and shape of the model input or output name.
