@@ -131,7 +131,10 @@ func worstGradDiff(want, got map[string]*runtime.Tensor) gradDiff {
 }
 
 // TestCUDADeviceTrainMatchesCPU: the device-resident FP32 step with CUDA graphs follows the
-// CPU host step over a few steps (loss within 1e-3 relative), and the FP16 step trains.
+// CPU host step over ten steps on alternating batches and learning rates (loss within 1e-3
+// relative), and ends with the same weights; then the FP16 step trains. Ten steps reach well
+// past the graph's capture: replays that read stale or foreign state show in the later
+// losses and in the weights (an update is only seen by the step after it).
 func TestCUDADeviceTrainMatchesCPU(t *testing.T) {
 	requireCUDA(t)
 	cfg := DefaultTrainConfig()
@@ -151,12 +154,17 @@ func TestCUDADeviceTrainMatchesCPU(t *testing.T) {
 	}
 	defer dev.Close()
 	img, tgt := randomBatch(sc, 9)
-	for i := 0; i < 5; i++ {
-		hr, err := host.Step(hs, img, tgt, 1e-3)
+	img2, tgt2 := randomBatch(sc, 10)
+	for i := 0; i < 10; i++ {
+		im, tg, lr := img, tgt, float32(1e-3)
+		if i%2 == 1 {
+			im, tg, lr = img2, tgt2, 5e-4
+		}
+		hr, err := host.Step(hs, im, tg, lr)
 		if err != nil {
 			t.Fatal(err)
 		}
-		dr, err := dev.Step(ds, img, tgt, 1e-3)
+		dr, err := dev.Step(ds, im, tg, lr)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -164,6 +172,34 @@ func TestCUDADeviceTrainMatchesCPU(t *testing.T) {
 		if rel(dr.Loss, hr.Loss) > 1e-3 {
 			t.Fatalf("step %d: loss CUDA %v, CPU %v", i+1, dr.Loss, hr.Loss)
 		}
+	}
+	if err := dev.Pull(ds); err != nil {
+		t.Fatal(err)
+	}
+	if ds.Step != hs.Step {
+		t.Fatalf("steps: CUDA %d, CPU %d", ds.Step, hs.Step)
+	}
+	// Relative L2 difference over all weights: Adam turns noise-level gradients into
+	// learning-rate-sized steps of either sign, so single elements may part; a lost or stale
+	// update moves the whole vector (ten steps move it by about a tenth of its norm).
+	var diff, norm float64
+	worst, where := 0.0, ""
+	for _, p := range sc.Arch.Params() {
+		a, b := ds.Weights.Tensors[p.Name], hs.Weights.Tensors[p.Name]
+		var d2, n2 float64
+		for i := range a {
+			d2 += float64(a[i]-b[i]) * float64(a[i]-b[i])
+			n2 += float64(b[i]) * float64(b[i])
+		}
+		diff, norm = diff+d2, norm+n2
+		if r := math.Sqrt(d2 / math.Max(n2, 1e-30)); r > worst || math.IsNaN(r) {
+			worst, where = r, p.Name
+		}
+	}
+	r := math.Sqrt(diff / norm)
+	t.Logf("weights after 10 steps: relative L2 difference %.2e (worst tensor %s, %.2e)", r, where, worst)
+	if !(r < 1e-2) {
+		t.Fatalf("weights after 10 steps: relative L2 difference %.2e (worst tensor %s, %.2e)", r, where, worst)
 	}
 	sc.FP16 = true
 	fs, _ := NewState(sc.Arch, model.Init(sc.Arch, 5))

@@ -33,6 +33,10 @@ type stepper interface {
 func (t *TrainSession) Pull(*State) error { return nil }
 func (t *TrainSession) Push(*State) error { return nil }
 
+// EnvStateCopy, set to 1, makes a device train session without CUDA graphs use the one
+// binding and the state copy-back of the CUDA-graph path (for testing it on the CPU).
+const EnvStateCopy = "CARDSEG_STATE_COPY"
+
 const (
 	inLossScale     = step.InputLossScale
 	inLossScaleGood = step.InputLossScaleGood
@@ -41,16 +45,23 @@ const (
 
 // DeviceTrainSession runs the train step with every state tensor — parameters, batch-norm
 // buffers, AdamW moments, and in the FP16 step the loss scale and step counter — resident in
-// device memory. State lives in two sets of tensors; binding 0 reads set 0 and writes set 1,
-// binding 1 the reverse, and the steps alternate, so nothing is copied between steps and,
-// with CUDA graphs, each binding replays its own captured graph. Only the batch, the
-// learning rate and a few result scalars cross PCIe; the batch of the next step uploads
-// while the current one computes (Load).
+// device memory. State lives in two sets of tensors, each laid out in one block. Without CUDA
+// graphs the steps alternate between two bindings: binding 0 reads set 0 and writes set 1,
+// binding 1 the reverse, so nothing is copied. With CUDA graphs there is one binding, hence
+// one captured graph: it reads set 0 and writes set 1, which is copied back in one transfer
+// (about 40 MB, tens of microseconds on an H100). Two graphs in one session are unsafe with
+// ONNX Runtime 1.29: its CUDA Concat and Split stage their pointer tables in pinned host
+// blocks that are recycled once a capture ends, and a graph's replay reads whatever the block
+// then holds — the tables of the graph captured after it (onnxruntime#32121, fixed after
+// 1.29). The train step's parameter packing is such a Concat, over tensors that differ
+// between the sets. Only the batch, the learning rate and a few result scalars cross PCIe; the
+// batch of the next step uploads while the current one computes (Load).
 type DeviceTrainSession struct {
 	cfg     step.Config
 	sess    *runtime.DeviceSession
 	state   []string // inputs carried to the next step through <name>.next
 	set     [2]map[string]*runtime.DeviceTensor
+	block   [2]*runtime.DeviceTensor // each set's tensors, laid out in one allocation
 	image   [2]*runtime.DeviceTensor
 	target  [2]*runtime.DeviceTensor
 	stage   [2][2]*runtime.HostBuffer // [slot][image, target]
@@ -58,13 +69,14 @@ type DeviceTrainSession struct {
 	scalars map[string]*runtime.DeviceTensor // lr, step (when fed), param_mask
 	results map[string]*runtime.DeviceTensor // loss, loss_ce, loss_dice, grad_norm, found_inf
 	bind    [2]*runtime.Binding
-	k       int // parity of the next step: it reads set k
+	k       int // parity of the next step: it reads set k (ping-pong)
 	stepFed bool
 	Skipped int64 // steps whose update was skipped (non-finite FP16 gradients)
-	// copyBack: both bindings read set 0 and write set 1, which is copied back after each
-	// step (device to device) — for providers or versions where alternating CUDA graphs
-	// misbehave; CARDSEG_STATE_COPY=1 selects it.
-	copyBack bool
+	// oneBinding: a single binding reads set 0 and image/target slot 0 and writes set 1,
+	// which is copied back after each step; batches upload into slot 1 and are copied into
+	// slot 0 before the step (device to device). Always with CUDA graphs (one captured graph
+	// per session); CARDSEG_STATE_COPY=1 selects it without them.
+	oneBinding bool
 }
 
 // NewDeviceTrainSession builds the train step for cfg, opens it on the device and uploads st.
@@ -80,7 +92,7 @@ func NewDeviceTrainSession(cfg step.Config, opts runtime.DeviceOptions, st *Stat
 		return nil, err
 	}
 	d := &DeviceTrainSession{cfg: cfg, sess: sess, scalars: map[string]*runtime.DeviceTensor{},
-		results: map[string]*runtime.DeviceTensor{}, copyBack: os.Getenv("CARDSEG_STATE_COPY") == "1"}
+		results: map[string]*runtime.DeviceTensor{}, oneBinding: opts.CUDAGraph || os.Getenv(EnvStateCopy) == "1"}
 	if err := d.allocate(); err != nil {
 		d.Close()
 		return nil, err
@@ -98,19 +110,13 @@ func (d *DeviceTrainSession) allocate() error {
 	for _, o := range s.Outputs() {
 		outs[o.Name] = true
 	}
-	for i := range d.set {
-		d.set[i] = map[string]*runtime.DeviceTensor{}
-	}
+	var stateInfo []runtime.IOInfo
 	for _, in := range s.Inputs() {
 		var err error
 		switch {
 		case outs[step.Next(in.Name)]:
 			d.state = append(d.state, in.Name)
-			for i := range d.set {
-				if d.set[i][in.Name], err = s.NewTensorFor(in.Name); err != nil {
-					return err
-				}
-			}
+			stateInfo = append(stateInfo, in)
 		case in.Name == step.InputImage || in.Name == step.InputTarget:
 			for i := 0; i < 2; i++ {
 				t, err := s.NewTensorFor(in.Name)
@@ -135,6 +141,16 @@ func (d *DeviceTrainSession) allocate() error {
 	if d.image[0] == nil || d.target[0] == nil {
 		return fmt.Errorf("train step: the graph has no %s/%s inputs", step.InputImage, step.InputTarget)
 	}
+	for i := range d.set {
+		block, views, err := s.NewTensorBlock(stateInfo)
+		if err != nil {
+			return err
+		}
+		d.block[i], d.set[i] = block, map[string]*runtime.DeviceTensor{}
+		for j, n := range d.state {
+			d.set[i][n] = views[j]
+		}
+	}
 	for i := 0; i < 2; i++ {
 		for j, t := range []*runtime.DeviceTensor{d.image[i], d.target[i]} {
 			hb, err := s.NewHostBuffer(t.Bytes())
@@ -154,18 +170,18 @@ func (d *DeviceTrainSession) allocate() error {
 		}
 		d.results[o.Name] = t
 	}
-	for i := 0; i < 2; i++ {
+	bindings := 2
+	if d.oneBinding {
+		bindings = 1
+	}
+	for i := 0; i < bindings; i++ {
 		in := map[string]*runtime.DeviceTensor{step.InputImage: d.image[i], step.InputTarget: d.target[i]}
 		out := map[string]*runtime.DeviceTensor{}
 		for n, t := range d.scalars {
 			in[n] = t
 		}
 		for _, n := range d.state {
-			if d.copyBack {
-				in[n], out[step.Next(n)] = d.set[0][n], d.set[1][n]
-			} else {
-				in[n], out[step.Next(n)] = d.set[i][n], d.set[1-i][n]
-			}
+			in[n], out[step.Next(n)] = d.set[i][n], d.set[1-i][n]
 		}
 		for n, t := range d.results {
 			out[n] = t
@@ -189,12 +205,7 @@ func contains(l []string, s string) bool {
 }
 
 // current is the tensor holding state n for the next step.
-func (d *DeviceTrainSession) current(n string) *runtime.DeviceTensor {
-	if d.copyBack {
-		return d.set[0][n]
-	}
-	return d.set[d.k][n]
-}
+func (d *DeviceTrainSession) current(n string) *runtime.DeviceTensor { return d.set[d.k][n] }
 
 // Session is the underlying device session (memory use, profiling).
 func (d *DeviceTrainSession) Session() *runtime.DeviceSession { return d.sess }
@@ -313,7 +324,13 @@ type Fill func(image []float32, target []int64) error
 
 func (d *DeviceTrainSession) load(fill Fill) error {
 	slot := d.k
-	if d.loaded[slot] {
+	switch {
+	case d.oneBinding:
+		slot = 1
+		if d.loaded[slot] {
+			return fmt.Errorf("train step: two batches are already loaded")
+		}
+	case d.loaded[slot]:
 		slot = 1 - d.k
 		if d.loaded[slot] {
 			return fmt.Errorf("train step: two batches are already loaded")
@@ -333,18 +350,46 @@ func (d *DeviceTrainSession) load(fill Fill) error {
 	return nil
 }
 
+// take makes the loaded batch this step's input: it waits for its upload and, with one
+// binding, copies it from slot 1 into the bound slot 0, which frees slot 1 for the next batch.
+func (d *DeviceTrainSession) take() error {
+	if d.oneBinding {
+		if !d.loaded[1] {
+			return fmt.Errorf("train step: no batch loaded")
+		}
+	} else {
+		if !d.loaded[d.k] {
+			return fmt.Errorf("train step: no batch loaded")
+		}
+		if d.loaded[1-d.k] {
+			return fmt.Errorf("train step: the next batch was loaded before this one ran; pass it to Run instead")
+		}
+	}
+	// This step's batch must have arrived before the next upload is queued behind it.
+	if err := d.sess.WaitUploads(); err != nil {
+		return err
+	}
+	if !d.oneBinding {
+		return nil
+	}
+	if err := d.image[0].CopyFromAsync(d.image[1]); err != nil {
+		return err
+	}
+	if err := d.target[0].CopyFromAsync(d.target[1]); err != nil {
+		return err
+	}
+	if err := d.sess.WaitUploads(); err != nil {
+		return err
+	}
+	d.loaded[1] = false
+	return nil
+}
+
 // Run trains on the batch loaded for this step. With next, the following batch is staged
 // and its upload started while the step runs, so both the host copy and the upload overlap
 // the computation; next may read memory that must stay valid until Run returns.
 func (d *DeviceTrainSession) Run(st *State, lr float32, next Fill) (StepResult, error) {
-	if !d.loaded[d.k] {
-		return StepResult{}, fmt.Errorf("train step: no batch loaded")
-	}
-	if d.loaded[1-d.k] {
-		return StepResult{}, fmt.Errorf("train step: the next batch was loaded before this one ran; pass it to Run instead")
-	}
-	// This step's batch must have arrived before the next upload is queued behind it.
-	if err := d.sess.WaitUploads(); err != nil {
+	if err := d.take(); err != nil {
 		return StepResult{}, err
 	}
 	if err := d.scalars[step.InputLR].Upload(runtime.Scalar(lr)); err != nil {
@@ -371,18 +416,19 @@ func (d *DeviceTrainSession) Run(st *State, lr float32, next Fill) (StepResult, 
 	if runErr != nil {
 		return StepResult{}, runErr
 	}
-	if d.copyBack {
-		for _, n := range d.state {
-			if err := d.set[0][n].CopyFromAsync(d.set[1][n]); err != nil {
-				return StepResult{}, err
-			}
+	if d.oneBinding {
+		// The new state goes back into set 0 in one transfer, queued on the copy stream
+		// behind the next batch's upload.
+		if err := d.block[0].CopyFromAsync(d.block[1]); err != nil {
+			return StepResult{}, err
 		}
 		if err := d.sess.WaitUploads(); err != nil {
 			return StepResult{}, err
 		}
+	} else {
+		d.loaded[d.k] = false
+		d.k = 1 - d.k
 	}
-	d.loaded[d.k] = false
-	d.k = 1 - d.k
 	r, err := d.readResults()
 	if err != nil {
 		return r, err

@@ -9,9 +9,18 @@ import (
 )
 
 // TestDeviceTrainSessionMatchesHost runs the same steps through the host session and the
-// device-resident one (on the CPU provider, so it runs anywhere): ping-pong state, overlapped
-// batch loads, Pull and Push must reproduce the host run's state.
+// device-resident one (on the CPU provider, so it runs anywhere): ping-pong state, or the one
+// binding with its state copy-back (the CUDA-graph path), overlapped batch loads, Pull and
+// Push must reproduce the host run's state.
 func TestDeviceTrainSessionMatchesHost(t *testing.T) {
+	t.Run("ping-pong", func(t *testing.T) { deviceMatchesHost(t) })
+	t.Run("one_binding", func(t *testing.T) {
+		t.Setenv(EnvStateCopy, "1")
+		deviceMatchesHost(t)
+	})
+}
+
+func deviceMatchesHost(t *testing.T) {
 	cfg := DefaultTrainConfig()
 	cfg.Batch, cfg.Height, cfg.Width = 2, 64, 96
 	sc := cfg.StepConfig()
@@ -30,11 +39,11 @@ func TestDeviceTrainSessionMatchesHost(t *testing.T) {
 	defer dev.Close()
 	var imgs [][]float32
 	var tgts [][]int64
-	for i := 0; i < 4; i++ {
+	for i := 0; i < 5; i++ {
 		im, tg := randomBatch(sc, uint64(10+i))
 		imgs, tgts = append(imgs, im), append(tgts, tg)
 	}
-	lrs := []float32{1e-3, 2e-3, 5e-4, 1e-3}
+	lrs := []float32{1e-3, 2e-3, 5e-4, 1e-3, 3e-3}
 	if err := dev.Load(imgs[0], tgts[0]); err != nil {
 		t.Fatal(err)
 	}
@@ -73,7 +82,7 @@ func TestDeviceTrainSessionMatchesHost(t *testing.T) {
 	if err := dev.Pull(ds); err != nil {
 		t.Fatal(err)
 	}
-	if ds.Step != hs.Step || ds.Step != 4 {
+	if ds.Step != hs.Step || ds.Step != 5 {
 		t.Fatalf("steps: device %d, host %d", ds.Step, hs.Step)
 	}
 	worst := 0.0
