@@ -437,9 +437,10 @@ func splitLines(b []byte) [][]byte {
 
 // openStepper opens the train step, device-resident on every provider: the state lives in
 // two sets of ORT tensors (in GPU memory on CUDA), which the steps alternate between, or with
-// CUDA graphs one read and one written and copied back (DeviceTrainSession). On the CPU this saves copying the parameters and AdamW
-// moments (38 MB at width 1.0) out of ONNX Runtime and back every step, about 5% of a step at
-// 144×192 and 240×320 (bench train with and without --resident, alternating).
+// CUDA graphs one read and one written and copied back (DeviceTrainSession). On the CPU this
+// saves copying the parameters and AdamW moments (38 MB at width 1.0) out of ONNX Runtime and
+// back every step, about 5% of a step at 144×192 and 240×320 (bench train with and without
+// --resident, alternating).
 func (t *Trainer) openStepper(cfg TrainConfig, sc step.Config, st *State) (stepper, error) {
 	if t.Session.Provider == runtime.ProviderCUDA && sc.DepthwiseWeightGrad == "" {
 		sc.DepthwiseWeightGrad = CUDAConvWeightGrad

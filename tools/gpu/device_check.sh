@@ -49,10 +49,7 @@ trap 'kill $smi 2>/dev/null' EXIT
 
 check_rtest() {
   note "runtime CUDA tests"
-  timeout 60 bin/runtime.test -test.run 'Device|CUDA' -test.v >> "$LOG" 2>&1; note "runtime tests rc=$?"
-  if grep -q -- "--- FAIL: TestCUDADeviceSessionGraphs" "$LOG"; then
-    export CARDSEG_STATE_COPY=1; note "alternating CUDA graphs failed: state copied back after each step from here on"
-  fi
+  timeout 60 bin/runtime.test -test.run 'Device|CUDA|TensorBlock' -test.v >> "$LOG" 2>&1; note "runtime tests rc=$?"
 }
 check_tests() {
   note "graphs/step FP16 tests (CUDA subtests)"
@@ -60,9 +57,11 @@ check_tests() {
   note "pipeline CUDA tests"
   timeout 150 bin/pipeline.test -test.run 'CUDA' -test.v >> "$LOG" 2>&1; note "pipeline tests rc=$?"
 }
-# The FP16 step test and the pipeline's CUDA tests only (the full set is check_tests).
+# The runtime's CUDA tests, the FP16 step test and the pipeline's CUDA tests (the full set is
+# check_rtest and check_tests).
 check_ctests() {
-  note "FP16 step test (CUDA subtest) and pipeline CUDA tests"
+  note "runtime CUDA tests, FP16 step test (CUDA subtest) and pipeline CUDA tests"
+  timeout 60 bin/runtime.test -test.run 'CUDA' -test.v >> "$LOG" 2>&1; note "runtime CUDA tests rc=$?"
   timeout 90 bin/step.test -test.run 'FP16TrainStepMatchesFP32/^cuda$' -test.v >> "$LOG" 2>&1; note "step FP16 test rc=$?"
   timeout 150 bin/pipeline.test -test.run 'CUDA' -test.v >> "$LOG" 2>&1; note "pipeline tests rc=$?"
 }
