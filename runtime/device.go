@@ -38,6 +38,7 @@ type DeviceSession struct {
 	provider Provider
 	device   int
 	graphs   bool
+	multi    bool // more than one captured graph allowed
 	sess     *C.OrtSession
 	alloc    *C.OrtAllocator
 	mem      *C.OrtMemoryInfo
@@ -57,6 +58,11 @@ type DeviceOptions struct {
 	CUDADevice     int
 	IntraOpThreads int  // CPU provider threads (0: ORT's default)
 	CUDAGraph      bool // capture and replay CUDA graphs (CUDA provider; static shapes)
+	// MultipleGraphs lets a session with CUDAGraph have more than one binding, each with its
+	// own captured graph. Unsafe with ONNX Runtime 1.29 when a Concat, Split or batched MatMul
+	// reads tensors that differ between the bindings: a later capture recycles the pinned host
+	// blocks in which the earlier graph's pointer tables live (onnxruntime#32121).
+	MultipleGraphs bool
 	// CUDAOptions are extra CUDA provider options (e.g. "prefer_nhwc": "1",
 	// "cudnn_conv_algo_search": "HEURISTIC"); device_id and enable_cuda_graph are set from
 	// the fields above.
@@ -142,7 +148,7 @@ func NewDeviceSession(name string, model []byte, opts DeviceOptions) (*DeviceSes
 	if err != nil {
 		return nil, fmt.Errorf("read model %s: %w", name, err)
 	}
-	s := &DeviceSession{name: name, provider: prov, device: opts.CUDADevice, graphs: opts.CUDAGraph}
+	s := &DeviceSession{name: name, provider: prov, device: opts.CUDADevice, graphs: opts.CUDAGraph, multi: opts.MultipleGraphs}
 	for _, i := range ins {
 		s.inputs = append(s.inputs, ioInfo(i))
 	}
@@ -680,6 +686,12 @@ func (s *DeviceSession) NewBinding(graphID int, inputs, outputs map[string]*Devi
 	}
 	if err := s.checkBound("output", s.outputs, outputs); err != nil {
 		return nil, err
+	}
+	s.mu.Lock()
+	n := len(s.bindings)
+	s.mu.Unlock()
+	if s.graphs && !s.multi && n > 0 {
+		return nil, fmt.Errorf("%s: a second binding would capture a second CUDA graph in the session, which ONNX Runtime 1.29 does not keep apart (DeviceOptions.MultipleGraphs)", s.name)
 	}
 	b := &Binding{s: s, id: graphID, inputs: inputs, outputs: outputs}
 	if err := cerr(C.ortc_binding(s.sess, &b.b)); err != nil {

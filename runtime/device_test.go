@@ -48,7 +48,23 @@ func TestCUDADeviceSessionGraphs(t *testing.T) {
 		t.Skip("no usable CUDA: " + r.Problem)
 	}
 	pingPong(t, runtime.DeviceOptions{Provider: runtime.ProviderCUDA})
-	pingPong(t, runtime.DeviceOptions{Provider: runtime.ProviderCUDA, CUDAGraph: true})
+	pingPong(t, runtime.DeviceOptions{Provider: runtime.ProviderCUDA, CUDAGraph: true, MultipleGraphs: true})
+	s, err := runtime.NewDeviceSession("counter", counterModel(t), runtime.DeviceOptions{Provider: runtime.ProviderCUDA, CUDAGraph: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	x, _ := s.NewTensorFor("x")
+	st, _ := s.NewTensorFor("s")
+	lr, _ := s.NewTensorFor("lr")
+	y, _ := s.NewTensorFor("y")
+	in, out := map[string]*runtime.DeviceTensor{"x": x, "s": st, "lr": lr}, map[string]*runtime.DeviceTensor{"y": y, "s.next": st}
+	if _, err := s.NewBinding(0, in, out); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.NewBinding(1, in, out); err == nil {
+		t.Fatal("a second captured graph accepted without MultipleGraphs")
+	}
 }
 
 func pingPong(t *testing.T, opts runtime.DeviceOptions) {
@@ -289,7 +305,7 @@ func TestCUDAGraphStateThroughConcat(t *testing.T) {
 	defer s.Close()
 	oneBindingConcat(t, s, 9)
 
-	s2, err := runtime.NewDeviceSession("concat_state", concatModel(t), runtime.DeviceOptions{Provider: runtime.ProviderCUDA, CUDAGraph: true})
+	s2, err := runtime.NewDeviceSession("concat_state", concatModel(t), runtime.DeviceOptions{Provider: runtime.ProviderCUDA, CUDAGraph: true, MultipleGraphs: true})
 	if err != nil {
 		t.Fatal(err)
 	}
