@@ -13,6 +13,9 @@
 # unpack call ~4 s; on an H100: bench 14 s, anchor 55 s (28 s with ANCHOR_AMP=0), ctests 45 s,
 # ncu 40 s, train with TRAIN_CPU=0 TRAIN_EPOCHS=30 TRAIN_T0=29 (the default recipe, FP16 on the
 # GPU) 74 s; on an H200: gradtest 7 s, bprofile 13 s, the same train 131 s.
+# Next sitting (the one-graph train step has not run on a GPU yet), about 3 minutes:
+#   CHECKS="ctests train bench" TRAIN_CPU=0 TRAIN_EPOCHS=30 TRAIN_T0=29 TRAIN_LIMIT=150
+# then compare the training run's IoU with 0.762 (FP32 on the CPU) and 0.757 (FP16 emulated).
 # nvidia-smi samples device memory and utilisation into $OUT/smi.csv the whole time (peak memory
 # of each phase, ours and PyTorch's, can be read off against log.txt's timestamps).
 set -u
