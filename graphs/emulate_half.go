@@ -21,13 +21,15 @@ var dataMovement = map[string]bool{"Reshape": true, "Transpose": true, "Slice": 
 	"Gather": true, "Pad": true, "Expand": true, "Identity": true, "Squeeze": true, "Unsqueeze": true, "Flatten": true}
 
 // MarshalEmulatingHalf serialises a float16 graph as a float32 one that rounds every computed
-// float16 value to float16's 11 significant bits (Veltkamp splitting with 2^13+1: three exact
-// float32 ops), for ONNX Runtime's CPU provider, which otherwise computes float16 nodes in
-// float32 and drops the casts between them. It models what the CUDA provider does (float32
-// arithmetic inside a kernel, float16 storage between kernels), but neither float16's range
-// (no overflow to Inf, no subnormals) nor a kernel that accumulates in float16. Inputs and
-// outputs keep their names; float16 ones become float32. round, when not nil, picks the nodes
-// whose outputs are rounded (for locating where float16 loses precision).
+// float16 value to float16 (a Cast to float16 and back after each such node: nearest, ties to
+// even, overflow to ±Inf, subnormals), for ONNX Runtime's CPU provider, which otherwise
+// computes float16 nodes in float32 and drops the casts between them. It models what the
+// CUDA provider does (float32 arithmetic inside a kernel, float16 storage between kernels),
+// but not a kernel that accumulates in float16. ONNX Runtime keeps such cast pairs (its
+// cast-chain elimination, which would fold them, is off unless asked for); the value test
+// checks that. Inputs and outputs keep their names; float16 ones become float32. round, when
+// not nil, picks the nodes whose outputs are rounded (for locating where float16 loses
+// precision).
 func (g *Graph) MarshalEmulatingHalf(round func(*Node) bool) ([]byte, error) {
 	half := map[string]bool{}
 	for _, n := range g.nodes {
@@ -50,11 +52,9 @@ func (g *Graph) MarshalEmulatingHalf(round func(*Node) bool) ([]byte, error) {
 			tt.ElemType = proto.Int32(onnxFloat)
 		}
 	}
-	split := "emulate_half_split"
-	gp.Initializer = append(gp.Initializer, &onnxpb.TensorProto{Name: proto.String(split), DataType: proto.Int32(onnxFloat),
-		RawData: binary.LittleEndian.AppendUint32(nil, math.Float32bits(8193))})
-	node := func(op, name string, in []string, out string) *onnxpb.NodeProto {
-		return &onnxpb.NodeProto{OpType: proto.String(op), Name: proto.String(name), Input: in, Output: []string{out}}
+	cast := func(name, in, out string, to int64) *onnxpb.NodeProto {
+		return &onnxpb.NodeProto{OpType: proto.String("Cast"), Name: proto.String(name), Input: []string{in}, Output: []string{out},
+			Attribute: []*onnxpb.AttributeProto{{Name: proto.String("to"), Type: onnxpb.AttributeProto_INT.Enum(), I: proto.Int64(to)}}}
 	}
 	var nodes []*onnxpb.NodeProto
 	for _, n := range gp.Node {
@@ -74,10 +74,9 @@ func (g *Graph) MarshalEmulatingHalf(round func(*Node) bool) ([]byte, error) {
 			if !half[out] {
 				continue
 			}
-			f, s, u := out+"__f", out+"__s", out+"__u"
+			f, h := out+"__f", out+"__h"
 			n.Output[i] = f
-			after = append(after, // s = 8193·f; u = s − f; out = s − u (f to 11 significant bits)
-				node("Mul", f+"_mul", []string{f, split}, s), node("Sub", f+"_sub1", []string{s, f}, u), node("Sub", f+"_sub2", []string{s, u}, out))
+			after = append(after, cast(f+"_to_half", f, h, onnxFloat16), cast(h+"_to_float", h, out, onnxFloat))
 		}
 		nodes = append(append(nodes, n), after...)
 	}

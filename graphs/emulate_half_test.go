@@ -1,6 +1,7 @@
 package graphs_test
 
 import (
+	"math"
 	"testing"
 
 	"github.com/cardseg-ort/cardseg-ort/graphs"
@@ -9,8 +10,8 @@ import (
 )
 
 // The emulated float16 graph gives float16's results: every computed value rounded to
-// nearest float16 (within float16's normal range), where the plain graph on the CPU provider
-// keeps float32 precision throughout.
+// nearest float16, overflowing to Inf and underflowing through the subnormals, where the plain
+// graph on the CPU provider keeps float32 precision and range throughout.
 func TestMarshalEmulatingHalf(t *testing.T) {
 	if err := runtime.Init(); err != nil {
 		t.Fatal(err)
@@ -20,6 +21,12 @@ func TestMarshalEmulatingHalf(t *testing.T) {
 	for i := range xs {
 		xs[i] = 1 + float32(i)/997     // values of several binades
 		ws[i] = 0.3 + float32(i%17)/13 // not float16-exact
+		switch {
+		case i >= n-256: // products and sums past float16's largest finite value, 65504
+			xs[i] = 40000 + float32(i%256)*97
+		case i >= n-512: // inputs and products below float16's smallest normal, 2^-14
+			xs[i] = float32(i%256+1) * 2.3e-7
+		}
 	}
 	g := graphs.New("emulate")
 	x := g.Input("x", graphs.Float, graphs.Shape{n})
@@ -42,7 +49,7 @@ func TestMarshalEmulatingHalf(t *testing.T) {
 	}
 	got := runtime.Data[float32](out["y"])
 	r := func(v float32) float32 { return f16.ToFloat32(f16.FromFloat32(v)) }
-	var exact int
+	var exact, inf, sub int
 	for i := range xs {
 		hx, hw := r(xs[i]), r(ws[i])
 		want := r(r(hx*hw) + hx)
@@ -52,8 +59,14 @@ func TestMarshalEmulatingHalf(t *testing.T) {
 		if float64(want) == float64(xs[i])*float64(ws[i])+float64(xs[i]) {
 			exact++
 		}
+		if math.IsInf(float64(want), 0) {
+			inf++
+		}
+		if p := hx * hw; p != 0 && math.Abs(float64(p)) < 1.0/(1<<14) && r(p) != p {
+			sub++
+		}
 	}
-	if exact > n/2 {
-		t.Fatalf("%d of %d results are exact in float32: the data does not exercise the rounding", exact, n)
+	if exact > n/2 || inf < 100 || sub < 100 {
+		t.Fatalf("%d of %d results exact in float32, %d overflow, %d products rounded as subnormals: the data does not exercise float16", exact, n, inf, sub)
 	}
 }
