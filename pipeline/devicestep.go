@@ -152,6 +152,9 @@ func (d *DeviceTrainSession) allocate() error {
 		}
 	}
 	for i := 0; i < 2; i++ {
+		if d.oneBinding && i == 0 {
+			continue // batches upload into slot 1 only
+		}
 		for j, t := range []*runtime.DeviceTensor{d.image[i], d.target[i]} {
 			hb, err := s.NewHostBuffer(t.Bytes())
 			if err != nil {
