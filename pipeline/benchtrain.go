@@ -204,8 +204,9 @@ type BenchDeviceResult struct {
 }
 
 // BenchDeviceTrain times the device-resident train step: state stays on the device, each
-// step uploads a batch (two random batches alternate from pinned staging memory, the next
-// one's upload overlapping the current step) and reads back the loss scalars.
+// step uploads a batch from pinned staging memory (the next one's upload overlapping the
+// current step; two random batches alternate with two bindings, while with one binding, CUDA
+// graphs, the one staging slot keeps sending the second) and reads back the loss scalars.
 func BenchDeviceTrain(cfg step.Config, opts runtime.DeviceOptions, warmup, steps int, seed uint64) (BenchDeviceResult, error) {
 	res := BenchDeviceResult{BenchTrainResult: BenchTrainResult{Batch: cfg.Batch, Height: cfg.Height, Width: cfg.Width,
 		Threads: opts.IntraOpThreads, Steps: steps}, Precision: precisionName(cfg), CUDAGraph: opts.CUDAGraph}
