@@ -228,12 +228,13 @@ func TestTensorBlock(t *testing.T) {
 	if v := runtime.Data[int64](gi); v[0] != 1 || v[1] != -2 || v[3] != 1<<40 || runtime.Data[float32](gs)[0] != 2.5 {
 		t.Fatalf("block copy carried %v and %v", v, runtime.Data[float32](gs))
 	}
-	oneBindingConcat(t, s, 9)
+	oneBindingConcat(t, s, 9, nil)
 }
 
 // oneBindingConcat runs concatModel steps through one binding (state read from block 0,
-// written to block 1 and copied back), checking every value.
-func oneBindingConcat(t *testing.T, s *runtime.DeviceSession, steps int) {
+// written to block 1 and copied back), checking every value; between, when not nil, runs
+// after each step.
+func oneBindingConcat(t *testing.T, s *runtime.DeviceSession, steps int, between func()) {
 	t.Helper()
 	state := []runtime.IOInfo{{Name: "a", DType: runtime.Float32, Shape: []int64{3}}, {Name: "b", DType: runtime.Float32, Shape: []int64{5}}}
 	var blocks [2]*runtime.DeviceTensor
@@ -284,6 +285,9 @@ func oneBindingConcat(t *testing.T, s *runtime.DeviceSession, steps int) {
 		for i := range want {
 			want[i]++
 		}
+		if between != nil {
+			between()
+		}
 	}
 }
 
@@ -303,7 +307,33 @@ func TestCUDAGraphStateThroughConcat(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	oneBindingConcat(t, s, 9)
+	// Another session runs its own Concats (no graph, so their tables are staged afresh each
+	// run) between the replays, as validation does between training epochs: the captured
+	// graph's tables must survive that too.
+	other, err := runtime.NewDeviceSession("concat_state", concatModel(t), runtime.DeviceOptions{Provider: runtime.ProviderCUDA})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	var oa, ob, ox, oy, oan, obn *runtime.DeviceTensor
+	for _, p := range []struct {
+		t    **runtime.DeviceTensor
+		name string
+	}{{&oa, "a"}, {&ob, "b"}, {&ox, "x"}, {&oy, "y"}, {&oan, "a.next"}, {&obn, "b.next"}} {
+		if *p.t, err = other.NewTensorFor(p.name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ob1, err := other.NewBinding(0, map[string]*runtime.DeviceTensor{"a": oa, "b": ob, "x": ox},
+		map[string]*runtime.DeviceTensor{"y": oy, "a.next": oan, "b.next": obn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	oneBindingConcat(t, s, 9, func() {
+		if err := other.Run(ob1); err != nil {
+			t.Fatal(err)
+		}
+	})
 
 	s2, err := runtime.NewDeviceSession("concat_state", concatModel(t), runtime.DeviceOptions{Provider: runtime.ProviderCUDA, CUDAGraph: true, MultipleGraphs: true})
 	if err != nil {
