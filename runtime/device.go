@@ -371,25 +371,30 @@ func elemSize(d DType) (int, error) {
 	return 0, fmt.Errorf("unsupported tensor element type %v", d)
 }
 
+// cShape copies a shape (rank 16 at most) into C memory for the C API; free releases it.
+func cShape(shape []int64) (*C.int64_t, func(), error) {
+	if len(shape) > 16 {
+		return nil, nil, fmt.Errorf("tensor rank %d is over 16", len(shape))
+	}
+	cs := (*[16]C.int64_t)(C.malloc(C.size_t(8 * max(len(shape), 1))))
+	for i, d := range shape {
+		cs[i] = C.int64_t(d)
+	}
+	return &cs[0], func() { C.free(unsafe.Pointer(cs)) }, nil
+}
+
 // NewTensor allocates an uninitialised tensor on the session's device.
 func (s *DeviceSession) NewTensor(dt DType, shape []int64) (*DeviceTensor, error) {
 	es, err := elemSize(dt)
 	if err != nil {
 		return nil, err
 	}
-	if len(shape) > 16 {
-		return nil, fmt.Errorf("tensor rank %d is over 16", len(shape))
+	cshape, freeShape, err := cShape(shape)
+	if err != nil {
+		return nil, err
 	}
+	defer freeShape()
 	t := &DeviceTensor{s: s, DType: dt, Shape: append([]int64(nil), shape...), bytes: es * int(NumElements(shape))}
-	var cshape *C.int64_t
-	if len(shape) > 0 {
-		cs := (*[16]C.int64_t)(C.malloc(C.size_t(8 * len(shape))))
-		defer C.free(unsafe.Pointer(cs))
-		for i, d := range shape {
-			cs[i] = C.int64_t(d)
-		}
-		cshape = &cs[0]
-	}
 	var data unsafe.Pointer
 	if err := cerr(C.ortc_tensor(s.alloc, cshape, C.size_t(len(shape)), C.int(dt), &t.v, &data)); err != nil {
 		return nil, fmt.Errorf("%s: allocate %v%v on %s: %w", s.name, dt, shape, s.provider, err)
@@ -417,9 +422,6 @@ func (s *DeviceSession) NewTensorBlock(specs []IOInfo) (*DeviceTensor, []*Device
 		if err != nil {
 			return nil, nil, err
 		}
-		if len(sp.Shape) > 16 {
-			return nil, nil, fmt.Errorf("tensor rank %d is over 16", len(sp.Shape))
-		}
 		n := NumElements(sp.Shape)
 		if n < 0 {
 			return nil, nil, fmt.Errorf("%s: %s has a symbolic dimension", s.name, sp)
@@ -435,12 +437,12 @@ func (s *DeviceSession) NewTensorBlock(specs []IOInfo) (*DeviceTensor, []*Device
 	for i, sp := range specs {
 		t := &DeviceTensor{s: s, DType: sp.DType, Shape: append([]int64(nil), sp.Shape...), bytes: sizes[i],
 			ptr: unsafe.Add(block.ptr, offsets[i])}
-		cshape := (*[16]C.int64_t)(C.malloc(C.size_t(8 * max(len(sp.Shape), 1))))
-		for k, d := range sp.Shape {
-			cshape[k] = C.int64_t(d)
+		cshape, freeShape, err := cShape(sp.Shape)
+		if err != nil {
+			return nil, nil, err
 		}
-		err := cerr(C.ortc_tensor_over(s.mem, t.ptr, C.size_t(sizes[i]), &cshape[0], C.size_t(len(sp.Shape)), C.int(sp.DType), &t.v))
-		C.free(unsafe.Pointer(cshape))
+		err = cerr(C.ortc_tensor_over(s.mem, t.ptr, C.size_t(sizes[i]), cshape, C.size_t(len(sp.Shape)), C.int(sp.DType), &t.v))
+		freeShape()
 		if err != nil {
 			return nil, nil, fmt.Errorf("%s: view %v%v in a tensor block: %w", s.name, sp.DType, sp.Shape, err)
 		}
