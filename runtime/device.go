@@ -1,7 +1,7 @@
 package runtime
 
 /*
-#cgo LDFLAGS: -ldl
+#cgo LDFLAGS: -ldl -lm -lpthread
 #include <stdlib.h>
 #include <string.h>
 #include "ortc.h"
@@ -77,6 +77,9 @@ type DeviceOptions struct {
 	// LogSeverity is the session's log level (0 verbose … 4 fatal; the environment variable
 	// CARDSEG_ORT_LOG_SEVERITY overrides it); nil keeps the process default (errors).
 	LogSeverity *int
+	// CustomOps registers our operator domain (graphs.CardsegDomain: fused batch norm for the
+	// FP16 train step) with CPU and CUDA kernels; graphs that use it need it.
+	CustomOps bool
 }
 
 var (
@@ -144,16 +147,24 @@ func NewDeviceSession(name string, model []byte, opts DeviceOptions) (*DeviceSes
 	if opts.CUDAGraph && prov != ProviderCUDA {
 		return nil, fmt.Errorf("device session for %s: CUDA graphs need the CUDA provider, not %s", name, prov)
 	}
-	ins, outs, err := ort.GetInputOutputInfoWithONNXData(model)
-	if err != nil {
-		return nil, fmt.Errorf("read model %s: %w", name, err)
-	}
 	s := &DeviceSession{name: name, provider: prov, device: opts.CUDADevice, graphs: opts.CUDAGraph, multi: opts.MultipleGraphs}
-	for _, i := range ins {
-		s.inputs = append(s.inputs, ioInfo(i))
-	}
-	for _, o := range outs {
-		s.outputs = append(s.outputs, ioInfo(o))
+	if opts.CustomOps {
+		// ORT's inspection session would not know our operators.
+		var err error
+		if s.inputs, s.outputs, err = modelIO(model); err != nil {
+			return nil, fmt.Errorf("read model %s: %w", name, err)
+		}
+	} else {
+		ins, outs, err := ort.GetInputOutputInfoWithONNXData(model)
+		if err != nil {
+			return nil, fmt.Errorf("read model %s: %w", name, err)
+		}
+		for _, i := range ins {
+			s.inputs = append(s.inputs, ioInfo(i))
+		}
+		for _, o := range outs {
+			s.outputs = append(s.outputs, ioInfo(o))
+		}
 	}
 	var keys, vals []string
 	if prov == ProviderCUDA {
@@ -219,8 +230,12 @@ func NewDeviceSession(name string, model []byte, opts DeviceOptions) (*DeviceSes
 	if opts.DisableMemPattern {
 		memPattern = 0
 	}
+	customOps := 0
+	if opts.CustomOps {
+		customOps = 1
+	}
 	if err := cerr(C.ortc_session(cm, C.size_t(len(model)), provID, C.int(opts.IntraOpThreads), C.int(memPattern), C.int(level), C.int(severity), prof,
-		ck, cv, C.int(len(keys)), sk, sv, C.int(len(ckeys)), &s.sess)); err != nil {
+		ck, cv, C.int(len(keys)), sk, sv, C.int(len(ckeys)), C.int(customOps), &s.sess)); err != nil {
 		hint := ""
 		if opts.CUDAGraph && strings.Contains(err.Error(), "CUDA Graph") {
 			hint = " (CUDA graphs need every node on the CUDA provider and static shapes)"

@@ -48,3 +48,16 @@
 #define ORTC_SLOT_CreateRunOptions 39
 #define ORTC_SLOT_ReleaseRunOptions 97
 #define ORTC_SLOT_AddRunConfigEntry 165
+#define ORTC_SLOT_CreateStatus 0
+#define ORTC_SLOT_CreateCustomOpDomain 26
+#define ORTC_SLOT_CustomOpDomain_Add 27
+#define ORTC_SLOT_AddCustomOpDomain 28
+#define ORTC_SLOT_KernelInfoGetAttribute_float 85
+#define ORTC_SLOT_KernelInfoGetAttribute_int64 86
+#define ORTC_SLOT_KernelContext_GetInput 90
+#define ORTC_SLOT_KernelContext_GetOutput 91
+#define ORTC_SLOT_KernelContext_GetGPUComputeStream 193
+#define ORTC_SLOT_GetTensorTypeAndShape 65
+#define ORTC_SLOT_GetDimensionsCount 61
+#define ORTC_SLOT_GetDimensions 62
+#define ORTC_SLOT_ReleaseTensorTypeAndShapeInfo 99

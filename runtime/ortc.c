@@ -55,7 +55,7 @@ char* ortc_env(void) {
 
 char* ortc_session(const void* model, size_t len, int provider, int threads, int mem_pattern, int opt_level,
                    int log_severity, const char* profile_prefix, const char** cuda_keys, const char** cuda_values,
-                   int n_cuda, const char** cfg_keys, const char** cfg_values, int n_cfg,
+                   int n_cuda, const char** cfg_keys, const char** cfg_values, int n_cfg, int custom_ops,
                    OrtSession** out) {
   OrtSessionOptions* so = NULL;
   OrtStatus* (*create)(OrtSessionOptions**) = SLOT(CreateSessionOptions);
@@ -86,6 +86,7 @@ char* ortc_session(const void* model, size_t len, int provider, int threads, int
     OrtStatus* (*f)(OrtSessionOptions*, const char*) = SLOT(EnableProfiling);
     if ((e = status("EnableProfiling", f(so, profile_prefix)))) goto done;
   }
+  if (custom_ops && (e = ortc_custom_ops(api, so, status))) goto done;
   if (provider == 1) {
     OrtCUDAProviderOptionsV2* co = NULL;
     OrtStatus* (*cc)(OrtCUDAProviderOptionsV2**) = SLOT(CreateCUDAProviderOptions);

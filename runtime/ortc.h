@@ -26,11 +26,18 @@ typedef struct OrtRunOptions OrtRunOptions;
 char* ortc_load(const char* path);
 char* ortc_env(void);
 
-// Sessions. provider: 0 CPU, 1 CUDA. cuda_keys/values: CUDA provider options.
+// Sessions. provider: 0 CPU, 1 CUDA. cuda_keys/values: CUDA provider options. custom_ops: 1
+// registers the ai.cardseg operators.
 char* ortc_session(const void* model, size_t len, int provider, int threads, int mem_pattern, int opt_level,
                    int log_severity, const char* profile_prefix, const char** cuda_keys, const char** cuda_values,
-                   int n_cuda, const char** cfg_keys, const char** cfg_values, int n_cfg,
+                   int n_cuda, const char** cfg_keys, const char** cfg_values, int n_cfg, int custom_ops,
                    OrtSession** out);
+
+// Custom operators (customops.c): registers domain ai.cardseg (batch norm for the FP16 train
+// step, CPU and CUDA kernels) on the session options. status is ortc.c's error converter.
+char* ortc_custom_ops(void* const* table, OrtSessionOptions* so, char* (*status)(const char*, OrtStatus*));
+uint16_t ortc_f16(float f);
+float ortc_f32(uint16_t h);
 void ortc_release_session(OrtSession* s);
 char* ortc_end_profiling(OrtSession* s, char** path);
 

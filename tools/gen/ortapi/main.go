@@ -35,6 +35,11 @@ var wanted = []string{
 	"CreateIoBinding", "ReleaseIoBinding", "BindInput", "BindOutput", "RunWithBinding",
 	"ClearBoundInputs", "ClearBoundOutputs",
 	"CreateRunOptions", "ReleaseRunOptions", "AddRunConfigEntry",
+	// custom operators (runtime/customops.c)
+	"CreateStatus", "CreateCustomOpDomain", "CustomOpDomain_Add", "AddCustomOpDomain",
+	"KernelInfoGetAttribute_float", "KernelInfoGetAttribute_int64",
+	"KernelContext_GetInput", "KernelContext_GetOutput", "KernelContext_GetGPUComputeStream",
+	"GetTensorTypeAndShape", "GetDimensionsCount", "GetDimensions", "ReleaseTensorTypeAndShapeInfo",
 }
 
 var (

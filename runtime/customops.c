@@ -1,0 +1,495 @@
+// Custom operators (domain ai.cardseg) for the FP16 train step: batch norm in training mode on
+// float16 activations with float32 statistics, forward and backward, each one operator instead
+// of a chain of about fifteen ONNX nodes (graphs/ops_fused.go builds them; kernels/bn.cu has
+// the GPU kernels and their arithmetic). Each operator has a CPU kernel (reference and tests)
+// and a CUDA kernel, which launches PTX through the CUDA driver on ONNX Runtime's compute
+// stream, so a captured CUDA graph records it like any provider kernel.
+//
+//   BatchNormTrain16(x f16 [N,C,H,W], gamma f32 [C], beta f32 [C])
+//       -> y f16, mean f32 [C], var f32 [C] (biased), scratch f32 [2·C·splits]
+//   BatchNormTrain16Grad(dy f16, x f16, gamma, mean, var)
+//       -> dx f16, dgamma f32 [C], dbeta f32 [C], scratch f32 [2·C·splits]
+// Attributes: epsilon (float), splits (int: blocks per channel for the GPU's partial sums; the
+// graph fixes it so that the scratch output has a static shape).
+#include "ortc.h"
+#include "ortapi_index.h"
+#include "bn_ptx.h"
+
+#include <dlfcn.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct OrtKernelInfo OrtKernelInfo;
+typedef struct OrtKernelContext OrtKernelContext;
+typedef struct OrtTensorTypeAndShapeInfo OrtTensorTypeAndShapeInfo;
+typedef struct OrtCustomOpDomain OrtCustomOpDomain;
+
+// OrtCustomOp as onnxruntime_c_api.h lays it out (API version 16: the fields up to
+// KernelComputeV2 are read; the later ones exist so the struct has the header's size).
+typedef struct OrtCustomOp OrtCustomOp;
+struct OrtCustomOp {
+  uint32_t version;
+  void* (*CreateKernel)(const OrtCustomOp*, const void*, const OrtKernelInfo*);
+  const char* (*GetName)(const OrtCustomOp*);
+  const char* (*GetExecutionProviderType)(const OrtCustomOp*);
+  int (*GetInputType)(const OrtCustomOp*, size_t);
+  size_t (*GetInputTypeCount)(const OrtCustomOp*);
+  int (*GetOutputType)(const OrtCustomOp*, size_t);
+  size_t (*GetOutputTypeCount)(const OrtCustomOp*);
+  void (*KernelCompute)(void*, OrtKernelContext*);
+  void (*KernelDestroy)(void*);
+  int (*GetInputCharacteristic)(const OrtCustomOp*, size_t);
+  int (*GetOutputCharacteristic)(const OrtCustomOp*, size_t);
+  int (*GetInputMemoryType)(const OrtCustomOp*, size_t);
+  int (*GetVariadicInputMinArity)(const OrtCustomOp*);
+  int (*GetVariadicInputHomogeneity)(const OrtCustomOp*);
+  int (*GetVariadicOutputMinArity)(const OrtCustomOp*);
+  int (*GetVariadicOutputHomogeneity)(const OrtCustomOp*);
+  OrtStatus* (*CreateKernelV2)(const OrtCustomOp*, const void*, const OrtKernelInfo*, void**);
+  OrtStatus* (*KernelComputeV2)(void*, OrtKernelContext*);
+  void* InferOutputShapeFn;
+  void* GetStartVersion;
+  void* GetEndVersion;
+  void* GetMayInplace;
+  void* ReleaseMayInplace;
+  void* GetAliasMap;
+  void* ReleaseAliasMap;
+};
+
+enum { T_FLOAT = 1, T_FLOAT16 = 10, ORT_FAIL_CODE = 1 };
+
+static void* const* api;  // set by ortc_custom_ops from ortc.c's table
+#define SLOT(name) (api[ORTC_SLOT_##name])
+
+static OrtStatus* fail(const char* fmt, ...) {
+  char msg[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  OrtStatus* (*f)(int, const char*) = SLOT(CreateStatus);
+  return f(ORT_FAIL_CODE, msg);
+}
+
+// ---- float16 conversions (CPU kernels) ----
+
+static float h2f(uint16_t h) {
+  uint32_t s = (uint32_t)(h & 0x8000) << 16, e = (h >> 10) & 0x1f, m = h & 0x3ff, bits;
+  if (e == 0) {
+    if (m == 0) {
+      bits = s;
+    } else {  // subnormal: normalise
+      e = 113;
+      while (!(m & 0x400)) {
+        m <<= 1;
+        e--;
+      }
+      bits = s | (e << 23) | ((m & 0x3ff) << 13);
+    }
+  } else if (e == 31) {
+    bits = s | 0x7f800000 | (m << 13);
+  } else {
+    bits = s | ((e + 112) << 23) | (m << 13);
+  }
+  float f;
+  memcpy(&f, &bits, 4);
+  return f;
+}
+
+// f2h rounds to nearest even, overflowing to infinity.
+static uint16_t f2h(float f) {
+  uint32_t b;
+  memcpy(&b, &f, 4);
+  uint16_t s = (b >> 16) & 0x8000;
+  uint32_t a = b & 0x7fffffff;
+  if (a >= 0x7f800000) return s | 0x7c00 | (a > 0x7f800000 ? 0x200 : 0);  // Inf, NaN
+  if (a >= 0x477ff000) return s | 0x7c00;                                // rounds past 65504
+  if (a < 0x38800000) {                                                  // subnormal or zero
+    if (a < 0x33000001) return s;                                        // below half the smallest
+    uint32_t e = a >> 23, m = (a & 0x7fffff) | 0x800000;
+    uint32_t shift = 126 - e;  // value = m·2^(e−150), in units of 2^−24: m >> (126−e)
+    uint32_t r = m >> shift, rem = m & ((1u << shift) - 1), half = 1u << (shift - 1);
+    if (rem > half || (rem == half && (r & 1))) r++;
+    return s | r;
+  }
+  uint32_t r = ((a >> 13) - (112 << 10)), rem = a & 0x1fff;
+  if (rem > 0x1000 || (rem == 0x1000 && (r & 1))) r++;
+  return s | r;
+}
+
+// ---- kernel state and tensor access ----
+
+typedef struct {
+  int cuda;  // 1: the CUDA kernel
+  float eps;
+  int64_t splits;
+} Kernel;
+
+typedef struct {
+  void* data;
+  int64_t dims[8];
+  size_t rank;
+} Tensor;
+
+static OrtStatus* shape_of(const OrtValue* v, Tensor* t) {
+  OrtTensorTypeAndShapeInfo* info = NULL;
+  OrtStatus* (*gt)(const OrtValue*, OrtTensorTypeAndShapeInfo**) = SLOT(GetTensorTypeAndShape);
+  OrtStatus* st = gt(v, &info);
+  if (st) return st;
+  OrtStatus* (*gc)(const OrtTensorTypeAndShapeInfo*, size_t*) = SLOT(GetDimensionsCount);
+  OrtStatus* (*gd)(const OrtTensorTypeAndShapeInfo*, int64_t*, size_t) = SLOT(GetDimensions);
+  void (*rel)(OrtTensorTypeAndShapeInfo*) = SLOT(ReleaseTensorTypeAndShapeInfo);
+  if (!(st = gc(info, &t->rank))) {
+    if (t->rank > 8) {
+      st = fail("tensor of rank %zu", t->rank);
+    } else {
+      st = gd(info, t->dims, t->rank);
+    }
+  }
+  rel(info);
+  return st;
+}
+
+static OrtStatus* input(OrtKernelContext* ctx, size_t i, Tensor* t) {
+  const OrtValue* v = NULL;
+  OrtStatus* (*gi)(const OrtKernelContext*, size_t, const OrtValue**) = SLOT(KernelContext_GetInput);
+  OrtStatus* st = gi(ctx, i, &v);
+  if (st) return st;
+  if ((st = shape_of(v, t))) return st;
+  OrtStatus* (*md)(OrtValue*, void**) = SLOT(GetTensorMutableData);
+  return md((OrtValue*)v, &t->data);
+}
+
+static OrtStatus* output(OrtKernelContext* ctx, size_t i, const int64_t* dims, size_t rank, void** data) {
+  OrtValue* v = NULL;
+  OrtStatus* (*go)(OrtKernelContext*, size_t, const int64_t*, size_t, OrtValue**) = SLOT(KernelContext_GetOutput);
+  OrtStatus* st = go(ctx, i, dims, rank, &v);
+  if (st) return st;
+  OrtStatus* (*md)(OrtValue*, void**) = SLOT(GetTensorMutableData);
+  return md(v, data);
+}
+
+// ---- CUDA driver: the PTX module and launches ----
+
+static struct {
+  int (*CtxGetCurrent)(void**);
+  int (*ModuleLoadData)(void**, const void*);
+  int (*ModuleGetFunction)(void**, void*, const char*);
+  int (*LaunchKernel)(void*, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, void*, void**, void**);
+  int (*GetErrorString)(int, const char**);
+  int (*CudaGetDevice)(int*);
+  int (*CudaSetDevice)(int);
+} drv;
+
+enum { F_FWD_PARTIAL, F_FWD_FINISH, F_FWD_APPLY, F_BWD_PARTIAL, F_BWD_FINISH, F_BWD_APPLY, F_COUNT };
+static const char* fn_names[F_COUNT] = {"bn_fwd_partial", "bn_fwd_finish", "bn_fwd_apply",
+                                        "bn_bwd_partial", "bn_bwd_finish", "bn_bwd_apply"};
+static pthread_mutex_t mod_mu = PTHREAD_MUTEX_INITIALIZER;
+static void* mod_ctx;  // the context the module was loaded in
+static void* fns[F_COUNT];
+
+static const char* drv_msg(int code) {
+  const char* s = NULL;
+  if (drv.GetErrorString) drv.GetErrorString(code, &s);
+  return s ? s : "unknown error";
+}
+
+// module loads the PTX into the calling thread's CUDA context (once per context).
+static OrtStatus* module(void) {
+  OrtStatus* st = NULL;
+  pthread_mutex_lock(&mod_mu);
+  if (drv.LaunchKernel == NULL) {
+    void* h = dlopen("libcuda.so.1", RTLD_NOW | RTLD_GLOBAL);
+    void* rt = dlopen("libcudart.so.13", RTLD_NOW | RTLD_GLOBAL);
+    if (h == NULL || rt == NULL) {
+      st = fail("cardseg custom ops: dlopen libcuda.so.1 / libcudart.so.13: %s", dlerror());
+      goto out;
+    }
+#define SYM(lib, field, name)                                                   \
+  if ((*(void**)&drv.field = dlsym(lib, name)) == NULL) {                      \
+    st = fail("cardseg custom ops: dlsym %s: %s", name, dlerror());             \
+    goto out;                                                                   \
+  }
+    SYM(h, CtxGetCurrent, "cuCtxGetCurrent");
+    SYM(h, ModuleLoadData, "cuModuleLoadData");
+    SYM(h, ModuleGetFunction, "cuModuleGetFunction");
+    SYM(h, GetErrorString, "cuGetErrorString");
+    SYM(rt, CudaGetDevice, "cudaGetDevice");
+    SYM(rt, CudaSetDevice, "cudaSetDevice");
+    SYM(h, LaunchKernel, "cuLaunchKernel");
+#undef SYM
+  }
+  void* ctx = NULL;
+  int rc = drv.CtxGetCurrent(&ctx);
+  if (rc == 0 && ctx == NULL) {  // no context bound to this thread yet: the runtime's primary one
+    int dev = 0;
+    drv.CudaGetDevice(&dev);
+    drv.CudaSetDevice(dev);
+    rc = drv.CtxGetCurrent(&ctx);
+  }
+  if (rc != 0 || ctx == NULL) {
+    st = fail("cardseg custom ops: no current CUDA context (%s)", rc ? drv_msg(rc) : "none");
+    goto out;
+  }
+  if (ctx != mod_ctx) {
+    void* m = NULL;
+    if ((rc = drv.ModuleLoadData(&m, cardseg_bn_ptx)) != 0) {
+      st = fail("cardseg custom ops: cuModuleLoadData (JIT of the batch-norm PTX): %s", drv_msg(rc));
+      goto out;
+    }
+    for (int i = 0; i < F_COUNT; i++) {
+      if ((rc = drv.ModuleGetFunction(&fns[i], m, fn_names[i])) != 0) {
+        st = fail("cardseg custom ops: cuModuleGetFunction %s: %s", fn_names[i], drv_msg(rc));
+        goto out;
+      }
+    }
+    mod_ctx = ctx;
+  }
+out:
+  pthread_mutex_unlock(&mod_mu);
+  return st;
+}
+
+enum { THREADS = 256 };  // bn.cu's THREADS
+
+static OrtStatus* launch(int f, unsigned gx, unsigned gy, void* stream, void** args) {
+  int rc = drv.LaunchKernel(fns[f], gx, gy, 1, THREADS, 1, 1, 0, stream, args, NULL);
+  return rc ? fail("cardseg custom ops: launch %s (grid %u×%u): %s", fn_names[f], gx, gy, drv_msg(rc)) : NULL;
+}
+
+// apply_blocks is the x-dimension of the element-wise kernels' grid: about 1024 elements per
+// block and plane.
+static unsigned apply_blocks(int64_t hw) {
+  int64_t b = (hw + 4 * THREADS - 1) / (4 * THREADS);
+  return (unsigned)(b < 1 ? 1 : b);
+}
+
+// ---- shared shape checks ----
+
+typedef struct {
+  int N, C, HW;
+  float count;
+} Dims;
+
+static OrtStatus* nchw(const char* op, const Tensor* x, const Kernel* k, Dims* d) {
+  if (x->rank != 4) return fail("%s: x has rank %zu, want 4 (NCHW)", op, x->rank);
+  int64_t n = x->dims[0], c = x->dims[1], hw = x->dims[2] * x->dims[3];
+  if (n < 1 || c < 1 || hw < 1 || n * c > 65535 || hw > 0x7fffffff / 2)
+    return fail("%s: x of shape [%lld,%lld,%lld,%lld] is outside the kernels' range (N·C ≤ 65535)", op,
+                (long long)n, (long long)c, (long long)x->dims[2], (long long)x->dims[3]);
+  if (k->splits < 1 || k->splits > hw) return fail("%s: splits %lld for planes of %lld elements", op, (long long)k->splits, (long long)hw);
+  d->N = (int)n;
+  d->C = (int)c;
+  d->HW = (int)hw;
+  d->count = (float)(n * hw);
+  return NULL;
+}
+
+static OrtStatus* channels(const char* op, const char* name, const Tensor* t, int C) {
+  if (t->rank != 1 || t->dims[0] != C) return fail("%s: %s must be [%d]", op, name, C);
+  return NULL;
+}
+
+// ---- BatchNormTrain16 ----
+
+static OrtStatus* bn_forward(void* kp, OrtKernelContext* ctx) {
+  const Kernel* k = kp;
+  const char* op = "BatchNormTrain16";
+  Tensor x, g, b;
+  OrtStatus* st;
+  Dims d;
+  if ((st = input(ctx, 0, &x)) || (st = input(ctx, 1, &g)) || (st = input(ctx, 2, &b))) return st;
+  if ((st = nchw(op, &x, k, &d)) || (st = channels(op, "gamma", &g, d.C)) || (st = channels(op, "beta", &b, d.C))) return st;
+  int64_t cdim = d.C, pdim = 2 * (int64_t)d.C * k->splits;
+  void *y, *mean, *var, *part;
+  if ((st = output(ctx, 0, x.dims, 4, &y)) || (st = output(ctx, 1, &cdim, 1, &mean)) || (st = output(ctx, 2, &cdim, 1, &var)) ||
+      (st = output(ctx, 3, &pdim, 1, &part)))
+    return st;
+  if (k->cuda) {
+    if ((st = module())) return st;
+    void* stream = NULL;
+    OrtStatus* (*gs)(const OrtKernelContext*, void**) = SLOT(KernelContext_GetGPUComputeStream);
+    if ((st = gs(ctx, &stream))) return st;
+    int S = (int)k->splits;
+    float eps = k->eps;
+    void* a1[] = {&x.data, &part, &d.N, &d.C, &d.HW};
+    if ((st = launch(F_FWD_PARTIAL, (unsigned)S, (unsigned)d.C, stream, a1))) return st;
+    void* a2[] = {&x.data, &part, &mean, &var, &d.C, &d.HW, &S, &d.count};
+    if ((st = launch(F_FWD_FINISH, (unsigned)((d.C + THREADS - 1) / THREADS), 1, stream, a2))) return st;
+    void* a3[] = {&x.data, &g.data, &b.data, &mean, &var, &y, &d.C, &d.HW, &eps};
+    return launch(F_FWD_APPLY, apply_blocks(d.HW), (unsigned)(d.N * d.C), stream, a3);
+  }
+  const uint16_t* xs = x.data;
+  const float *gs = g.data, *bs = b.data;
+  float *ms = mean, *vs = var;
+  memset(part, 0, (size_t)pdim * sizeof(float));
+  for (int c = 0; c < d.C; c++) {
+    double s = 0;
+    for (int n = 0; n < d.N; n++)
+      for (int i = 0; i < d.HW; i++) s += h2f(xs[((int64_t)n * d.C + c) * d.HW + i]);
+    double m = s / d.count, q = 0;
+    for (int n = 0; n < d.N; n++)
+      for (int i = 0; i < d.HW; i++) {
+        double t = h2f(xs[((int64_t)n * d.C + c) * d.HW + i]) - m;
+        q += t * t;
+      }
+    ms[c] = (float)m;
+    vs[c] = (float)(q / d.count);
+    float scale = gs[c] / sqrtf(vs[c] + k->eps), shift = bs[c] - ms[c] * scale;
+    for (int n = 0; n < d.N; n++) {
+      int64_t o = ((int64_t)n * d.C + c) * d.HW;
+      for (int i = 0; i < d.HW; i++) ((uint16_t*)y)[o + i] = f2h(h2f(xs[o + i]) * scale + shift);
+    }
+  }
+  return NULL;
+}
+
+// ---- BatchNormTrain16Grad ----
+
+static OrtStatus* bn_backward(void* kp, OrtKernelContext* ctx) {
+  const Kernel* k = kp;
+  const char* op = "BatchNormTrain16Grad";
+  Tensor dy, x, g, mean, var;
+  OrtStatus* st;
+  Dims d;
+  if ((st = input(ctx, 0, &dy)) || (st = input(ctx, 1, &x)) || (st = input(ctx, 2, &g)) || (st = input(ctx, 3, &mean)) ||
+      (st = input(ctx, 4, &var)))
+    return st;
+  if ((st = nchw(op, &x, k, &d)) || (st = channels(op, "gamma", &g, d.C)) || (st = channels(op, "mean", &mean, d.C)) ||
+      (st = channels(op, "var", &var, d.C)))
+    return st;
+  if (dy.rank != 4 || memcmp(dy.dims, x.dims, sizeof(int64_t) * 4) != 0) return fail("%s: dy and x differ in shape", op);
+  int64_t cdim = d.C, pdim = 2 * (int64_t)d.C * k->splits;
+  void *dx, *dgamma, *dbeta, *part;
+  if ((st = output(ctx, 0, x.dims, 4, &dx)) || (st = output(ctx, 1, &cdim, 1, &dgamma)) || (st = output(ctx, 2, &cdim, 1, &dbeta)) ||
+      (st = output(ctx, 3, &pdim, 1, &part)))
+    return st;
+  if (k->cuda) {
+    if ((st = module())) return st;
+    void* stream = NULL;
+    OrtStatus* (*gs)(const OrtKernelContext*, void**) = SLOT(KernelContext_GetGPUComputeStream);
+    if ((st = gs(ctx, &stream))) return st;
+    int S = (int)k->splits;
+    float eps = k->eps;
+    void* a1[] = {&dy.data, &x.data, &mean.data, &part, &d.N, &d.C, &d.HW};
+    if ((st = launch(F_BWD_PARTIAL, (unsigned)S, (unsigned)d.C, stream, a1))) return st;
+    void* a2[] = {&part, &var.data, &dgamma, &dbeta, &d.C, &S, &eps};
+    if ((st = launch(F_BWD_FINISH, (unsigned)((d.C + THREADS - 1) / THREADS), 1, stream, a2))) return st;
+    void* a3[] = {&dy.data, &x.data, &g.data, &mean.data, &var.data, &dgamma, &dbeta, &dx, &d.C, &d.HW, &eps, &d.count};
+    return launch(F_BWD_APPLY, apply_blocks(d.HW), (unsigned)(d.N * d.C), stream, a3);
+  }
+  const uint16_t *dys = dy.data, *xs = x.data;
+  const float *gs = g.data, *ms = mean.data, *vs = var.data;
+  float *dg = dgamma, *db = dbeta;
+  memset(part, 0, (size_t)pdim * sizeof(float));
+  for (int c = 0; c < d.C; c++) {
+    double s1 = 0, s2 = 0;
+    for (int n = 0; n < d.N; n++) {
+      int64_t o = ((int64_t)n * d.C + c) * d.HW;
+      for (int i = 0; i < d.HW; i++) {
+        double t = h2f(dys[o + i]);
+        s1 += t;
+        s2 += t * (h2f(xs[o + i]) - ms[c]);
+      }
+    }
+    float sd = sqrtf(vs[c] + k->eps), inv = 1 / sd;
+    db[c] = (float)s1;
+    dg[c] = (float)(s2 / sd);
+    float a = gs[c] * inv;
+    float bb = -a * inv * inv * (float)s2 / d.count;
+    float dd = -a * (float)s1 / d.count;
+    for (int n = 0; n < d.N; n++) {
+      int64_t o = ((int64_t)n * d.C + c) * d.HW;
+      for (int i = 0; i < d.HW; i++) ((uint16_t*)dx)[o + i] = f2h(a * h2f(dys[o + i]) + bb * (h2f(xs[o + i]) - ms[c]) + dd);
+    }
+  }
+  return NULL;
+}
+
+// ---- OrtCustomOp plumbing ----
+
+static OrtStatus* create_kernel(const OrtCustomOp* op, const void* api_unused, const OrtKernelInfo* info, void** out, int cuda) {
+  (void)op;
+  (void)api_unused;
+  Kernel* k = calloc(1, sizeof(Kernel));
+  k->cuda = cuda;
+  OrtStatus* (*gf)(const OrtKernelInfo*, const char*, float*) = SLOT(KernelInfoGetAttribute_float);
+  OrtStatus* (*gi)(const OrtKernelInfo*, const char*, int64_t*) = SLOT(KernelInfoGetAttribute_int64);
+  OrtStatus* st = gf(info, "epsilon", &k->eps);
+  if (!st) st = gi(info, "splits", &k->splits);
+  if (st) {
+    free(k);
+    return st;
+  }
+  *out = k;
+  return NULL;
+}
+static OrtStatus* create_cpu(const OrtCustomOp* op, const void* a, const OrtKernelInfo* i, void** out) { return create_kernel(op, a, i, out, 0); }
+// The CUDA kernel loads the PTX when the session is created: a first load during a run could
+// fall inside a CUDA graph capture, where module loading is not allowed.
+static OrtStatus* create_cuda(const OrtCustomOp* op, const void* a, const OrtKernelInfo* i, void** out) {
+  OrtStatus* st = module();
+  return st ? st : create_kernel(op, a, i, out, 1);
+}
+static void* create_v1(const OrtCustomOp* op, const void* a, const OrtKernelInfo* i) { (void)op; (void)a; (void)i; return NULL; }
+static void destroy(void* k) { free(k); }
+static void compute_v1(void* k, OrtKernelContext* c) { (void)k; (void)c; }
+
+static const char* name_fwd(const OrtCustomOp* op) { (void)op; return "BatchNormTrain16"; }
+static const char* name_bwd(const OrtCustomOp* op) { (void)op; return "BatchNormTrain16Grad"; }
+static const char* ep_cpu(const OrtCustomOp* op) { (void)op; return "CPUExecutionProvider"; }
+static const char* ep_cuda(const OrtCustomOp* op) { (void)op; return "CUDAExecutionProvider"; }
+// Forward: x f16, gamma f32, beta f32 -> y f16, mean, var, scratch f32.
+static int in_fwd(const OrtCustomOp* op, size_t i) { (void)op; return i == 0 ? T_FLOAT16 : T_FLOAT; }
+static size_t nin_fwd(const OrtCustomOp* op) { (void)op; return 3; }
+// Backward: dy f16, x f16, gamma, mean, var f32 -> dx f16, dgamma, dbeta, scratch f32.
+static int in_bwd(const OrtCustomOp* op, size_t i) { (void)op; return i < 2 ? T_FLOAT16 : T_FLOAT; }
+static size_t nin_bwd(const OrtCustomOp* op) { (void)op; return 5; }
+static int out_both(const OrtCustomOp* op, size_t i) { (void)op; return i == 0 ? T_FLOAT16 : T_FLOAT; }
+static size_t nout_both(const OrtCustomOp* op) { (void)op; return 4; }
+static int required(const OrtCustomOp* op, size_t i) { (void)op; (void)i; return 0; }
+static int mem_default(const OrtCustomOp* op, size_t i) { (void)op; (void)i; return 0; }
+static int arity(const OrtCustomOp* op) { (void)op; return 1; }
+
+#define OP(ep, create, name, in, nin, compute)                                                             \
+  {                                                                                                       \
+    .version = 16, .CreateKernel = create_v1, .GetName = name, .GetExecutionProviderType = ep,          \
+    .GetInputType = in, .GetInputTypeCount = nin, .GetOutputType = out_both, .GetOutputTypeCount = nout_both, \
+    .KernelCompute = compute_v1, .KernelDestroy = destroy, .GetInputCharacteristic = required,           \
+    .GetOutputCharacteristic = required, .GetInputMemoryType = mem_default,                               \
+    .GetVariadicInputMinArity = arity, .GetVariadicInputHomogeneity = arity,                              \
+    .GetVariadicOutputMinArity = arity, .GetVariadicOutputHomogeneity = arity,                            \
+    .CreateKernelV2 = create, .KernelComputeV2 = compute,                                                 \
+  }
+
+static OrtCustomOp ops[4] = {
+    OP(ep_cpu, create_cpu, name_fwd, in_fwd, nin_fwd, bn_forward),
+    OP(ep_cuda, create_cuda, name_fwd, in_fwd, nin_fwd, bn_forward),
+    OP(ep_cpu, create_cpu, name_bwd, in_bwd, nin_bwd, bn_backward),
+    OP(ep_cuda, create_cuda, name_bwd, in_bwd, nin_bwd, bn_backward),
+};
+
+static OrtCustomOpDomain* domain;  // one for the process: sessions keep pointers into it
+
+char* ortc_custom_ops(void* const* table, OrtSessionOptions* so, char* (*status)(const char*, OrtStatus*)) {
+  api = table;
+  char* e;
+  if (domain == NULL) {
+    OrtStatus* (*cd)(const char*, OrtCustomOpDomain**) = SLOT(CreateCustomOpDomain);
+    if ((e = status("CreateCustomOpDomain", cd("ai.cardseg", &domain)))) return e;
+    OrtStatus* (*add)(OrtCustomOpDomain*, const OrtCustomOp*) = SLOT(CustomOpDomain_Add);
+    for (int i = 0; i < 4; i++) {
+      if ((e = status("CustomOpDomain_Add", add(domain, &ops[i])))) return e;
+    }
+  }
+  OrtStatus* (*ad)(OrtSessionOptions*, OrtCustomOpDomain*) = SLOT(AddCustomOpDomain);
+  return status("AddCustomOpDomain", ad(so, domain));
+}
+
+// ortc_f16 and ortc_f32 expose the CPU kernels' conversions to the tests.
+uint16_t ortc_f16(float f) { return f2h(f); }
+float ortc_f32(uint16_t h) { return h2f(h); }

@@ -1,0 +1,200 @@
+// Batch norm for the FP16 train step on the GPU: float16 activations in NCHW, float32
+// statistics and parameters. ONNX Runtime's inference build has no training-mode batch norm, so
+// the decomposed form costs about fifteen full-tensor passes per layer (forward and backward,
+// float32 casts included); these kernels do it in five: statistics and normalisation forward
+// (two reads, one write), reductions and input gradient backward (four reads, one write).
+//
+// Compiled to PTX by clang (no CUDA toolkit needed), without CUDA's headers:
+//   go run ./tools/gen/ptx      (writes runtime/bn_ptx.h; see there for the command)
+// The driver JIT-compiles the PTX for the GPU it runs on (sm_80 and newer).
+//
+// Reductions are two-stage and deterministic: bn_*_partial writes per-block partial sums for
+// each channel (grid: splits × channels), bn_*_finish adds them in a fixed order. Sums are taken
+// around a per-channel pivot (the channel's first element) so that the variance's one-pass
+// formula does not cancel when the mean is large against the spread.
+
+#define __global__ __attribute__((global))
+#define __device__ __attribute__((device))
+#define __shared__ __attribute__((shared))
+#define INLINE static __device__ __attribute__((always_inline))
+
+typedef unsigned short u16;
+
+INLINE float h2f(u16 h) {
+  float f;
+  asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
+  return f;
+}
+
+INLINE u16 f2h(float f) {
+  u16 h;
+  asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
+  return h;
+}
+
+INLINE unsigned tid() { return __nvvm_read_ptx_sreg_tid_x(); }
+INLINE unsigned ntid() { return __nvvm_read_ptx_sreg_ntid_x(); }
+INLINE unsigned bx() { return __nvvm_read_ptx_sreg_ctaid_x(); }
+INLINE unsigned by() { return __nvvm_read_ptx_sreg_ctaid_y(); }
+INLINE unsigned nbx() { return __nvvm_read_ptx_sreg_nctaid_x(); }
+
+#define THREADS 256
+
+// block_sum2 adds a and b over the block (THREADS threads); thread 0 gets the totals.
+INLINE void block_sum2(float* a, float* b) {
+  __shared__ float sa[THREADS], sb[THREADS];
+  unsigned t = tid();
+  sa[t] = *a;
+  sb[t] = *b;
+  __syncthreads();
+  for (unsigned s = THREADS / 2; s > 0; s >>= 1) {
+    if (t < s) {
+      sa[t] += sa[t + s];
+      sb[t] += sb[t + s];
+    }
+    __syncthreads();
+  }
+  *a = sa[0];
+  *b = sb[0];
+}
+
+// The channel's slice [lo, hi) of each image's plane handled by block x of nbx splits.
+INLINE void slice(int HW, int* lo, int* hi) {
+  int per = (HW + (int)nbx() - 1) / (int)nbx();
+  *lo = (int)bx() * per;
+  *hi = *lo + per < HW ? *lo + per : HW;
+}
+
+// bn_fwd_partial: grid (S, C). part[(c*S+s)*2+{0,1}] = Σ(x−k), Σ(x−k)² over block s's slice of
+// channel c, k = x[0,c,0].
+extern "C" __global__ void bn_fwd_partial(const u16* x, float* part, int N, int C, int HW) {
+  int c = (int)by(), lo, hi;
+  slice(HW, &lo, &hi);
+  float k = h2f(x[(long)c * HW]);
+  float s1 = 0, s2 = 0;
+  for (int n = 0; n < N; n++) {
+    const u16* p = x + ((long)n * C + c) * HW;
+    int i = lo + (int)tid();
+    for (; i + 3 * THREADS < hi; i += 4 * THREADS) {
+      float a = h2f(p[i]) - k, b = h2f(p[i + THREADS]) - k, d = h2f(p[i + 2 * THREADS]) - k, e = h2f(p[i + 3 * THREADS]) - k;
+      s1 += (a + b) + (d + e);
+      s2 += (a * a + b * b) + (d * d + e * e);
+    }
+    for (; i < hi; i += THREADS) {
+      float a = h2f(p[i]) - k;
+      s1 += a;
+      s2 += a * a;
+    }
+  }
+  block_sum2(&s1, &s2);
+  if (tid() == 0) {
+    long o = ((long)c * nbx() + bx()) * 2;
+    part[o] = s1;
+    part[o + 1] = s2;
+  }
+}
+
+// bn_fwd_finish: one thread per channel. mean and biased variance from the partials.
+extern "C" __global__ void bn_fwd_finish(const u16* x, const float* part, float* mean, float* var, int C, int HW, int S, float count) {
+  int c = (int)(bx() * ntid() + tid());
+  if (c >= C) return;
+  float k = h2f(x[(long)c * HW]);
+  float s1 = 0, s2 = 0;
+  for (int s = 0; s < S; s++) {
+    s1 += part[((long)c * S + s) * 2];
+    s2 += part[((long)c * S + s) * 2 + 1];
+  }
+  float m = s1 / count;
+  float v = s2 / count - m * m;
+  mean[c] = k + m;
+  var[c] = v > 0 ? v : 0;
+}
+
+// bn_fwd_apply: grid (X, N*C). y = (x−μ)·γ/√(σ²+ε) + β.
+extern "C" __global__ void bn_fwd_apply(const u16* x, const float* gamma, const float* beta, const float* mean,
+                                        const float* var, u16* y, int C, int HW, float eps) {
+  int nc = (int)by(), c = nc % C, lo, hi;
+  slice(HW, &lo, &hi);
+  float scale = gamma[c] / __nvvm_sqrt_rn_f(var[c] + eps);
+  float shift = beta[c] - mean[c] * scale;
+  const u16* p = x + (long)nc * HW;
+  u16* q = y + (long)nc * HW;
+  int i = lo + (int)tid();
+  for (; i + 3 * THREADS < hi; i += 4 * THREADS) { // four loads in flight per thread
+    u16 a = p[i], b = p[i + THREADS], d = p[i + 2 * THREADS], e = p[i + 3 * THREADS];
+    q[i] = f2h(h2f(a) * scale + shift);
+    q[i + THREADS] = f2h(h2f(b) * scale + shift);
+    q[i + 2 * THREADS] = f2h(h2f(d) * scale + shift);
+    q[i + 3 * THREADS] = f2h(h2f(e) * scale + shift);
+  }
+  for (; i < hi; i += THREADS) q[i] = f2h(h2f(p[i]) * scale + shift);
+}
+
+// bn_bwd_partial: grid (S, C). part = Σdy, Σdy·(x−μ) over the slice.
+extern "C" __global__ void bn_bwd_partial(const u16* dy, const u16* x, const float* mean, float* part, int N, int C, int HW) {
+  int c = (int)by(), lo, hi;
+  slice(HW, &lo, &hi);
+  float m = mean[c];
+  float s1 = 0, s2 = 0;
+  for (int n = 0; n < N; n++) {
+    long base = ((long)n * C + c) * HW;
+    const u16* g = dy + base;
+    const u16* p = x + base;
+    int i = lo + (int)tid();
+    for (; i + THREADS < hi; i += 2 * THREADS) {
+      float a = h2f(g[i]), b = h2f(g[i + THREADS]);
+      s1 += a + b;
+      s2 += a * (h2f(p[i]) - m) + b * (h2f(p[i + THREADS]) - m);
+    }
+    for (; i < hi; i += THREADS) {
+      float a = h2f(g[i]);
+      s1 += a;
+      s2 += a * (h2f(p[i]) - m);
+    }
+  }
+  block_sum2(&s1, &s2);
+  if (tid() == 0) {
+    long o = ((long)c * nbx() + bx()) * 2;
+    part[o] = s1;
+    part[o + 1] = s2;
+  }
+}
+
+// bn_bwd_finish: one thread per channel. dβ = Σdy, dγ = Σdy·(x−μ)/√(σ²+ε).
+extern "C" __global__ void bn_bwd_finish(const float* part, const float* var, float* dgamma, float* dbeta, int C, int S, float eps) {
+  int c = (int)(bx() * ntid() + tid());
+  if (c >= C) return;
+  float s1 = 0, s2 = 0;
+  for (int s = 0; s < S; s++) {
+    s1 += part[((long)c * S + s) * 2];
+    s2 += part[((long)c * S + s) * 2 + 1];
+  }
+  dbeta[c] = s1;
+  dgamma[c] = s2 / __nvvm_sqrt_rn_f(var[c] + eps);
+}
+
+// bn_bwd_apply: grid (X, N*C). dx = a·dy + b·(x−μ) + d with a = γ/σ, b = −a·Σdy(x−μ)/(M·σ²),
+// d = −a·Σdy/M (σ = √(σ²+ε), M = count).
+extern "C" __global__ void bn_bwd_apply(const u16* dy, const u16* x, const float* gamma, const float* mean, const float* var,
+                                        const float* dgamma, const float* dbeta, u16* dx, int C, int HW, float eps, float count) {
+  int nc = (int)by(), c = nc % C, lo, hi;
+  slice(HW, &lo, &hi);
+  float sd = __nvvm_sqrt_rn_f(var[c] + eps);
+  float inv = 1 / sd;
+  float a = gamma[c] * inv;
+  float sdyxc = dgamma[c] * sd;
+  float b = -a * inv * inv * sdyxc / count;
+  float d = -a * dbeta[c] / count;
+  float m = mean[c];
+  long base = (long)nc * HW;
+  const u16* g = dy + base;
+  const u16* p = x + base;
+  u16* q = dx + base;
+  int i = lo + (int)tid();
+  for (; i + THREADS < hi; i += 2 * THREADS) { // four loads in flight per thread
+    u16 g0 = g[i], g1 = g[i + THREADS], p0 = p[i], p1 = p[i + THREADS];
+    q[i] = f2h(a * h2f(g0) + b * (h2f(p0) - m) + d);
+    q[i + THREADS] = f2h(a * h2f(g1) + b * (h2f(p1) - m) + d);
+  }
+  for (; i < hi; i += THREADS) q[i] = f2h(a * h2f(g[i]) + b * (h2f(p[i]) - m) + d);
+}
