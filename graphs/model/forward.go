@@ -40,7 +40,17 @@ type net struct {
 	g    *graphs.Graph
 	src  ParamSource
 	mode Mode
+	opts Options
 	out  *Output
+}
+
+// Options tune how Forward builds the network.
+type Options struct {
+	// FusedBN builds float16 batch norm in Train mode as one graphs.BatchNormTrain16 node,
+	// differentiated by one BatchNormTrain16Grad node, instead of ONNX operators (about fifteen
+	// full-tensor passes per layer, float32 casts included): graphs.CardsegDomain operators,
+	// which only sessions opened with runtime.DeviceOptions.CustomOps can run.
+	FusedBN bool
 }
 
 // Backbone batch norm: eps 1e-3, momentum 0.01 (torchvision MobileNetV3); head: 1e-5, 0.1.
@@ -63,13 +73,18 @@ const (
 // gradients to them), and batch norm keeps its statistics and per-channel arithmetic in
 // float32 (see batchNormHalf).
 func Forward(g *graphs.Graph, x *graphs.Value, a Arch, src ParamSource, mode Mode) *Output {
+	return ForwardWith(g, x, a, src, mode, Options{})
+}
+
+// ForwardWith is Forward with options.
+func ForwardWith(g *graphs.Graph, x *graphs.Value, a Arch, src ParamSource, mode Mode, o Options) *Output {
 	if err := a.Validate(); err != nil {
 		panic(err)
 	}
 	if x.Rank() != 4 || x.Dim(1) != 3 {
 		panic(fmt.Sprintf("model: input %v, want [N,3,H,W]", x))
 	}
-	n := &net{g: g, src: src, mode: mode, out: &Output{}}
+	n := &net{g: g, src: src, mode: mode, opts: o, out: &Output{}}
 	h := n.convBN("backbone.0", x, 3, a.Stem, 3, 2, 1, 1, actHardSwish, backboneEps, backboneMomentum)
 	for i, b := range a.Blocks {
 		h = n.invertedResidual(fmt.Sprintf("backbone.%d", i+1), h, b)
@@ -296,6 +311,9 @@ func (n *net) batchNormHalf(prefix string, x, gamma, beta, rm, rv *graphs.Value,
 	}
 	var mean, variance, inv *graphs.Value // [C] float32
 	count := x.Dim(0) * x.Dim(2) * x.Dim(3)
+	if n.opts.FusedBN {
+		return n.batchNormFused(prefix, x, gamma, beta, rm, rv, meanSpec, varSpec, eps, mom)
+	}
 	y := n.g.Composite(prefix, []*graphs.Value{x, gamma, beta}, func() []*graphs.Value {
 		xf := graphs.Cast(x, graphs.Float)
 		m := graphs.ChannelMean(xf, true)
@@ -330,6 +348,36 @@ func (n *net) batchNormHalf(prefix string, x, gamma, beta, rm, rv *graphs.Value,
 	})[0]
 	unbiased := variance
 	if count > 1 {
+		unbiased = graphs.Mul(variance, graphs.ScalarLike(variance, float32(float64(count)/float64(count-1))))
+	}
+	n.out.BN = append(n.out.BN, BNUpdate{
+		Mean: meanSpec, Var: varSpec, RunMean: rm, RunVar: rv,
+		BatchMean: mean, BatchV: unbiased, Momentum: mom,
+	})
+	return y
+}
+
+// batchNormFused is batchNormHalf's Train mode as two fused operators (Options.FusedBN): the
+// same arithmetic (float32 statistics and sums, float16 activations and gradients) in five
+// full-tensor passes instead of about fifteen.
+func (n *net) batchNormFused(prefix string, x, gamma, beta, rm, rv *graphs.Value, meanSpec, varSpec ParamSpec, eps, mom float32) *graphs.Value {
+	var mean, variance *graphs.Value
+	y := n.g.Composite(prefix, []*graphs.Value{x, gamma, beta}, func() []*graphs.Value {
+		var y *graphs.Value
+		y, mean, variance = graphs.BatchNormTrain16(x, gamma, beta, eps)
+		return []*graphs.Value{y}
+	}, func(dys []*graphs.Value, want []bool) []*graphs.Value {
+		dx, dgamma, dbeta := graphs.BatchNormTrain16Grad(dys[0], x, gamma, mean, variance, eps)
+		out := []*graphs.Value{dx, dgamma, dbeta}
+		for i, w := range want {
+			if !w {
+				out[i] = nil
+			}
+		}
+		return out
+	})[0]
+	unbiased := variance
+	if count := x.Dim(0) * x.Dim(2) * x.Dim(3); count > 1 {
 		unbiased = graphs.Mul(variance, graphs.ScalarLike(variance, float32(float64(count)/float64(count-1))))
 	}
 	n.out.BN = append(n.out.BN, BNUpdate{

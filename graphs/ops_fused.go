@@ -1,0 +1,72 @@
+package graphs
+
+import "fmt"
+
+// CardsegDomain is our own operator set: fused kernels for the FP16 train step on the GPU,
+// registered by runtime's device sessions with DeviceOptions.CustomOps (CPU and CUDA kernels:
+// runtime/customops.c, runtime/kernels/bn.cu). Like NCHWcDomain it is never written into a
+// model for others: the train step alone uses it, the eval and inference graphs stay standard.
+const CardsegDomain = "ai.cardseg"
+
+// BNSplits is the number of blocks per channel the GPU kernels of BatchNormTrain16 and its
+// gradient use for their partial sums over an [N, C, H·W] activation: enough blocks to fill a
+// large GPU (about 2048 in all) but at least 4096 elements each. It fixes the size of their
+// scratch output, so the graph states it.
+func BNSplits(n, c, hw int64) int64 {
+	s := (2048 + c - 1) / c
+	if most := n * hw / 4096; s > most {
+		s = most
+	}
+	if s > hw {
+		s = hw
+	}
+	if s < 1 {
+		s = 1
+	}
+	return s
+}
+
+func checkBN16(op string, x *Value, rest ...*Value) (c int64) {
+	if x.dtype != Float16 || x.Rank() != 4 {
+		panic(fmt.Sprintf("graphs: %s(%v): want a float16 [N,C,H,W] activation", op, x))
+	}
+	c = x.shape[1]
+	for _, v := range rest {
+		if v.dtype != Float || !v.shape.Equal(Shape{c}) {
+			panic(fmt.Sprintf("graphs: %s: %v must be float32 [%d]", op, v, c))
+		}
+	}
+	if x.shape[0]*c > 65535 {
+		panic(fmt.Sprintf("graphs: %s(%v): N·C above 65535", op, x))
+	}
+	return c
+}
+
+// BatchNormTrain16 is batch norm in training mode on a float16 activation x [N,C,H,W] with
+// float32 γ, β [C]: y = (x−μ)·γ/√(σ²+ε) + β in float16, with the batch mean μ and biased
+// variance σ² (float32 [C], accumulated in float32) as further outputs. One CardsegDomain
+// node; BatchNormTrain16Grad is its gradient.
+func BatchNormTrain16(x, gamma, beta *Value, eps float32) (y, mean, variance *Value) {
+	c := checkBN16("BatchNormTrain16", x, gamma, beta)
+	s := BNSplits(x.shape[0], c, x.shape[2]*x.shape[3])
+	outs := x.g.addNode("BatchNormTrain16", []*Value{x, gamma, beta}, []Attr{{"epsilon", eps}, {"splits", s}},
+		[]outSpec{{Float16, x.shape}, {Float, Shape{c}}, {Float, Shape{c}}, {Float, Shape{2 * c * s}}})
+	outs[0].node.Domain = CardsegDomain
+	return outs[0], outs[1], outs[2]
+}
+
+// BatchNormTrain16Grad is BatchNormTrain16's vector-Jacobian product for output gradient dy
+// (float16), given the forward's input x and its mean and variance:
+// dβ = Σdy, dγ = Σdy·(x−μ)/σ, dx = γ/σ·(dy − Σdy/M − (x−μ)·Σdy·(x−μ)/(M·σ²)),
+// σ = √(σ²+ε), M = N·H·W; the sums in float32, dx in float16.
+func BatchNormTrain16Grad(dy, x, gamma, mean, variance *Value, eps float32) (dx, dgamma, dbeta *Value) {
+	c := checkBN16("BatchNormTrain16Grad", x, gamma, mean, variance)
+	if dy.dtype != Float16 || !dy.shape.Equal(x.shape) {
+		panic(fmt.Sprintf("graphs: BatchNormTrain16Grad: dy %v for x %v", dy, x))
+	}
+	s := BNSplits(x.shape[0], c, x.shape[2]*x.shape[3])
+	outs := x.g.addNode("BatchNormTrain16Grad", []*Value{dy, x, gamma, mean, variance}, []Attr{{"epsilon", eps}, {"splits", s}},
+		[]outSpec{{Float16, x.shape}, {Float, Shape{c}}, {Float, Shape{c}}, {Float, Shape{2 * c * s}}})
+	outs[0].node.Domain = CardsegDomain
+	return outs[0], outs[1], outs[2]
+}
