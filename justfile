@@ -68,6 +68,7 @@ bench-train *ARGS: setup build
 gen:
     bash tools/gen/onnxpb.sh
     go run ./tools/gen/ortapi
+    go run ./tools/gen/ptx
 
 # Check the machine: ONNX Runtime, providers, CUDA, GPUs.
 doctor: setup build
@@ -78,7 +79,7 @@ gpu-pack:
     #!/usr/bin/env bash
     set -euo pipefail
     go build -ldflags="-s -w" -o bin/cardseg-ort ./cmd/cardseg-ort
-    for p in runtime pipeline graphs/step; do go test -c -ldflags="-s -w" -o "bin/$(basename $p).test" "./$p"; done
+    for p in runtime pipeline graphs/step graphs/model; do go test -c -ldflags="-s -w" -o "bin/$(basename $p).test" "./$p"; done
     mkdir -p .gpubin
-    tar cf - bin/cardseg-ort bin/runtime.test bin/pipeline.test bin/step.test | xz -3 -T2 > .gpubin/bin.tar.xz
+    tar cf - bin/cardseg-ort bin/runtime.test bin/pipeline.test bin/step.test bin/model.test | xz -3 -T2 > .gpubin/bin.tar.xz
     ls -la .gpubin

@@ -270,11 +270,17 @@ type trajectory struct {
 // emulated when CARDSEG_EMULATE_HALF=1): two batches alternate, the learning rate rises and
 // falls as in warm-up and cosine decay.
 func fp16Trajectory(t *testing.T, p runtime.Provider) trajectory {
+	return fp16TrajectoryWith(t, p, false)
+}
+
+// fp16TrajectoryWith is fp16Trajectory with batch norm from the fused operators or not.
+func fp16TrajectoryWith(t *testing.T, p runtime.Provider, fused bool) trajectory {
 	t.Helper()
 	cfg := DefaultTrainConfig()
 	cfg.Batch, cfg.Height, cfg.Width = 4, 96, 128
 	sc := cfg.StepConfig()
 	sc.FP16 = true
+	sc.FusedBN = fused
 	if p == runtime.ProviderCUDA {
 		sc.DepthwiseWeightGrad = CUDAConvWeightGrad
 	}
@@ -316,4 +322,30 @@ func fp16Trajectory(t *testing.T, p runtime.Provider) trajectory {
 	}
 	tr.step, tr.skipped, tr.scale = st.Step, d.Skipped, st.LossScale
 	return tr
+}
+
+// TestCUDAFusedBNMatchesUnfused: the FP16 step with batch norm from our fused CUDA kernels
+// follows the step with batch norm in ONNX operators, both on the GPU with CUDA graphs (the
+// same bounds as TestCUDAFP16TrainMatchesEmulation: the two round differently in float16).
+func TestCUDAFusedBNMatchesUnfused(t *testing.T) {
+	requireCUDA(t)
+	compareTrajectories(t, "fused", fp16TrajectoryWith(t, runtime.ProviderCUDA, true), "ONNX operators", fp16TrajectoryWith(t, runtime.ProviderCUDA, false))
+}
+
+func compareTrajectories(t *testing.T, gotName string, got trajectory, wantName string, want trajectory) {
+	t.Helper()
+	for i := range want.loss {
+		t.Logf("step %d: loss %s %.5f, %s %.5f", i+1, wantName, want.loss[i], gotName, got.loss[i])
+	}
+	if d := rel(got.loss[0], want.loss[0]); d > 2e-3 {
+		t.Errorf("step 1: loss %s %v, %s %v", gotName, got.loss[0], wantName, want.loss[0])
+	}
+	mean := func(l []float32) float32 { return (l[len(l)-1] + l[len(l)-2] + l[len(l)-3] + l[len(l)-4]) / 4 }
+	if d := rel(mean(got.loss), mean(want.loss)); d > 0.1 {
+		t.Errorf("mean loss of the last four steps: %s %v, %s %v", gotName, mean(got.loss), wantName, mean(want.loss))
+	}
+	if got.step != want.step || got.skipped != want.skipped || got.scale != want.scale {
+		t.Errorf("%s: step %d, %d skipped, loss scale %g; %s: %d, %d, %g",
+			gotName, got.step, got.skipped, got.scale, wantName, want.step, want.skipped, want.scale)
+	}
 }

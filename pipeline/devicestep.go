@@ -17,6 +17,17 @@ import (
 // one-hot convolution ("im2col"), same sitting.
 const CUDAConvWeightGrad = "gather"
 
+// EnvFusedBN set to 0 keeps the FP16 step's batch norm in ONNX operators on the GPU (FusedBN).
+const EnvFusedBN = "CARDSEG_FUSED_BN"
+
+// FusedBN reports whether a train step on provider p uses the fused batch-norm operators
+// (step.Config.FusedBN): FP16 on CUDA, unless CARDSEG_FUSED_BN=0. They replace about fifteen
+// ONNX nodes per layer and direction, mostly memory-bound float32 passes over the activation,
+// with five passes of one kernel each.
+func FusedBN(p runtime.Provider, fp16 bool) bool {
+	return fp16 && p == runtime.ProviderCUDA && os.Getenv(EnvFusedBN) != "0"
+}
+
 // stepper is what the trainer drives: the host-memory TrainSession (CPU) or the
 // device-resident DeviceTrainSession (GPU).
 type stepper interface {
@@ -82,6 +93,7 @@ type DeviceTrainSession struct {
 // NewDeviceTrainSession builds the train step for cfg, opens it on the device and uploads st.
 func NewDeviceTrainSession(cfg step.Config, opts runtime.DeviceOptions, st *State) (*DeviceTrainSession, error) {
 	cfg = cpuKernels(cfg, opts.Provider)
+	opts.CustomOps = opts.CustomOps || cfg.FusedBN
 	opts.DisableMemPattern = opts.DisableMemPattern || noMemPattern(opts.Provider)
 	b, err := trainStepModel(cfg, opts.Provider)
 	if err != nil {

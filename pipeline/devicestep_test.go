@@ -157,3 +157,14 @@ func TestDeviceTrainSessionFP16Skips(t *testing.T) {
 		t.Fatalf("after a normal step: step %d, good %g, scale %g", st.Step, st.LossScaleGood, st.LossScale)
 	}
 }
+
+// TestFusedBNStepOnCPU: the FP16 train step with batch norm from the fused operators (their
+// CPU kernels) follows the same step with batch norm in ONNX operators, both on the CPU
+// provider in float16 — the step-level check of the operators' wiring (statistics to the
+// running averages, gradients to AdamW) that the GPU runs with its own kernels.
+func TestFusedBNStepOnCPU(t *testing.T) {
+	if err := runtime.Init(); err != nil {
+		t.Fatal(err)
+	}
+	compareTrajectories(t, "fused", fp16TrajectoryWith(t, runtime.ProviderCPU, true), "ONNX operators", fp16TrajectoryWith(t, runtime.ProviderCPU, false))
+}

@@ -445,6 +445,7 @@ func (t *Trainer) openStepper(cfg TrainConfig, sc step.Config, st *State) (stepp
 	if t.Session.Provider == runtime.ProviderCUDA && sc.DepthwiseWeightGrad == "" {
 		sc.DepthwiseWeightGrad = CUDAConvWeightGrad
 	}
+	sc.FusedBN = sc.FusedBN || FusedBN(t.Session.Provider, sc.FP16)
 	d, err := NewDeviceTrainSession(sc, runtime.DeviceOptions{Provider: t.Session.Provider, CUDADevice: t.Session.CUDADevice,
 		IntraOpThreads: t.Session.IntraOpThreads, CUDAGraph: cfg.CUDAGraph && t.Session.Provider == runtime.ProviderCUDA}, st)
 	if err != nil {

@@ -37,6 +37,7 @@ type BenchTrainCmd struct {
 	FP16        bool              `name:"fp16" help:"Mixed-precision train step (FP16 compute, FP32 master weights, dynamic loss scaling)."`
 	Resident    bool              `help:"Keep the training state in ONNX Runtime tensors between steps, as training does (always on with --device cuda); --no-resident times the host-memory session, which copies the state in and out every step." default:"true" negatable:""`
 	CUDAGraph   bool              `name:"cuda-graph" help:"Capture and replay CUDA graphs (CUDA)." default:"true" negatable:""`
+	FusedBN     bool              `name:"fused-bn" help:"FP16 on CUDA: batch norm from our fused CUDA kernels (--no-fused-bn: ONNX operators)." default:"true" negatable:""`
 	CUDAOpt     map[string]string `name:"cuda-opt" help:"Extra CUDA provider options, e.g. --cuda-opt prefer_nhwc=1."`
 	Profile     string            `help:"Write ONNX Runtime's per-node profile (Chrome trace JSON) of the device-resident run to files with this prefix."`
 	ORTConfig   map[string]string `name:"ort-config" help:"Session configuration entries, e.g. --ort-config session.disable_cpu_ep_fallback=1."`
@@ -284,6 +285,7 @@ func (c *BenchTrainCmd) Run(log *zerolog.Logger) error {
 	case resolved == runtime.ProviderCUDA:
 		cfg.DepthwiseWeightGrad = pipeline.CUDAConvWeightGrad
 	}
+	cfg.FusedBN = c.FusedBN && pipeline.FusedBN(resolved, c.FP16)
 	if c.CompareTorch && (resolved != runtime.ProviderCPU || c.FP16) {
 		return fmt.Errorf("--compare-torch compares the FP32 CPU step (PyTorch's baseline runs on the CPU): drop --device cuda and --fp16")
 	}

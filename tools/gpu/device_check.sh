@@ -68,6 +68,14 @@ check_ctests() {
   timeout 90 bin/step.test -test.run 'FP16TrainStepMatchesFP32/^cuda$' -test.v >> "$LOG" 2>&1; note "step FP16 test rc=$?"
   timeout 150 bin/pipeline.test -test.run 'CUDA' -test.v >> "$LOG" 2>&1; note "pipeline tests rc=$?"
 }
+# The fused batch-norm operators: CUDA kernels against the CPU's, then the FP16 step with them
+# against the step with batch norm in ONNX operators (CUDA graphs).
+check_fused() {
+  note "fused batch norm: CUDA kernels and the FP16 step"
+  timeout 60 bin/model.test -test.run 'FusedBatchNorm' -test.v >> "$LOG" 2>&1; note "model fused tests rc=$?"
+  timeout 120 bin/pipeline.test -test.run 'TestCUDAFusedBNMatchesUnfused' -test.v >> "$LOG" 2>&1; note "pipeline fused test rc=$?"
+}
+check_bench_unfused() { bench fp16_graph_unfused 180 --device $DEV --fp16 --no-fused-bn $B --steps 50 --warmup 10; }
 # The step with ORT's default float16 GEMM reductions (split-K partial sums in float16), for
 # the speed cost of the float32 ones the runtime asks for.
 check_gemm0() { ORT_CUDA_GEMM_OPTIONS=0 bench fp16_graph_gemm0 150 --device $DEV --fp16 $B --steps 50 --warmup 10; }
