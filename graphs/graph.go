@@ -218,7 +218,9 @@ type GradOptions struct {
 	// strided slices of the input (k² small reductions, no large-kernel convolution);
 	// "im2col" (every non-pointwise convolution, grouped or dense) as a batched MatMul of the
 	// output gradient with the input's unfolded k×k patches, the fast form on CUDA (the patches
-	// unfolded by a one-hot Conv); "gather" the same with the patches unfolded by a Gather.
+	// unfolded by a one-hot Conv); "gather" the same with the patches unfolded by a Gather;
+	// "fused" one DepthwiseWeightGrad16 node per float16 depthwise layer (CardsegDomain, our
+	// own kernels), "gather" for the rest.
 	DepthwiseWeightGrad string
 }
 

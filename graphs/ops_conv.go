@@ -135,6 +135,13 @@ func gradConv(n *Node, dy []*Value, want []bool) []*Value {
 		// CPU (8×3×240×320, stride 2: 13 against 22 ms).
 		form = "im2col"
 	}
+	if form == "fused" {
+		if want[1] && x.dtype == Float16 && o.Group == cin && o.Group == cout && fusedDepthwise(w.shape) {
+			out[1] = DepthwiseWeightGrad16(x, g, w.shape, o)
+			return out
+		}
+		form = "gather" // dense layers (the stem) and other kernel sizes
+	}
 	if want[1] && (form == "im2col" || form == "gather") {
 		out[1] = convWeightGradIm2col(x, g, w.shape, o, form == "gather")
 	} else if want[1] && o.Group == cin && o.Group == cout && form == "taps" {

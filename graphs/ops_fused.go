@@ -70,3 +70,30 @@ func BatchNormTrain16Grad(dy, x, gamma, mean, variance *Value, eps float32) (dx,
 	outs[0].node.Domain = CardsegDomain
 	return outs[0], outs[1], outs[2]
 }
+
+// DepthwiseWeightGrad16 is the weight gradient of a depthwise convolution (group = channels,
+// one filter per channel) on float16 tensors: dW[c,0,a,b] = Σ_{n,y,x} dy[n,c,y,x] ·
+// x[n,c, y·s+a·d−p, x·s+b·d−p] (zero outside x), summed in float32, one CardsegDomain node
+// (3×3 and 5×5 kernels). GradOptions.DepthwiseWeightGrad "fused" picks it.
+func DepthwiseWeightGrad16(x, dy *Value, wShape Shape, o ConvOpts) *Value {
+	if x.dtype != Float16 || dy.dtype != Float16 || x.Rank() != 4 || dy.Rank() != 4 || x.shape[1] != dy.shape[1] ||
+		x.shape[0] != dy.shape[0] || !wShape.Equal(Shape{x.shape[1], 1, wShape[2], wShape[3]}) {
+		panic(fmt.Sprintf("graphs: DepthwiseWeightGrad16(%v, %v) for weights %v: want float16 depthwise", x, dy, wShape))
+	}
+	if !fusedDepthwise(wShape) {
+		panic(fmt.Sprintf("graphs: DepthwiseWeightGrad16: kernel %v (3×3 and 5×5 only)", wShape))
+	}
+	c, ho, wo := x.shape[1], dy.shape[2], dy.shape[3]
+	s := BNSplits(x.shape[0], c, ho*wo)
+	attrs := []Attr{{"kh", wShape[2]}, {"kw", wShape[3]}, {"stride_h", o.Strides[0]}, {"stride_w", o.Strides[1]},
+		{"dilation_h", o.Dilations[0]}, {"dilation_w", o.Dilations[1]}, {"pad_top", o.Pads[0]}, {"pad_left", o.Pads[1]}, {"splits", s}}
+	outs := x.g.addNode("DepthwiseWeightGrad16", []*Value{x, dy}, attrs,
+		[]outSpec{{Float16, wShape}, {Float, Shape{c * s * wShape[2] * wShape[3]}}})
+	outs[0].node.Domain = CardsegDomain
+	return outs[0]
+}
+
+// fusedDepthwise reports whether DepthwiseWeightGrad16 has kernels for this filter size.
+func fusedDepthwise(wShape Shape) bool {
+	return (wShape[2] == 3 && wShape[3] == 3) || (wShape[2] == 5 && wShape[3] == 5)
+}

@@ -273,15 +273,17 @@ func fp16Trajectory(t *testing.T, p runtime.Provider) trajectory {
 	return fp16TrajectoryWith(t, p, false)
 }
 
-// fp16TrajectoryWith is fp16Trajectory with batch norm from the fused operators or not.
+// fp16TrajectoryWith is fp16Trajectory with our fused operators (batch norm, depthwise weight
+// gradients) or without.
 func fp16TrajectoryWith(t *testing.T, p runtime.Provider, fused bool) trajectory {
 	t.Helper()
 	cfg := DefaultTrainConfig()
 	cfg.Batch, cfg.Height, cfg.Width = 4, 96, 128
 	sc := cfg.StepConfig()
 	sc.FP16 = true
-	sc.FusedBN = fused
-	if p == runtime.ProviderCUDA {
+	if fused {
+		UseFusedOps(&sc)
+	} else if p == runtime.ProviderCUDA {
 		sc.DepthwiseWeightGrad = CUDAConvWeightGrad
 	}
 	st, _ := NewState(sc.Arch, model.Init(sc.Arch, 5))
@@ -324,10 +326,10 @@ func fp16TrajectoryWith(t *testing.T, p runtime.Provider, fused bool) trajectory
 	return tr
 }
 
-// TestCUDAFusedBNMatchesUnfused: the FP16 step with batch norm from our fused CUDA kernels
-// follows the step with batch norm in ONNX operators, both on the GPU with CUDA graphs (the
-// same bounds as TestCUDAFP16TrainMatchesEmulation: the two round differently in float16).
-func TestCUDAFusedBNMatchesUnfused(t *testing.T) {
+// TestCUDAFusedOpsMatchUnfused: the FP16 step with batch norm and depthwise weight gradients
+// from our CUDA kernels follows the step in ONNX operators alone, both on the GPU with CUDA
+// graphs (the bounds of TestCUDAFP16TrainMatchesEmulation: the two round differently).
+func TestCUDAFusedOpsMatchUnfused(t *testing.T) {
 	requireCUDA(t)
 	compareTrajectories(t, "fused", fp16TrajectoryWith(t, runtime.ProviderCUDA, true), "ONNX operators", fp16TrajectoryWith(t, runtime.ProviderCUDA, false))
 }

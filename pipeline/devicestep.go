@@ -17,15 +17,25 @@ import (
 // one-hot convolution ("im2col"), same sitting.
 const CUDAConvWeightGrad = "gather"
 
-// EnvFusedBN set to 0 keeps the FP16 step's batch norm in ONNX operators on the GPU (FusedBN).
-const EnvFusedBN = "CARDSEG_FUSED_BN"
+// EnvFusedOps set to 0 keeps the FP16 step on ONNX operators alone on the GPU (FusedOps).
+const EnvFusedOps = "CARDSEG_FUSED_OPS"
 
-// FusedBN reports whether a train step on provider p uses the fused batch-norm operators
-// (step.Config.FusedBN): FP16 on CUDA, unless CARDSEG_FUSED_BN=0. They replace about fifteen
-// ONNX nodes per layer and direction, mostly memory-bound float32 passes over the activation,
-// with five passes of one kernel each.
-func FusedBN(p runtime.Provider, fp16 bool) bool {
-	return fp16 && p == runtime.ProviderCUDA && os.Getenv(EnvFusedBN) != "0"
+// FusedOps reports whether a train step on provider p uses our fused operators: batch norm
+// (step.Config.FusedBN) and the depthwise weight gradient (DepthwiseWeightGrad "fused"). They
+// are for FP16 on CUDA, unless CARDSEG_FUSED_OPS=0, and replace chains of ONNX nodes that
+// make mostly memory-bound passes over the activations (about fifteen per batch-norm layer
+// and direction, float32 casts included; k² unfolded copies of the input per depthwise layer).
+func FusedOps(p runtime.Provider, fp16 bool) bool {
+	return fp16 && p == runtime.ProviderCUDA && os.Getenv(EnvFusedOps) != "0"
+}
+
+// UseFusedOps sets cfg to use the fused operators (FusedOps), leaving an explicitly chosen
+// depthwise weight-gradient form alone.
+func UseFusedOps(cfg *step.Config) {
+	cfg.FusedBN = true
+	if cfg.DepthwiseWeightGrad == "" {
+		cfg.DepthwiseWeightGrad = "fused"
+	}
 }
 
 // stepper is what the trainer drives: the host-memory TrainSession (CPU) or the
@@ -93,7 +103,7 @@ type DeviceTrainSession struct {
 // NewDeviceTrainSession builds the train step for cfg, opens it on the device and uploads st.
 func NewDeviceTrainSession(cfg step.Config, opts runtime.DeviceOptions, st *State) (*DeviceTrainSession, error) {
 	cfg = cpuKernels(cfg, opts.Provider)
-	opts.CustomOps = opts.CustomOps || cfg.FusedBN
+	opts.CustomOps = opts.CustomOps || cfg.FusedBN || cfg.DepthwiseWeightGrad == "fused"
 	opts.DisableMemPattern = opts.DisableMemPattern || noMemPattern(opts.Provider)
 	b, err := trainStepModel(cfg, opts.Provider)
 	if err != nil {

@@ -158,11 +158,11 @@ func TestDeviceTrainSessionFP16Skips(t *testing.T) {
 	}
 }
 
-// TestFusedBNStepOnCPU: the FP16 train step with batch norm from the fused operators (their
-// CPU kernels) follows the same step with batch norm in ONNX operators, both on the CPU
-// provider in float16 — the step-level check of the operators' wiring (statistics to the
-// running averages, gradients to AdamW) that the GPU runs with its own kernels.
-func TestFusedBNStepOnCPU(t *testing.T) {
+// TestFusedOpsStepOnCPU: the FP16 train step with our fused operators (their CPU kernels:
+// batch norm, depthwise weight gradients) follows the same step in ONNX operators alone, both
+// on the CPU provider in float16 — the step-level check of the operators' wiring (statistics
+// to the running averages, gradients to AdamW) that the GPU runs with its own kernels.
+func TestFusedOpsStepOnCPU(t *testing.T) {
 	if err := runtime.Init(); err != nil {
 		t.Fatal(err)
 	}

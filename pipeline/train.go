@@ -442,10 +442,11 @@ func splitLines(b []byte) [][]byte {
 // back every step, about 5% of a step at 144×192 and 240×320 (bench train with and without
 // --resident, alternating).
 func (t *Trainer) openStepper(cfg TrainConfig, sc step.Config, st *State) (stepper, error) {
-	if t.Session.Provider == runtime.ProviderCUDA && sc.DepthwiseWeightGrad == "" {
+	if FusedOps(t.Session.Provider, sc.FP16) {
+		UseFusedOps(&sc)
+	} else if t.Session.Provider == runtime.ProviderCUDA && sc.DepthwiseWeightGrad == "" {
 		sc.DepthwiseWeightGrad = CUDAConvWeightGrad
 	}
-	sc.FusedBN = sc.FusedBN || FusedBN(t.Session.Provider, sc.FP16)
 	d, err := NewDeviceTrainSession(sc, runtime.DeviceOptions{Provider: t.Session.Provider, CUDADevice: t.Session.CUDADevice,
 		IntraOpThreads: t.Session.IntraOpThreads, CUDAGraph: cfg.CUDAGraph && t.Session.Provider == runtime.ProviderCUDA}, st)
 	if err != nil {

@@ -9,8 +9,11 @@
 //       -> y f16, mean f32 [C], var f32 [C] (biased), scratch f32 [2·C·splits]
 //   BatchNormTrain16Grad(dy f16, x f16, gamma, mean, var)
 //       -> dx f16, dgamma f32 [C], dbeta f32 [C], scratch f32 [2·C·splits]
-// Attributes: epsilon (float), splits (int: blocks per channel for the GPU's partial sums; the
-// graph fixes it so that the scratch output has a static shape).
+//   DepthwiseWeightGrad16(x f16 [N,C,H,W], dy f16 [N,C,Ho,Wo]) -> dW f16 [C,1,kh,kw],
+//       scratch f32 [C·splits·kh·kw]   (3×3 and 5×5 kernels)
+// Attributes: epsilon (float; batch norm), kh, kw, stride_h, stride_w, dilation_h, dilation_w,
+// pad_top, pad_left (ints; depthwise), splits (int: blocks per channel for the GPU's partial
+// sums; the graph fixes it so that the scratch output has a static shape).
 #include "ortc.h"
 #include "ortapi_index.h"
 #include "bn_ptx.h"
@@ -127,6 +130,7 @@ typedef struct {
   int cuda;  // 1: the CUDA kernel
   float eps;
   int64_t splits;
+  int64_t geo[8];  // DepthwiseWeightGrad16: kh, kw, stride h, w, dilation h, w, pad top, left
 } Kernel;
 
 typedef struct {
@@ -185,9 +189,9 @@ static struct {
   int (*CudaSetDevice)(int);
 } drv;
 
-enum { F_FWD_PARTIAL, F_FWD_FINISH, F_FWD_APPLY, F_BWD_PARTIAL, F_BWD_FINISH, F_BWD_APPLY, F_COUNT };
-static const char* fn_names[F_COUNT] = {"bn_fwd_partial", "bn_fwd_finish", "bn_fwd_apply",
-                                        "bn_bwd_partial", "bn_bwd_finish", "bn_bwd_apply"};
+enum { F_FWD_PARTIAL, F_FWD_FINISH, F_FWD_APPLY, F_BWD_PARTIAL, F_BWD_FINISH, F_BWD_APPLY, F_DW_K3, F_DW_K5, F_DW_FINISH, F_COUNT };
+static const char* fn_names[F_COUNT] = {"bn_fwd_partial", "bn_fwd_finish", "bn_fwd_apply", "bn_bwd_partial", "bn_bwd_finish",
+                                        "bn_bwd_apply",   "dw_partial_k3", "dw_partial_k5", "dw_finish"};
 static pthread_mutex_t mod_mu = PTHREAD_MUTEX_INITIALIZER;
 static void* mod_ctx;  // the context the module was loaded in
 static void* fns[F_COUNT];
@@ -410,16 +414,75 @@ static OrtStatus* bn_backward(void* kp, OrtKernelContext* ctx) {
   return NULL;
 }
 
+// ---- DepthwiseWeightGrad16 ----
+
+static OrtStatus* dw_grad(void* kp, OrtKernelContext* ctx) {
+  const Kernel* k = kp;
+  const char* op = "DepthwiseWeightGrad16";
+  Tensor x, dy;
+  OrtStatus* st;
+  if ((st = input(ctx, 0, &x)) || (st = input(ctx, 1, &dy))) return st;
+  if (x.rank != 4 || dy.rank != 4 || x.dims[0] != dy.dims[0] || x.dims[1] != dy.dims[1])
+    return fail("%s: x and dy must be [N,C,H,W] and [N,C,Ho,Wo]", op);
+  int N = (int)x.dims[0], C = (int)x.dims[1], H = (int)x.dims[2], W = (int)x.dims[3], Ho = (int)dy.dims[2], Wo = (int)dy.dims[3];
+  int kh = (int)k->geo[0], kw = (int)k->geo[1], sh = (int)k->geo[2], sw = (int)k->geo[3], dh = (int)k->geo[4], dwd = (int)k->geo[5],
+      ph = (int)k->geo[6], pw = (int)k->geo[7], K = kh * kw;
+  if (!((kh == 3 && kw == 3) || (kh == 5 && kw == 5))) return fail("%s: kernel %dx%d (3x3 and 5x5 only)", op, kh, kw);
+  if (C > 65535 || k->splits < 1 || k->splits > (int64_t)Ho * Wo) return fail("%s: %d channels, splits %lld", op, C, (long long)k->splits);
+  int64_t wdims[4] = {C, 1, kh, kw}, pdim = (int64_t)C * k->splits * K;
+  void *dW, *part;
+  if ((st = output(ctx, 0, wdims, 4, &dW)) || (st = output(ctx, 1, &pdim, 1, &part))) return st;
+  if (k->cuda) {
+    if ((st = module())) return st;
+    void* stream = NULL;
+    OrtStatus* (*gs)(const OrtKernelContext*, void**) = SLOT(KernelContext_GetGPUComputeStream);
+    if ((st = gs(ctx, &stream))) return st;
+    int S = (int)k->splits;
+    void* a1[] = {&x.data, &dy.data, &part, &N, &C, &H, &W, &Ho, &Wo, &sh, &sw, &dh, &dwd, &ph, &pw};
+    if ((st = launch(kh == 3 ? F_DW_K3 : F_DW_K5, (unsigned)S, (unsigned)C, stream, a1))) return st;
+    void* a2[] = {&part, &dW, &C, &K, &S};
+    return launch(F_DW_FINISH, (unsigned)((C * K + THREADS - 1) / THREADS), 1, stream, a2);
+  }
+  const uint16_t *xs = x.data, *gs = dy.data;
+  memset(part, 0, (size_t)pdim * sizeof(float));
+  for (int c = 0; c < C; c++) {
+    for (int a = 0; a < kh; a++)
+      for (int b = 0; b < kw; b++) {
+        double s = 0;
+        for (int n = 0; n < N; n++) {
+          const uint16_t* xp = xs + ((int64_t)n * C + c) * H * W;
+          const uint16_t* gp = gs + ((int64_t)n * C + c) * Ho * Wo;
+          for (int oy = 0; oy < Ho; oy++) {
+            int iy = oy * sh + a * dh - ph;
+            if (iy < 0 || iy >= H) continue;
+            for (int ox = 0; ox < Wo; ox++) {
+              int ix = ox * sw + b * dwd - pw;
+              if (ix >= 0 && ix < W) s += (double)h2f(gp[oy * Wo + ox]) * h2f(xp[iy * W + ix]);
+            }
+          }
+        }
+        ((uint16_t*)dW)[(c * kh + a) * kw + b] = f2h((float)s);
+      }
+  }
+  return NULL;
+}
+
 // ---- OrtCustomOp plumbing ----
 
 static OrtStatus* create_kernel(const OrtCustomOp* op, const void* api_unused, const OrtKernelInfo* info, void** out, int cuda) {
-  (void)op;
   (void)api_unused;
+  int dw = strcmp(op->GetName(op), "DepthwiseWeightGrad16") == 0;
   Kernel* k = calloc(1, sizeof(Kernel));
   k->cuda = cuda;
   OrtStatus* (*gf)(const OrtKernelInfo*, const char*, float*) = SLOT(KernelInfoGetAttribute_float);
   OrtStatus* (*gi)(const OrtKernelInfo*, const char*, int64_t*) = SLOT(KernelInfoGetAttribute_int64);
-  OrtStatus* st = gf(info, "epsilon", &k->eps);
+  OrtStatus* st = NULL;
+  if (dw) {
+    static const char* names[8] = {"kh", "kw", "stride_h", "stride_w", "dilation_h", "dilation_w", "pad_top", "pad_left"};
+    for (int i = 0; i < 8 && !st; i++) st = gi(info, names[i], &k->geo[i]);
+  } else {
+    st = gf(info, "epsilon", &k->eps);
+  }
   if (!st) st = gi(info, "splits", &k->splits);
   if (st) {
     free(k);
@@ -451,14 +514,18 @@ static int in_bwd(const OrtCustomOp* op, size_t i) { (void)op; return i < 2 ? T_
 static size_t nin_bwd(const OrtCustomOp* op) { (void)op; return 5; }
 static int out_both(const OrtCustomOp* op, size_t i) { (void)op; return i == 0 ? T_FLOAT16 : T_FLOAT; }
 static size_t nout_both(const OrtCustomOp* op) { (void)op; return 4; }
+// Depthwise weight gradient: x f16, dy f16 -> dW f16, scratch f32.
+static const char* name_dw(const OrtCustomOp* op) { (void)op; return "DepthwiseWeightGrad16"; }
+static int in_dw(const OrtCustomOp* op, size_t i) { (void)op; (void)i; return T_FLOAT16; }
+static size_t two(const OrtCustomOp* op) { (void)op; return 2; }
 static int required(const OrtCustomOp* op, size_t i) { (void)op; (void)i; return 0; }
 static int mem_default(const OrtCustomOp* op, size_t i) { (void)op; (void)i; return 0; }
 static int arity(const OrtCustomOp* op) { (void)op; return 1; }
 
-#define OP(ep, create, name, in, nin, compute)                                                             \
+#define OP(ep, create, name, in, nin, out, nout, compute)                                                  \
   {                                                                                                       \
     .version = 16, .CreateKernel = create_v1, .GetName = name, .GetExecutionProviderType = ep,          \
-    .GetInputType = in, .GetInputTypeCount = nin, .GetOutputType = out_both, .GetOutputTypeCount = nout_both, \
+    .GetInputType = in, .GetInputTypeCount = nin, .GetOutputType = out, .GetOutputTypeCount = nout,       \
     .KernelCompute = compute_v1, .KernelDestroy = destroy, .GetInputCharacteristic = required,           \
     .GetOutputCharacteristic = required, .GetInputMemoryType = mem_default,                               \
     .GetVariadicInputMinArity = arity, .GetVariadicInputHomogeneity = arity,                              \
@@ -466,11 +533,13 @@ static int arity(const OrtCustomOp* op) { (void)op; return 1; }
     .CreateKernelV2 = create, .KernelComputeV2 = compute,                                                 \
   }
 
-static OrtCustomOp ops[4] = {
-    OP(ep_cpu, create_cpu, name_fwd, in_fwd, nin_fwd, bn_forward),
-    OP(ep_cuda, create_cuda, name_fwd, in_fwd, nin_fwd, bn_forward),
-    OP(ep_cpu, create_cpu, name_bwd, in_bwd, nin_bwd, bn_backward),
-    OP(ep_cuda, create_cuda, name_bwd, in_bwd, nin_bwd, bn_backward),
+static OrtCustomOp ops[] = {
+    OP(ep_cpu, create_cpu, name_fwd, in_fwd, nin_fwd, out_both, nout_both, bn_forward),
+    OP(ep_cuda, create_cuda, name_fwd, in_fwd, nin_fwd, out_both, nout_both, bn_forward),
+    OP(ep_cpu, create_cpu, name_bwd, in_bwd, nin_bwd, out_both, nout_both, bn_backward),
+    OP(ep_cuda, create_cuda, name_bwd, in_bwd, nin_bwd, out_both, nout_both, bn_backward),
+    OP(ep_cpu, create_cpu, name_dw, in_dw, two, out_both, two, dw_grad),
+    OP(ep_cuda, create_cuda, name_dw, in_dw, two, out_both, two, dw_grad),
 };
 
 static OrtCustomOpDomain* domain;  // one for the process: sessions keep pointers into it
@@ -482,7 +551,7 @@ char* ortc_custom_ops(void* const* table, OrtSessionOptions* so, char* (*status)
     OrtStatus* (*cd)(const char*, OrtCustomOpDomain**) = SLOT(CreateCustomOpDomain);
     if ((e = status("CreateCustomOpDomain", cd("ai.cardseg", &domain)))) return e;
     OrtStatus* (*add)(OrtCustomOpDomain*, const OrtCustomOp*) = SLOT(CustomOpDomain_Add);
-    for (int i = 0; i < 4; i++) {
+    for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++) {
       if ((e = status("CustomOpDomain_Add", add(domain, &ops[i])))) return e;
     }
   }

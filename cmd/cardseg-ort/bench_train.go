@@ -32,12 +32,12 @@ type BenchTrainCmd struct {
 	Device  string `help:"auto, cpu or cuda." default:"cpu"`
 	JSON    bool   `help:"Print one JSON line."`
 	// The device-resident path (what training on a GPU uses).
-	DWGrad      string            `name:"dw-grad" help:"Convolution weight-gradient formulation: auto (gather on CUDA; elsewhere conv for grouped and im2col for dense convolutions), conv, taps, im2col or gather (im2col unfolding by Gather)." enum:"auto,conv,taps,im2col,gather" default:"auto"`
+	DWGrad      string            `name:"dw-grad" help:"Convolution weight-gradient formulation: auto (on CUDA fused with FP16 and --fused, else gather; elsewhere conv for grouped and im2col for dense convolutions), conv, taps, im2col, gather (im2col unfolding by Gather) or fused (FP16: our kernel for depthwise layers)." enum:"auto,conv,taps,im2col,gather,fused" default:"auto"`
 	StandardOps bool              `name:"standard-ops" help:"CPU: build the step from standard ONNX operators only, without ONNX Runtime's blocked (NCHWc) kernels for depthwise convolutions (slower; what a non-x86 CPU gets)."`
 	FP16        bool              `name:"fp16" help:"Mixed-precision train step (FP16 compute, FP32 master weights, dynamic loss scaling)."`
 	Resident    bool              `help:"Keep the training state in ONNX Runtime tensors between steps, as training does (always on with --device cuda); --no-resident times the host-memory session, which copies the state in and out every step." default:"true" negatable:""`
 	CUDAGraph   bool              `name:"cuda-graph" help:"Capture and replay CUDA graphs (CUDA)." default:"true" negatable:""`
-	FusedBN     bool              `name:"fused-bn" help:"FP16 on CUDA: batch norm from our fused CUDA kernels (--no-fused-bn: ONNX operators)." default:"true" negatable:""`
+	Fused       bool              `name:"fused" help:"FP16 on CUDA: batch norm and (with --dw-grad auto) depthwise weight gradients from our fused CUDA kernels (--no-fused: ONNX operators only)." default:"true" negatable:""`
 	CUDAOpt     map[string]string `name:"cuda-opt" help:"Extra CUDA provider options, e.g. --cuda-opt prefer_nhwc=1."`
 	Profile     string            `help:"Write ONNX Runtime's per-node profile (Chrome trace JSON) of the device-resident run to files with this prefix."`
 	ORTConfig   map[string]string `name:"ort-config" help:"Session configuration entries, e.g. --ort-config session.disable_cpu_ep_fallback=1."`
@@ -279,13 +279,15 @@ func (c *BenchTrainCmd) Run(log *zerolog.Logger) error {
 	if err != nil {
 		return err
 	}
-	switch {
-	case c.DWGrad != "auto":
+	if c.DWGrad != "auto" {
 		cfg.DepthwiseWeightGrad = c.DWGrad
-	case resolved == runtime.ProviderCUDA:
+	}
+	switch {
+	case c.Fused && pipeline.FusedOps(resolved, c.FP16):
+		pipeline.UseFusedOps(&cfg)
+	case resolved == runtime.ProviderCUDA && cfg.DepthwiseWeightGrad == "":
 		cfg.DepthwiseWeightGrad = pipeline.CUDAConvWeightGrad
 	}
-	cfg.FusedBN = c.FusedBN && pipeline.FusedBN(resolved, c.FP16)
 	if c.CompareTorch && (resolved != runtime.ProviderCPU || c.FP16) {
 		return fmt.Errorf("--compare-torch compares the FP32 CPU step (PyTorch's baseline runs on the CPU): drop --device cuda and --fp16")
 	}

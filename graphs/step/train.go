@@ -32,8 +32,9 @@ type Config struct {
 	// while the rest trains (unstructured pruning's fine-tuning).
 	Masked bool
 	// DepthwiseWeightGrad picks the depthwise weight-gradient formulation (graphs.GradOptions):
-	// "" or "conv", "taps", "im2col" (the CUDA default: the pipeline picks it there) or "gather"
-	// (im2col with the patches unfolded by a Gather).
+	// "" or "conv", "taps", "im2col", "gather" (im2col with the patches unfolded by a Gather) or
+	// "fused" (FP16 only: our operator for depthwise layers, which needs a session with
+	// runtime.DeviceOptions.CustomOps; gather for the rest).
 	DepthwiseWeightGrad string
 	// FP16 builds mixed-precision graphs (for the GPU): float16 convolutions, activations and
 	// resizes; float32 master weights, batch-norm statistics, loss and optimizer. Inputs and
@@ -118,8 +119,11 @@ func (s *inputSource) Param(g *graphs.Graph, spec model.ParamSpec) *graphs.Value
 }
 
 func (c Config) validate() error {
-	if d := c.DepthwiseWeightGrad; d != "" && d != "conv" && d != "taps" && d != "im2col" && d != "gather" {
-		return fmt.Errorf("step: depthwise weight gradient %q: want conv, taps, im2col or gather", d)
+	if d := c.DepthwiseWeightGrad; d != "" && d != "conv" && d != "taps" && d != "im2col" && d != "gather" && d != "fused" {
+		return fmt.Errorf("step: depthwise weight gradient %q: want conv, taps, im2col, gather or fused", d)
+	}
+	if c.DepthwiseWeightGrad == "fused" && !c.FP16 {
+		return fmt.Errorf("step: the fused depthwise weight gradient is for the FP16 step only (its operator takes float16)")
 	}
 	if b := c.NCHWcBlock; b > 0 && (b < 4 || b&(b-1) != 0) {
 		return fmt.Errorf("step: NCHWc block %d: want a power of two, at least 4", b)

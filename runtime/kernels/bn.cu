@@ -198,3 +198,81 @@ extern "C" __global__ void bn_bwd_apply(const u16* dy, const u16* x, const float
   }
   for (; i < hi; i += THREADS) q[i] = f2h(a * h2f(g[i]) + b * (h2f(p[i]) - m) + d);
 }
+
+// ---- depthwise convolution weight gradient ----
+//
+// dW[c,0,a,b] = Σ_{n,y,x} dy[n,c,y,x] · x[n,c, y·sh + a·dh − ph, x·sw + b·dw − pw] (zero outside),
+// for the FP16 step's depthwise layers: one pass over dy with the k×k taps read from cache,
+// float32 sums, instead of unfolding k² copies of the input (Gather) for a batched MatMul.
+// dw_partial_k<K>: grid (S, C), per-block partial sums part[(c·S+s)·K² + tap]; dw_finish adds
+// them into dW (float16).
+
+INLINE float warp_sum(float v) {
+  for (int off = 16; off > 0; off >>= 1) v += __nvvm_shfl_sync_down_f32(0xffffffffu, v, off, 0x1f);
+  return v;
+}
+
+template <int KH, int KW>
+INLINE void dw_partial(const u16* x, const u16* dy, float* part, int N, int C, int H, int W, int Ho, int Wo, int sh, int sw,
+                       int dh, int dw, int ph, int pw) {
+  const int K = KH * KW;
+  int c = (int)by(), lo, hi;
+  slice(Ho * Wo, &lo, &hi);
+  float acc[K];
+#pragma unroll
+  for (int k = 0; k < K; k++) acc[k] = 0;
+  for (int n = 0; n < N; n++) {
+    const u16* xs = x + ((long)n * C + c) * H * W;
+    const u16* gs = dy + ((long)n * C + c) * Ho * Wo;
+    for (int i = lo + (int)tid(); i < hi; i += THREADS) {
+      int oy = i / Wo, ox = i - oy * Wo;
+      float g = h2f(gs[i]);
+      int y0 = oy * sh - ph, x0 = ox * sw - pw;
+#pragma unroll
+      for (int a = 0; a < KH; a++) {
+        int iy = y0 + a * dh;
+        if (iy >= 0 && iy < H) {
+          const u16* row = xs + (long)iy * W;
+#pragma unroll
+          for (int b = 0; b < KW; b++) {
+            int ix = x0 + b * dw;
+            if (ix >= 0 && ix < W) acc[a * KW + b] += g * h2f(row[ix]);
+          }
+        }
+      }
+    }
+  }
+  __shared__ float red[25][THREADS / 32];
+  unsigned lane = tid() & 31, warp = tid() >> 5;
+#pragma unroll
+  for (int k = 0; k < K; k++) {
+    float v = warp_sum(acc[k]);
+    if (lane == 0) red[k][warp] = v;
+  }
+  __syncthreads();
+  if ((int)tid() < K) {
+    float s = 0;
+    for (int w = 0; w < THREADS / 32; w++) s += red[tid()][w];
+    part[((long)c * nbx() + bx()) * K + tid()] = s;
+  }
+}
+
+extern "C" __global__ void dw_partial_k3(const u16* x, const u16* dy, float* part, int N, int C, int H, int W, int Ho, int Wo,
+                                         int sh, int sw, int dh, int dw, int ph, int pw) {
+  dw_partial<3, 3>(x, dy, part, N, C, H, W, Ho, Wo, sh, sw, dh, dw, ph, pw);
+}
+
+extern "C" __global__ void dw_partial_k5(const u16* x, const u16* dy, float* part, int N, int C, int H, int W, int Ho, int Wo,
+                                         int sh, int sw, int dh, int dw, int ph, int pw) {
+  dw_partial<5, 5>(x, dy, part, N, C, H, W, Ho, Wo, sh, sw, dh, dw, ph, pw);
+}
+
+// dw_finish: one thread per weight (C·K of them).
+extern "C" __global__ void dw_finish(const float* part, u16* dW, int C, int K, int S) {
+  int i = (int)(bx() * ntid() + tid());
+  if (i >= C * K) return;
+  int c = i / K, t = i - c * K;
+  float s = 0;
+  for (int j = 0; j < S; j++) s += part[((long)c * S + j) * K + t];
+  dW[i] = f2h(s);
+}

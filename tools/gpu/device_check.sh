@@ -13,9 +13,11 @@
 # unpack call ~4 s; on an H100: bench 14 s, anchor 55 s (28 s with ANCHOR_AMP=0), ctests 45 s,
 # ncu 40 s, train with TRAIN_CPU=0 TRAIN_EPOCHS=30 TRAIN_T0=29 (the default recipe, FP16 on the
 # GPU) 74 s; on an H200: gradtest 7 s, bprofile 13 s, the same train 131 s.
-# Next sitting (the one-graph train step has not run on a GPU yet), about 3 minutes:
-#   CHECKS="ctests train bench" TRAIN_CPU=0 TRAIN_EPOCHS=30 TRAIN_T0=29 TRAIN_LIMIT=150
-# then compare the training run's IoU with 0.762 (FP32 on the CPU) and 0.757 (FP16 emulated).
+# Sitting for the fused operators (about 4 minutes on an H100):
+#   CHECKS="fused bench bench_unfused bench_bnonly anchor train ncu" ANCHOR_AMP=0 TRAIN_CPU=0 \
+#   TRAIN_EPOCHS=30 TRAIN_T0=29 TRAIN_LIMIT=150
+# then compare the training run's IoU with 0.762 (FP32 on the CPU) and the step times with
+# PyTorch's eager FP32 from the same sitting.
 # nvidia-smi samples device memory and utilisation into $OUT/smi.csv the whole time (peak memory
 # of each phase, ours and PyTorch's, can be read off against log.txt's timestamps).
 set -u
@@ -68,14 +70,15 @@ check_ctests() {
   timeout 90 bin/step.test -test.run 'FP16TrainStepMatchesFP32/^cuda$' -test.v >> "$LOG" 2>&1; note "step FP16 test rc=$?"
   timeout 150 bin/pipeline.test -test.run 'CUDA' -test.v >> "$LOG" 2>&1; note "pipeline tests rc=$?"
 }
-# The fused batch-norm operators: CUDA kernels against the CPU's, then the FP16 step with them
-# against the step with batch norm in ONNX operators (CUDA graphs).
+# Our fused operators (batch norm, depthwise weight gradient): CUDA kernels against the CPU's,
+# then the FP16 step with them against the step in ONNX operators alone (CUDA graphs).
 check_fused() {
   note "fused batch norm: CUDA kernels and the FP16 step"
-  timeout 60 bin/model.test -test.run 'FusedBatchNorm' -test.v >> "$LOG" 2>&1; note "model fused tests rc=$?"
-  timeout 120 bin/pipeline.test -test.run 'TestCUDAFusedBNMatchesUnfused' -test.v >> "$LOG" 2>&1; note "pipeline fused test rc=$?"
+  timeout 90 bin/model.test -test.run 'Fused' -test.v >> "$LOG" 2>&1; note "model fused tests rc=$?"
+  timeout 120 bin/pipeline.test -test.run 'TestCUDAFusedOpsMatchUnfused' -test.v >> "$LOG" 2>&1; note "pipeline fused test rc=$?"
 }
-check_bench_unfused() { bench fp16_graph_unfused 180 --device $DEV --fp16 --no-fused-bn $B --steps 50 --warmup 10; }
+check_bench_unfused() { bench fp16_graph_unfused 180 --device $DEV --fp16 --no-fused $B --steps 50 --warmup 10; }
+check_bench_bnonly() { bench fp16_graph_fused_bn_only 180 --device $DEV --fp16 --dw-grad gather $B --steps 50 --warmup 10; }
 # The step with ORT's default float16 GEMM reductions (split-K partial sums in float16), for
 # the speed cost of the float32 ones the runtime asks for.
 check_gemm0() { ORT_CUDA_GEMM_OPTIONS=0 bench fp16_graph_gemm0 150 --device $DEV --fp16 $B --steps 50 --warmup 10; }

@@ -22,7 +22,10 @@ const (
 )
 
 // clangArgs compile one CUDA file to PTX for sm_80 without CUDA's headers or libdevice.
-var clangArgs = []string{"-x", "cuda", "--cuda-device-only", "--cuda-gpu-arch=sm_80", "-nocudainc", "-nocudalib", "-O3", "-S", "-o", "-"}
+// Without a CUDA installation clang assumes an old PTX ISA, so PTX 7.0 (sm_80's, and what the
+// warp shuffles need) is asked for explicitly.
+var clangArgs = []string{"-x", "cuda", "--cuda-device-only", "--cuda-gpu-arch=sm_80", "-nocudainc", "-nocudalib",
+	"-Xclang", "-target-feature", "-Xclang", "+ptx70", "-O3", "-S", "-o", "-"}
 
 // clang returns the clang binary to use: $CLANG, clang-14 or clang.
 func clang() (string, error) {

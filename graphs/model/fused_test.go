@@ -240,3 +240,151 @@ func TestFusedBatchNormCUDA(t *testing.T) {
 		}
 	}
 }
+
+// dwCase is a depthwise layer geometry of MobileNetV3-Large: kernel, stride, dilation.
+type dwCase struct{ k, s, d int64 }
+
+var dwCases = []dwCase{{3, 1, 1}, {3, 2, 1}, {5, 1, 1}, {5, 2, 1}, {5, 1, 2}}
+
+// dwGradModel: x float32 [shape] and w float32 [C,1,k,k] cast to float16, a depthwise Conv with
+// padding d·(k−1)/2, loss Σ r·y; outputs loss and dW (through the Cast: float32), with the
+// weight gradient in form ("fused" or "gather").
+func dwGradModel(t *testing.T, shape graphs.Shape, dc dwCase, form string, r []float32) []byte {
+	t.Helper()
+	c := shape[1]
+	g := graphs.New("dw_grad")
+	g.Grad.DepthwiseWeightGrad = form
+	err := graphs.Build(func() error {
+		x := g.Input("x", graphs.Float, shape)
+		w := g.Input("w", graphs.Float, graphs.Shape{c, 1, dc.k, dc.k})
+		p := dc.d * (dc.k - 1) / 2
+		y := graphs.Conv(graphs.Cast(x, graphs.Float16), graphs.Cast(w, graphs.Float16), nil, graphs.ConvOpts{
+			Strides: [2]int64{dc.s, dc.s}, Pads: [4]int64{p, p, p, p}, Dilations: [2]int64{dc.d, dc.d}, Group: c})
+		yf := graphs.Cast(y, graphs.Float)
+		loss := graphs.ReduceSum(graphs.Mul(yf, g.InitFloat("r", yf.Shape(), r[:yf.Shape().Size()])), false)
+		grads, err := graphs.Grad(loss, []*graphs.Value{w})
+		if err != nil {
+			return err
+		}
+		g.Output("loss", loss)
+		g.Output("dw", grads[0])
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := g.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func dwData(shape graphs.Shape, k int64, seed uint64) (x, w, r []float32) {
+	x, _, _, r = fusedBNData(shape, seed)
+	for i := range x {
+		x[i] -= 3 // centred: products of both signs
+	}
+	w, _, _, _ = fusedBNData(graphs.Shape{shape[1], 1, k, k}, seed+1)
+	for i := range w {
+		w[i] = f16.ToFloat32(f16.FromFloat32((w[i] - 3) / 4))
+	}
+	return x, w, r
+}
+
+func runDW(t *testing.T, m []byte, p runtime.Provider, shape graphs.Shape, dc dwCase, x, w []float32) map[string]*runtime.Tensor {
+	t.Helper()
+	opts := runtime.DeviceOptions{Provider: p, IntraOpThreads: 1, CustomOps: true}
+	if p == runtime.ProviderCUDA {
+		opts.IntraOpThreads = 0
+		opts.ConfigEntries = map[string]string{"session.disable_cpu_ep_fallback": "1"}
+	}
+	s, err := runtime.NewDeviceSession("dw_grad", m, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	out, err := runDevice(s, map[string]*runtime.Tensor{"x": runtime.MustNew([]int64(shape), x),
+		"w": runtime.MustNew([]int64{shape[1], 1, dc.k, dc.k}, w)})
+	if err != nil {
+		t.Fatalf("%v %+v on %v: %v", shape, dc, p, err)
+	}
+	return out
+}
+
+// TestFusedDepthwiseWeightGradMatchesGather: DepthwiseWeightGrad16 (CPU kernel) against the
+// unfolded-patches form for every depthwise geometry of the network, on planes with odd sides.
+func TestFusedDepthwiseWeightGradMatchesGather(t *testing.T) {
+	if err := runtime.Init(); err != nil {
+		t.Fatal(err)
+	}
+	shape := graphs.Shape{2, 3, 13, 17}
+	for _, dc := range dwCases {
+		x, w, r := dwData(shape, dc.k, 21)
+		got := runDW(t, dwGradModel(t, shape, dc, "fused", r), runtime.ProviderCPU, shape, dc, x, w)
+		want := runDW(t, dwGradModel(t, shape, dc, "gather", r), runtime.ProviderCPU, shape, dc, x, w)
+		d, m := maxDiff(runtime.Data[float32](got["dw"]), runtime.Data[float32](want["dw"]))
+		if d > 2e-3*m || m == 0 {
+			t.Errorf("%+v: dW differs by %.3g (magnitude %.3g)", dc, d, m)
+		} else {
+			t.Logf("%+v: dW within %.2e of its magnitude", dc, d/m)
+		}
+	}
+}
+
+// TestFusedDepthwiseWeightGradFiniteDifferences: the fused rule against central differences
+// of the loss in each weight. The convolution is linear in w, so a large step has no
+// truncation error and swamps the rounding of y to float16.
+func TestFusedDepthwiseWeightGradFiniteDifferences(t *testing.T) {
+	if err := runtime.Init(); err != nil {
+		t.Fatal(err)
+	}
+	shape := graphs.Shape{2, 2, 7, 9}
+	for _, dc := range []dwCase{{3, 2, 1}, {5, 1, 2}} {
+		x, w, r := dwData(shape, dc.k, 31)
+		m := dwGradModel(t, shape, dc, "fused", r)
+		base := runDW(t, m, runtime.ProviderCPU, shape, dc, x, w)
+		got := runtime.Data[float32](base["dw"])
+		fd := make([]float32, len(w))
+		const h = 0.5
+		for i := range w {
+			p := append([]float32(nil), w...)
+			p[i] = w[i] + h
+			up := runtime.Data[float32](runDW(t, m, runtime.ProviderCPU, shape, dc, x, p)["loss"])[0]
+			p[i] = w[i] - h
+			down := runtime.Data[float32](runDW(t, m, runtime.ProviderCPU, shape, dc, x, p)["loss"])[0]
+			fd[i] = (up - down) / (2 * h)
+		}
+		d, mag := maxDiff(got, fd)
+		if d > 0.02*mag || mag == 0 {
+			t.Errorf("%+v: analytic %v, finite differences %v", dc, got, fd)
+		} else {
+			t.Logf("%+v: within %.2e of the largest entry", dc, d/mag)
+		}
+	}
+}
+
+// TestFusedDepthwiseWeightGradCUDA: the CUDA kernels against the CPU kernel on the network's
+// geometries at a size with several partial sums per channel. Needs a GPU.
+func TestFusedDepthwiseWeightGradCUDA(t *testing.T) {
+	if err := runtime.Init(); err != nil {
+		t.Fatal(err)
+	}
+	if r := runtime.CheckCUDA(); !r.Usable {
+		t.Skip("no usable CUDA: " + r.Problem)
+	}
+	for _, shape := range []graphs.Shape{{4, 24, 60, 80}, {8, 480, 15, 20}} {
+		for _, dc := range dwCases {
+			x, w, r := dwData(shape, dc.k, 41)
+			m := dwGradModel(t, shape, dc, "fused", r)
+			got := runDW(t, m, runtime.ProviderCUDA, shape, dc, x, w)
+			want := runDW(t, m, runtime.ProviderCPU, shape, dc, x, w)
+			d, mag := maxDiff(runtime.Data[float32](got["dw"]), runtime.Data[float32](want["dw"]))
+			if d > 2e-3*mag || mag == 0 {
+				t.Errorf("%v %+v: CUDA dW differs from the CPU's by %.3g (magnitude %.3g)", shape, dc, d, mag)
+			} else {
+				t.Logf("%v %+v: CUDA dW within %.2e of the CPU's", shape, dc, d/mag)
+			}
+		}
+	}
+}
