@@ -42,30 +42,41 @@ func checkBN16(op string, x *Value, rest ...*Value) (c int64) {
 	return c
 }
 
+// BNActivation is the activation BatchNormTrain16 applies after batch norm.
+type BNActivation int64
+
+const (
+	BNNoActivation BNActivation = iota
+	BNReLU
+	BNHardSwish // ONNX HardSwish: z·clamp(z/6 + 1/2, 0, 1)
+)
+
 // BatchNormTrain16 is batch norm in training mode on a float16 activation x [N,C,H,W] with
-// float32 γ, β [C]: y = (x−μ)·γ/√(σ²+ε) + β in float16, with the batch mean μ and biased
-// variance σ² (float32 [C], accumulated in float32) as further outputs. One CardsegDomain
-// node; BatchNormTrain16Grad is its gradient.
-func BatchNormTrain16(x, gamma, beta *Value, eps float32) (y, mean, variance *Value) {
+// float32 γ, β [C], followed by an activation: y = act((x−μ)·γ/√(σ²+ε) + β) in float16, with
+// the batch mean μ and biased variance σ² (float32 [C], accumulated in float32) as further
+// outputs. One CardsegDomain node; BatchNormTrain16Grad is its gradient.
+func BatchNormTrain16(x, gamma, beta *Value, eps float32, act BNActivation) (y, mean, variance *Value) {
 	c := checkBN16("BatchNormTrain16", x, gamma, beta)
 	s := BNSplits(x.shape[0], c, x.shape[2]*x.shape[3])
-	outs := x.g.addNode("BatchNormTrain16", []*Value{x, gamma, beta}, []Attr{{"epsilon", eps}, {"splits", s}},
+	outs := x.g.addNode("BatchNormTrain16", []*Value{x, gamma, beta}, []Attr{{"epsilon", eps}, {"activation", int64(act)}, {"splits", s}},
 		[]outSpec{{Float16, x.shape}, {Float, Shape{c}}, {Float, Shape{c}}, {Float, Shape{2 * c * s}}})
 	outs[0].node.Domain = CardsegDomain
 	return outs[0], outs[1], outs[2]
 }
 
 // BatchNormTrain16Grad is BatchNormTrain16's vector-Jacobian product for output gradient dy
-// (float16), given the forward's input x and its mean and variance:
-// dβ = Σdy, dγ = Σdy·(x−μ)/σ, dx = γ/σ·(dy − Σdy/M − (x−μ)·Σdy·(x−μ)/(M·σ²)),
-// σ = √(σ²+ε), M = N·H·W; the sums in float32, dx in float16.
-func BatchNormTrain16Grad(dy, x, gamma, mean, variance *Value, eps float32) (dx, dgamma, dbeta *Value) {
-	c := checkBN16("BatchNormTrain16Grad", x, gamma, mean, variance)
+// (float16), given the forward's input x, parameters and statistics: with the pre-activation z
+// recomputed from x and dz = dy·act'(z), dβ = Σdz, dγ = Σdz·(x−μ)/σ and
+// dx = γ/σ·(dz − Σdz/M − (x−μ)·Σdz·(x−μ)/(M·σ²)), σ = √(σ²+ε), M = N·H·W; the sums in float32,
+// dx in float16.
+func BatchNormTrain16Grad(dy, x, gamma, beta, mean, variance *Value, eps float32, act BNActivation) (dx, dgamma, dbeta *Value) {
+	c := checkBN16("BatchNormTrain16Grad", x, gamma, beta, mean, variance)
 	if dy.dtype != Float16 || !dy.shape.Equal(x.shape) {
 		panic(fmt.Sprintf("graphs: BatchNormTrain16Grad: dy %v for x %v", dy, x))
 	}
 	s := BNSplits(x.shape[0], c, x.shape[2]*x.shape[3])
-	outs := x.g.addNode("BatchNormTrain16Grad", []*Value{dy, x, gamma, mean, variance}, []Attr{{"epsilon", eps}, {"splits", s}},
+	outs := x.g.addNode("BatchNormTrain16Grad", []*Value{dy, x, gamma, beta, mean, variance},
+		[]Attr{{"epsilon", eps}, {"activation", int64(act)}, {"splits", s}},
 		[]outSpec{{Float16, x.shape}, {Float, Shape{c}}, {Float, Shape{c}}, {Float, Shape{2 * c * s}}})
 	outs[0].node.Domain = CardsegDomain
 	return outs[0], outs[1], outs[2]

@@ -6,12 +6,13 @@
 // stream, so a captured CUDA graph records it like any provider kernel.
 //
 //   BatchNormTrain16(x f16 [N,C,H,W], gamma f32 [C], beta f32 [C])
-//       -> y f16, mean f32 [C], var f32 [C] (biased), scratch f32 [2·C·splits]
-//   BatchNormTrain16Grad(dy f16, x f16, gamma, mean, var)
+//       -> y = act(bn(x)) f16, mean f32 [C], var f32 [C] (biased), scratch f32 [2·C·splits]
+//   BatchNormTrain16Grad(dy f16, x f16, gamma, beta, mean, var)
 //       -> dx f16, dgamma f32 [C], dbeta f32 [C], scratch f32 [2·C·splits]
 //   DepthwiseWeightGrad16(x f16 [N,C,H,W], dy f16 [N,C,Ho,Wo]) -> dW f16 [C,1,kh,kw],
 //       scratch f32 [C·splits·kh·kw]   (3×3 and 5×5 kernels)
-// Attributes: epsilon (float; batch norm), kh, kw, stride_h, stride_w, dilation_h, dilation_w,
+// Attributes: epsilon (float; batch norm), activation (int; batch norm: 0 none, 1 ReLU,
+// 2 HardSwish, applied after it and differentiated at the recomputed pre-activation), kh, kw, stride_h, stride_w, dilation_h, dilation_w,
 // pad_top, pad_left (ints; depthwise), splits (int: blocks per channel for the GPU's partial
 // sums; the graph fixes it so that the scratch output has a static shape).
 #include "ortc.h"
@@ -124,11 +125,28 @@ static uint16_t f2h(float f) {
   return s | r;
 }
 
+// The activation after batch norm and its derivative (kernels/bn.cu's act_f and act_d).
+static float act_f(float z, int64_t act) {
+  if (act == 1) return z > 0 ? z : 0;
+  if (act == 2) {
+    float t = z * (1.0f / 6) + 0.5f;
+    return z * (t < 0 ? 0 : (t > 1 ? 1 : t));
+  }
+  return z;
+}
+
+static float act_d(float z, int64_t act) {
+  if (act == 1) return z > 0 ? 1 : 0;
+  if (act == 2) return z < -3 ? 0 : (z > 3 ? 1 : z * (1.0f / 3) + 0.5f);
+  return 1;
+}
+
 // ---- kernel state and tensor access ----
 
 typedef struct {
   int cuda;  // 1: the CUDA kernel
   float eps;
+  int64_t act;  // batch norm: the activation after it (0 none, 1 ReLU, 2 HardSwish)
   int64_t splits;
   int64_t geo[8];  // DepthwiseWeightGrad16: kh, kw, stride h, w, dilation h, w, pad top, left
 } Kernel;
@@ -324,7 +342,8 @@ static OrtStatus* bn_forward(void* kp, OrtKernelContext* ctx) {
     if ((st = launch(F_FWD_PARTIAL, (unsigned)S, (unsigned)d.C, stream, a1))) return st;
     void* a2[] = {&x.data, &part, &mean, &var, &d.C, &d.HW, &S, &d.count};
     if ((st = launch(F_FWD_FINISH, (unsigned)((d.C + THREADS - 1) / THREADS), 1, stream, a2))) return st;
-    void* a3[] = {&x.data, &g.data, &b.data, &mean, &var, &y, &d.C, &d.HW, &eps};
+    int act = (int)k->act;
+    void* a3[] = {&x.data, &g.data, &b.data, &mean, &var, &y, &d.C, &d.HW, &eps, &act};
     return launch(F_FWD_APPLY, apply_blocks(d.HW), (unsigned)(d.N * d.C), stream, a3);
   }
   const uint16_t* xs = x.data;
@@ -346,7 +365,7 @@ static OrtStatus* bn_forward(void* kp, OrtKernelContext* ctx) {
     float scale = gs[c] / sqrtf(vs[c] + k->eps), shift = bs[c] - ms[c] * scale;
     for (int n = 0; n < d.N; n++) {
       int64_t o = ((int64_t)n * d.C + c) * d.HW;
-      for (int i = 0; i < d.HW; i++) ((uint16_t*)y)[o + i] = f2h(h2f(xs[o + i]) * scale + shift);
+      for (int i = 0; i < d.HW; i++) ((uint16_t*)y)[o + i] = f2h(act_f(h2f(xs[o + i]) * scale + shift, k->act));
     }
   }
   return NULL;
@@ -357,14 +376,14 @@ static OrtStatus* bn_forward(void* kp, OrtKernelContext* ctx) {
 static OrtStatus* bn_backward(void* kp, OrtKernelContext* ctx) {
   const Kernel* k = kp;
   const char* op = "BatchNormTrain16Grad";
-  Tensor dy, x, g, mean, var;
+  Tensor dy, x, g, be, mean, var;
   OrtStatus* st;
   Dims d;
-  if ((st = input(ctx, 0, &dy)) || (st = input(ctx, 1, &x)) || (st = input(ctx, 2, &g)) || (st = input(ctx, 3, &mean)) ||
-      (st = input(ctx, 4, &var)))
+  if ((st = input(ctx, 0, &dy)) || (st = input(ctx, 1, &x)) || (st = input(ctx, 2, &g)) || (st = input(ctx, 3, &be)) ||
+      (st = input(ctx, 4, &mean)) || (st = input(ctx, 5, &var)))
     return st;
-  if ((st = nchw(op, &x, k, &d)) || (st = channels(op, "gamma", &g, d.C)) || (st = channels(op, "mean", &mean, d.C)) ||
-      (st = channels(op, "var", &var, d.C)))
+  if ((st = nchw(op, &x, k, &d)) || (st = channels(op, "gamma", &g, d.C)) || (st = channels(op, "beta", &be, d.C)) ||
+      (st = channels(op, "mean", &mean, d.C)) || (st = channels(op, "var", &var, d.C)))
     return st;
   if (dy.rank != 4 || memcmp(dy.dims, x.dims, sizeof(int64_t) * 4) != 0) return fail("%s: dy and x differ in shape", op);
   int64_t cdim = d.C, pdim = 2 * (int64_t)d.C * k->splits;
@@ -379,28 +398,31 @@ static OrtStatus* bn_backward(void* kp, OrtKernelContext* ctx) {
     if ((st = gs(ctx, &stream))) return st;
     int S = (int)k->splits;
     float eps = k->eps;
-    void* a1[] = {&dy.data, &x.data, &mean.data, &part, &d.N, &d.C, &d.HW};
+    int act = (int)k->act;
+    void* a1[] = {&dy.data, &x.data, &g.data, &be.data, &mean.data, &var.data, &part, &d.N, &d.C, &d.HW, &eps, &act};
     if ((st = launch(F_BWD_PARTIAL, (unsigned)S, (unsigned)d.C, stream, a1))) return st;
     void* a2[] = {&part, &var.data, &dgamma, &dbeta, &d.C, &S, &eps};
     if ((st = launch(F_BWD_FINISH, (unsigned)((d.C + THREADS - 1) / THREADS), 1, stream, a2))) return st;
-    void* a3[] = {&dy.data, &x.data, &g.data, &mean.data, &var.data, &dgamma, &dbeta, &dx, &d.C, &d.HW, &eps, &d.count};
+    void* a3[] = {&dy.data, &x.data, &g.data, &be.data, &mean.data, &var.data, &dgamma, &dbeta, &dx, &d.C, &d.HW, &eps, &d.count, &act};
     return launch(F_BWD_APPLY, apply_blocks(d.HW), (unsigned)(d.N * d.C), stream, a3);
   }
   const uint16_t *dys = dy.data, *xs = x.data;
-  const float *gs = g.data, *ms = mean.data, *vs = var.data;
+  const float *gs = g.data, *bs = be.data, *ms = mean.data, *vs = var.data;
   float *dg = dgamma, *db = dbeta;
   memset(part, 0, (size_t)pdim * sizeof(float));
   for (int c = 0; c < d.C; c++) {
+    float sd = sqrtf(vs[c] + k->eps), inv = 1 / sd;
+    float scale = gs[c] / sd, shift = bs[c] - ms[c] * scale;  // z = x·scale + shift, as forward
     double s1 = 0, s2 = 0;
     for (int n = 0; n < d.N; n++) {
       int64_t o = ((int64_t)n * d.C + c) * d.HW;
       for (int i = 0; i < d.HW; i++) {
-        double t = h2f(dys[o + i]);
+        float xv = h2f(xs[o + i]);
+        double t = h2f(dys[o + i]) * act_d(xv * scale + shift, k->act);
         s1 += t;
-        s2 += t * (h2f(xs[o + i]) - ms[c]);
+        s2 += t * (xv - ms[c]);
       }
     }
-    float sd = sqrtf(vs[c] + k->eps), inv = 1 / sd;
     db[c] = (float)s1;
     dg[c] = (float)(s2 / sd);
     float a = gs[c] * inv;
@@ -408,7 +430,10 @@ static OrtStatus* bn_backward(void* kp, OrtKernelContext* ctx) {
     float dd = -a * (float)s1 / d.count;
     for (int n = 0; n < d.N; n++) {
       int64_t o = ((int64_t)n * d.C + c) * d.HW;
-      for (int i = 0; i < d.HW; i++) ((uint16_t*)dx)[o + i] = f2h(a * h2f(dys[o + i]) + bb * (h2f(xs[o + i]) - ms[c]) + dd);
+      for (int i = 0; i < d.HW; i++) {
+        float xv = h2f(xs[o + i]);
+        ((uint16_t*)dx)[o + i] = f2h(a * h2f(dys[o + i]) * act_d(xv * scale + shift, k->act) + bb * (xv - ms[c]) + dd);
+      }
     }
   }
   return NULL;
@@ -482,6 +507,8 @@ static OrtStatus* create_kernel(const OrtCustomOp* op, const void* api_unused, c
     for (int i = 0; i < 8 && !st; i++) st = gi(info, names[i], &k->geo[i]);
   } else {
     st = gf(info, "epsilon", &k->eps);
+    if (!st) st = gi(info, "activation", &k->act);
+    if (!st && (k->act < 0 || k->act > 2)) st = fail("%s: activation %lld (0 none, 1 ReLU, 2 HardSwish)", op->GetName(op), (long long)k->act);
   }
   if (!st) st = gi(info, "splits", &k->splits);
   if (st) {
@@ -509,9 +536,9 @@ static const char* ep_cuda(const OrtCustomOp* op) { (void)op; return "CUDAExecut
 // Forward: x f16, gamma f32, beta f32 -> y f16, mean, var, scratch f32.
 static int in_fwd(const OrtCustomOp* op, size_t i) { (void)op; return i == 0 ? T_FLOAT16 : T_FLOAT; }
 static size_t nin_fwd(const OrtCustomOp* op) { (void)op; return 3; }
-// Backward: dy f16, x f16, gamma, mean, var f32 -> dx f16, dgamma, dbeta, scratch f32.
+// Backward: dy f16, x f16, gamma, beta, mean, var f32 -> dx f16, dgamma, dbeta, scratch f32.
 static int in_bwd(const OrtCustomOp* op, size_t i) { (void)op; return i < 2 ? T_FLOAT16 : T_FLOAT; }
-static size_t nin_bwd(const OrtCustomOp* op) { (void)op; return 5; }
+static size_t nin_bwd(const OrtCustomOp* op) { (void)op; return 6; }
 static int out_both(const OrtCustomOp* op, size_t i) { (void)op; return i == 0 ? T_FLOAT16 : T_FLOAT; }
 static size_t nout_both(const OrtCustomOp* op) { (void)op; return 4; }
 // Depthwise weight gradient: x f16, dy f16 -> dW f16, scratch f32.

@@ -45,7 +45,7 @@ func TestBatchNormHalfMatchesFloat(t *testing.T) {
 			if half {
 				in = graphs.Cast(x, graphs.Float16)
 			}
-			y := n.batchNorm("bn", "conv.weight", in, int(c), 1e-3, 0.1)
+			y := n.batchNorm("bn", "conv.weight", in, int(c), 1e-3, 0.1, actNone)
 			if half {
 				if y.DType() != graphs.Float16 {
 					t.Fatalf("float16 batch norm returns %v", y)

@@ -44,7 +44,7 @@ func TestBatchNormTrainingGradient(t *testing.T) {
 				F: func(xs []*graphs.Value) *graphs.Value {
 					g := xs[0].Graph()
 					n := &net{g: g, src: fixedSource{"bn.weight": xs[1], "bn.bias": xs[2]}, mode: Train, out: &Output{}}
-					y := n.batchNorm("bn", "conv.weight", xs[0], int(c), 1e-3, 0.1)
+					y := n.batchNorm("bn", "conv.weight", xs[0], int(c), 1e-3, 0.1, actNone)
 					return graphs.Mul(y, y) // a non-uniform upstream gradient
 				},
 			}, dir)

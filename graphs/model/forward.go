@@ -46,10 +46,11 @@ type net struct {
 
 // Options tune how Forward builds the network.
 type Options struct {
-	// FusedBN builds float16 batch norm in Train mode as one graphs.BatchNormTrain16 node,
-	// differentiated by one BatchNormTrain16Grad node, instead of ONNX operators (about fifteen
-	// full-tensor passes per layer, float32 casts included): graphs.CardsegDomain operators,
-	// which only sessions opened with runtime.DeviceOptions.CustomOps can run.
+	// FusedBN builds float16 batch norm in Train mode, with the activation after it, as one
+	// graphs.BatchNormTrain16 node, differentiated by one BatchNormTrain16Grad node, instead
+	// of ONNX operators (about fifteen full-tensor passes per layer, float32 casts included,
+	// and four or more for the activation): graphs.CardsegDomain operators, which only
+	// sessions opened with runtime.DeviceOptions.CustomOps can run.
 	FusedBN bool
 }
 
@@ -197,23 +198,26 @@ func (n *net) convBNGroups(prefix string, x *graphs.Value, in, out, k, stride, d
 // then the activation. In Folded mode the conv carries the folded bias and there is no BN.
 func (n *net) convBNInit(prefix string, x *graphs.Value, in, out, k, stride, dil, groups int, a act, eps, mom float32, wk Kind) *graphs.Value {
 	convName := prefix + ".0"
-	var h *graphs.Value
 	if n.mode == Folded {
-		h = n.conv(convName, x, in, out, k, stride, dil, groups, true, wk, FoldedBias)
-	} else {
-		h = n.conv(convName, x, in, out, k, stride, dil, groups, false, wk, ConvBias)
-		h = n.batchNorm(prefix+".1", convName+".weight", h, out, eps, mom)
+		return activate(n.conv(convName, x, in, out, k, stride, dil, groups, true, wk, FoldedBias), a)
 	}
+	h := n.conv(convName, x, in, out, k, stride, dil, groups, false, wk, ConvBias)
+	return n.batchNorm(prefix+".1", convName+".weight", h, out, eps, mom, a)
+}
+
+func activate(h *graphs.Value, a act) *graphs.Value {
 	switch a {
 	case actReLU:
-		h = graphs.Relu(h)
+		return graphs.Relu(h)
 	case actHardSwish:
-		h = graphs.HardSwish(h)
+		return graphs.HardSwish(h)
 	}
 	return h
 }
 
-func (n *net) batchNorm(prefix, conv string, x *graphs.Value, ch int, eps, mom float32) *graphs.Value {
+// batchNorm is batch norm (running statistics in Eval mode, batch statistics in Train mode)
+// followed by activation a.
+func (n *net) batchNorm(prefix, conv string, x *graphs.Value, ch int, eps, mom float32, a act) *graphs.Value {
 	spec := func(suffix string, k Kind) ParamSpec {
 		return ParamSpec{Name: prefix + "." + suffix, Shape: graphs.Shape{int64(ch)}, Kind: k, Eps: eps, Momentum: mom, Conv: conv}
 	}
@@ -223,10 +227,13 @@ func (n *net) batchNorm(prefix, conv string, x *graphs.Value, ch int, eps, mom f
 	rm := n.src.Param(n.g, meanSpec)
 	rv := n.src.Param(n.g, varSpec)
 	if x.DType() != graphs.Float {
-		return n.batchNormHalf(prefix, x, gamma, beta, rm, rv, meanSpec, varSpec, eps, mom)
+		if n.mode == Train && n.opts.FusedBN {
+			return n.batchNormFused(prefix, x, gamma, beta, rm, rv, meanSpec, varSpec, eps, mom, a)
+		}
+		return activate(n.batchNormHalf(prefix, x, gamma, beta, rm, rv, meanSpec, varSpec, eps, mom), a)
 	}
 	if n.mode == Eval {
-		return graphs.BatchNormInference(x, gamma, beta, rm, rv, eps)
+		return activate(graphs.BatchNormInference(x, gamma, beta, rm, rv, eps), a)
 	}
 	// Training mode, as PyTorch: normalise with the biased batch variance; the running
 	// variance is updated with the unbiased one. The normalisation is one composite with the
@@ -279,7 +286,7 @@ func (n *net) batchNorm(prefix, conv string, x *graphs.Value, ch int, eps, mom f
 		BatchMean: mean, BatchV: unbiased,
 		Momentum: mom,
 	})
-	return y
+	return activate(y, a)
 }
 
 // batchNormHalf is batch norm on a float16 activation with float32 statistics, as mixed
@@ -311,9 +318,6 @@ func (n *net) batchNormHalf(prefix string, x, gamma, beta, rm, rv *graphs.Value,
 	}
 	var mean, variance, inv *graphs.Value // [C] float32
 	count := x.Dim(0) * x.Dim(2) * x.Dim(3)
-	if n.opts.FusedBN {
-		return n.batchNormFused(prefix, x, gamma, beta, rm, rv, meanSpec, varSpec, eps, mom)
-	}
 	y := n.g.Composite(prefix, []*graphs.Value{x, gamma, beta}, func() []*graphs.Value {
 		xf := graphs.Cast(x, graphs.Float)
 		m := graphs.ChannelMean(xf, true)
@@ -357,17 +361,19 @@ func (n *net) batchNormHalf(prefix string, x, gamma, beta, rm, rv *graphs.Value,
 	return y
 }
 
-// batchNormFused is batchNormHalf's Train mode as two fused operators (Options.FusedBN): the
-// same arithmetic (float32 statistics and sums, float16 activations and gradients) in five
-// full-tensor passes instead of about fifteen.
-func (n *net) batchNormFused(prefix string, x, gamma, beta, rm, rv *graphs.Value, meanSpec, varSpec ParamSpec, eps, mom float32) *graphs.Value {
+// batchNormFused is batchNormHalf's Train mode and the activation after it as two fused
+// operators (Options.FusedBN): the same arithmetic (float32 statistics and sums, float16
+// activations and gradients) in five full-tensor passes instead of about fifteen, plus the
+// activation's four or more.
+func (n *net) batchNormFused(prefix string, x, gamma, beta, rm, rv *graphs.Value, meanSpec, varSpec ParamSpec, eps, mom float32, a act) *graphs.Value {
+	fa := map[act]graphs.BNActivation{actNone: graphs.BNNoActivation, actReLU: graphs.BNReLU, actHardSwish: graphs.BNHardSwish}[a]
 	var mean, variance *graphs.Value
 	y := n.g.Composite(prefix, []*graphs.Value{x, gamma, beta}, func() []*graphs.Value {
 		var y *graphs.Value
-		y, mean, variance = graphs.BatchNormTrain16(x, gamma, beta, eps)
+		y, mean, variance = graphs.BatchNormTrain16(x, gamma, beta, eps, fa)
 		return []*graphs.Value{y}
 	}, func(dys []*graphs.Value, want []bool) []*graphs.Value {
-		dx, dgamma, dbeta := graphs.BatchNormTrain16Grad(dys[0], x, gamma, mean, variance, eps)
+		dx, dgamma, dbeta := graphs.BatchNormTrain16Grad(dys[0], x, gamma, beta, mean, variance, eps, fa)
 		out := []*graphs.Value{dx, dgamma, dbeta}
 		for i, w := range want {
 			if !w {

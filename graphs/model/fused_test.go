@@ -12,9 +12,9 @@ import (
 )
 
 // fusedBNModel builds, on x float32 [shape] cast to float16, the FP16 batch norm of Train mode
-// (fused or not) and the loss Σ w·y (y cast to float32), with outputs y, loss, the batch
-// statistics and the gradients for x, γ and β.
-func fusedBNModel(t *testing.T, shape graphs.Shape, fused bool, w []float32) []byte {
+// (fused or not) with activation a and the loss Σ w·y (y cast to float32), with outputs y,
+// loss, the batch statistics and the gradients for x, γ and β.
+func fusedBNModel(t *testing.T, shape graphs.Shape, fused bool, a act, w []float32) []byte {
 	t.Helper()
 	c := shape[1]
 	g := graphs.New("bn_fused")
@@ -26,7 +26,7 @@ func fusedBNModel(t *testing.T, shape graphs.Shape, fused bool, w []float32) []b
 			"bn.running_mean": g.InitFloat("rm", graphs.Shape{c}, make([]float32, c)),
 			"bn.running_var":  g.InitFloat("rv", graphs.Shape{c}, make([]float32, c))}
 		n := &net{g: g, src: src, mode: Train, opts: Options{FusedBN: fused}, out: &Output{}}
-		y := graphs.Cast(n.batchNorm("bn", "conv.weight", graphs.Cast(x, graphs.Float16), int(c), 1e-3, 0.1), graphs.Float)
+		y := graphs.Cast(n.batchNorm("bn", "conv.weight", graphs.Cast(x, graphs.Float16), int(c), 1e-3, 0.1, a), graphs.Float)
 		loss := graphs.ReduceSum(graphs.Mul(y, g.InitFloat("w", shape, w)), false)
 		grads, err := graphs.Grad(loss, []*graphs.Value{x, gamma, beta})
 		if err != nil {
@@ -124,12 +124,16 @@ func TestFusedBatchNormMatchesDecomposed(t *testing.T) {
 	if err := runtime.Init(); err != nil {
 		t.Fatal(err)
 	}
-	for _, shape := range []graphs.Shape{{2, 3, 4, 5}, {2, 4, 64, 80}} {
+	for _, tc := range []struct {
+		shape graphs.Shape
+		a     act
+	}{{graphs.Shape{2, 3, 4, 5}, actNone}, {graphs.Shape{2, 4, 64, 80}, actNone}, {graphs.Shape{2, 4, 64, 80}, actReLU}, {graphs.Shape{2, 3, 9, 11}, actHardSwish}} {
+		shape := tc.shape
 		x, gamma, beta, w := fusedBNData(shape, 3)
 		in := fusedInputs(shape, x, gamma, beta)
 		res := map[bool]map[string]*runtime.Tensor{}
 		for _, fused := range []bool{false, true} {
-			s, err := runtime.NewDeviceSession("bn_fused", fusedBNModel(t, shape, fused, w),
+			s, err := runtime.NewDeviceSession("bn_fused", fusedBNModel(t, shape, fused, tc.a, w),
 				runtime.DeviceOptions{Provider: runtime.ProviderCPU, IntraOpThreads: 1, CustomOps: true})
 			if err != nil {
 				t.Fatal(err)
@@ -140,65 +144,71 @@ func TestFusedBatchNormMatchesDecomposed(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		for _, k := range []string{"y", "loss", "mean", "var", "dx", "dgamma", "dbeta"} {
+		for _, k := range []string{"y", "mean", "var", "dx", "dgamma", "dbeta"} {
 			d, m := maxDiff(runtime.Data[float32](res[true][k]), runtime.Data[float32](res[false][k]))
 			if d > 2e-3*m {
-				t.Errorf("%v: %s differs by %.3g (magnitude %.3g)", shape, k, d, m)
+				t.Errorf("%v act %d: %s differs by %.3g (magnitude %.3g)", shape, tc.a, k, d, m)
 			} else {
-				t.Logf("%v: %s within %.2e of its magnitude", shape, k, d/m)
+				t.Logf("%v act %d: %s within %.2e of its magnitude", shape, tc.a, k, d/m)
 			}
 		}
 	}
 }
 
 // TestFusedBatchNormGradientFiniteDifferences checks BatchNormTrain16Grad against central
-// differences of the fused forward (CPU kernels). The inputs are float16-exact and the steps
-// powers of two, so every perturbed input is exact; what remains is the rounding of y to
-// float16, kept small by a small layer. The loss is linear in γ and β, so their differences
-// have no truncation error and take a large step.
+// differences of the fused forward (CPU kernels), without and with each activation. The inputs
+// are float16-exact and the steps powers of two, so every perturbed input is exact; what
+// remains is the rounding of y to float16, kept small by a small layer. Without activation
+// the loss is linear in γ and β, so their differences take a large step.
 func TestFusedBatchNormGradientFiniteDifferences(t *testing.T) {
 	if err := runtime.Init(); err != nil {
 		t.Fatal(err)
 	}
 	shape := graphs.Shape{2, 2, 3, 3}
-	x, gamma, beta, w := fusedBNData(shape, 5)
-	s, err := runtime.NewDeviceSession("bn_fused", fusedBNModel(t, shape, true, w),
-		runtime.DeviceOptions{Provider: runtime.ProviderCPU, IntraOpThreads: 1, CustomOps: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	base, err := runDevice(s, fusedInputs(shape, x, gamma, beta))
-	if err != nil {
-		t.Fatal(err)
-	}
-	loss := func(x, gamma, beta []float32) float64 {
-		out, err := runDevice(s, fusedInputs(shape, x, gamma, beta))
+	for _, a := range []act{actNone, actReLU, actHardSwish} {
+		x, gamma, beta, w := fusedBNData(shape, 5)
+		s, err := runtime.NewDeviceSession("bn_fused", fusedBNModel(t, shape, true, a, w),
+			runtime.DeviceOptions{Provider: runtime.ProviderCPU, IntraOpThreads: 1, CustomOps: true})
 		if err != nil {
 			t.Fatal(err)
 		}
-		return float64(runtime.Data[float32](out["loss"])[0])
-	}
-	check := func(name string, v []float32, h float32, at func(p []float32) float64) {
-		got := runtime.Data[float32](base[name])
-		fd := make([]float32, len(v))
-		for i := range v {
-			p := append([]float32(nil), v...)
-			p[i] = v[i] + h
-			up := at(p)
-			p[i] = v[i] - h
-			fd[i] = float32((up - at(p)) / float64(2*h))
+		base, err := runDevice(s, fusedInputs(shape, x, gamma, beta))
+		if err != nil {
+			t.Fatal(err)
 		}
-		d, m := maxDiff(got, fd)
-		if d > 0.05*m || m == 0 {
-			t.Errorf("%s: analytic %v, finite differences %v (worst difference %.3g of %.3g)", name, got, fd, d, m)
-		} else {
-			t.Logf("%s: within %.2e of the largest entry", name, d/m)
+		loss := func(x, gamma, beta []float32) float64 {
+			out, err := runDevice(s, fusedInputs(shape, x, gamma, beta))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return float64(runtime.Data[float32](out["loss"])[0])
 		}
+		check := func(name string, v []float32, h float32, at func(p []float32) float64) {
+			got := runtime.Data[float32](base[name])
+			fd := make([]float32, len(v))
+			for i := range v {
+				p := append([]float32(nil), v...)
+				p[i] = v[i] + h
+				up := at(p)
+				p[i] = v[i] - h
+				fd[i] = float32((up - at(p)) / float64(2*h))
+			}
+			d, m := maxDiff(got, fd)
+			if d > 0.05*m || m == 0 {
+				t.Errorf("act %d: %s: analytic %v, finite differences %v (worst difference %.3g of %.3g)", a, name, got, fd, d, m)
+			} else {
+				t.Logf("act %d: %s: within %.2e of the largest entry", a, name, d/m)
+			}
+		}
+		hp := float32(0.5)
+		if a != actNone {
+			hp = 1.0 / 64
+		}
+		check("dx", x, 1.0/32, func(p []float32) float64 { return loss(p, gamma, beta) })
+		check("dgamma", gamma, hp, func(p []float32) float64 { return loss(x, p, beta) })
+		check("dbeta", beta, hp, func(p []float32) float64 { return loss(x, gamma, p) })
+		s.Close()
 	}
-	check("dx", x, 1.0/32, func(p []float32) float64 { return loss(p, gamma, beta) })
-	check("dgamma", gamma, 0.5, func(p []float32) float64 { return loss(x, p, beta) })
-	check("dbeta", beta, 0.5, func(p []float32) float64 { return loss(x, gamma, p) })
 }
 
 // TestFusedBatchNormCUDA runs the fused operators' CUDA kernels against their CPU kernels on
@@ -210,10 +220,14 @@ func TestFusedBatchNormCUDA(t *testing.T) {
 	if r := runtime.CheckCUDA(); !r.Usable {
 		t.Skip("no usable CUDA: " + r.Problem)
 	}
-	for _, shape := range []graphs.Shape{{4, 16, 120, 160}, {8, 960, 15, 20}, {2, 3, 5, 7}} {
+	for _, tc := range []struct {
+		shape graphs.Shape
+		a     act
+	}{{graphs.Shape{4, 16, 120, 160}, actHardSwish}, {graphs.Shape{8, 960, 15, 20}, actReLU}, {graphs.Shape{2, 3, 5, 7}, actNone}, {graphs.Shape{8, 40, 60, 80}, actNone}} {
+		shape := tc.shape
 		x, gamma, beta, w := fusedBNData(shape, 11)
 		in := fusedInputs(shape, x, gamma, beta)
-		m := fusedBNModel(t, shape, true, w)
+		m := fusedBNModel(t, shape, true, tc.a, w)
 		res := map[runtime.Provider]map[string]*runtime.Tensor{}
 		for _, p := range []runtime.Provider{runtime.ProviderCPU, runtime.ProviderCUDA} {
 			opts := runtime.DeviceOptions{Provider: p, CustomOps: true}
@@ -230,12 +244,12 @@ func TestFusedBatchNormCUDA(t *testing.T) {
 				t.Fatalf("%v on %v: %v", shape, p, err)
 			}
 		}
-		for _, k := range []string{"y", "loss", "mean", "var", "dx", "dgamma", "dbeta"} {
+		for _, k := range []string{"y", "mean", "var", "dx", "dgamma", "dbeta"} {
 			d, m := maxDiff(runtime.Data[float32](res[runtime.ProviderCUDA][k]), runtime.Data[float32](res[runtime.ProviderCPU][k]))
 			if d > 2e-3*m {
-				t.Errorf("%v: CUDA %s differs from the CPU's by %.3g (magnitude %.3g)", shape, k, d, m)
+				t.Errorf("%v act %d: CUDA %s differs from the CPU's by %.3g (magnitude %.3g)", shape, tc.a, k, d, m)
 			} else {
-				t.Logf("%v: CUDA %s within %.2e of the CPU's", shape, k, d/m)
+				t.Logf("%v act %d: CUDA %s within %.2e of the CPU's", shape, tc.a, k, d/m)
 			}
 		}
 	}

@@ -1,5 +1,5 @@
-// Batch norm for the FP16 train step on the GPU: float16 activations in NCHW, float32
-// statistics and parameters. ONNX Runtime's inference build has no training-mode batch norm, so
+// Batch norm (with the activation after it) for the FP16 train step on the GPU: float16
+// activations in NCHW, float32 statistics and parameters. ONNX Runtime's inference build has no training-mode batch norm, so
 // the decomposed form costs about fifteen full-tensor passes per layer (forward and backward,
 // float32 casts included); these kernels do it in five: statistics and normalisation forward
 // (two reads, one write), reductions and input gradient backward (four reads, one write).
@@ -30,6 +30,24 @@ INLINE u16 f2h(float f) {
   u16 h;
   asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
   return h;
+}
+
+// Activations fused after batch norm (the `act` argument): 0 none, 1 ReLU, 2 HardSwish
+// (ONNX's: z·clamp(z/6 + 1/2, 0, 1)), and their derivatives, which the backward kernels take
+// at z recomputed from x, so the pre-activation never needs storing.
+INLINE float act_f(float z, int act) {
+  if (act == 1) return z > 0 ? z : 0;
+  if (act == 2) {
+    float t = z * (1.0f / 6) + 0.5f;
+    return z * (t < 0 ? 0 : (t > 1 ? 1 : t));
+  }
+  return z;
+}
+
+INLINE float act_d(float z, int act) {
+  if (act == 1) return z > 0 ? 1 : 0;
+  if (act == 2) return z < -3 ? 0 : (z > 3 ? 1 : z * (1.0f / 3) + 0.5f);
+  return 1;
 }
 
 INLINE unsigned tid() { return __nvvm_read_ptx_sreg_tid_x(); }
@@ -110,9 +128,9 @@ extern "C" __global__ void bn_fwd_finish(const u16* x, const float* part, float*
   var[c] = v > 0 ? v : 0;
 }
 
-// bn_fwd_apply: grid (X, N*C). y = (x−μ)·γ/√(σ²+ε) + β.
+// bn_fwd_apply: grid (X, N*C). y = act((x−μ)·γ/√(σ²+ε) + β).
 extern "C" __global__ void bn_fwd_apply(const u16* x, const float* gamma, const float* beta, const float* mean,
-                                        const float* var, u16* y, int C, int HW, float eps) {
+                                        const float* var, u16* y, int C, int HW, float eps, int act) {
   int nc = (int)by(), c = nc % C, lo, hi;
   slice(HW, &lo, &hi);
   float scale = gamma[c] / __nvvm_sqrt_rn_f(var[c] + eps);
@@ -122,19 +140,23 @@ extern "C" __global__ void bn_fwd_apply(const u16* x, const float* gamma, const 
   int i = lo + (int)tid();
   for (; i + 3 * THREADS < hi; i += 4 * THREADS) { // four loads in flight per thread
     u16 a = p[i], b = p[i + THREADS], d = p[i + 2 * THREADS], e = p[i + 3 * THREADS];
-    q[i] = f2h(h2f(a) * scale + shift);
-    q[i + THREADS] = f2h(h2f(b) * scale + shift);
-    q[i + 2 * THREADS] = f2h(h2f(d) * scale + shift);
-    q[i + 3 * THREADS] = f2h(h2f(e) * scale + shift);
+    q[i] = f2h(act_f(h2f(a) * scale + shift, act));
+    q[i + THREADS] = f2h(act_f(h2f(b) * scale + shift, act));
+    q[i + 2 * THREADS] = f2h(act_f(h2f(d) * scale + shift, act));
+    q[i + 3 * THREADS] = f2h(act_f(h2f(e) * scale + shift, act));
   }
-  for (; i < hi; i += THREADS) q[i] = f2h(h2f(p[i]) * scale + shift);
+  for (; i < hi; i += THREADS) q[i] = f2h(act_f(h2f(p[i]) * scale + shift, act));
 }
 
-// bn_bwd_partial: grid (S, C). part = Σdy, Σdy·(x−μ) over the slice.
-extern "C" __global__ void bn_bwd_partial(const u16* dy, const u16* x, const float* mean, float* part, int N, int C, int HW) {
+// bn_bwd_partial: grid (S, C). part = Σdz, Σdz·(x−μ) over the slice, dz = dy·act'(z) with z the
+// forward's pre-activation, recomputed from x exactly as bn_fwd_apply computed it.
+extern "C" __global__ void bn_bwd_partial(const u16* dy, const u16* x, const float* gamma, const float* beta, const float* mean,
+                                          const float* var, float* part, int N, int C, int HW, float eps, int act) {
   int c = (int)by(), lo, hi;
   slice(HW, &lo, &hi);
   float m = mean[c];
+  float scale = gamma[c] / __nvvm_sqrt_rn_f(var[c] + eps);
+  float shift = beta[c] - m * scale;
   float s1 = 0, s2 = 0;
   for (int n = 0; n < N; n++) {
     long base = ((long)n * C + c) * HW;
@@ -142,14 +164,16 @@ extern "C" __global__ void bn_bwd_partial(const u16* dy, const u16* x, const flo
     const u16* p = x + base;
     int i = lo + (int)tid();
     for (; i + THREADS < hi; i += 2 * THREADS) {
-      float a = h2f(g[i]), b = h2f(g[i + THREADS]);
+      float x0 = h2f(p[i]), x1 = h2f(p[i + THREADS]);
+      float a = h2f(g[i]) * act_d(x0 * scale + shift, act), b = h2f(g[i + THREADS]) * act_d(x1 * scale + shift, act);
       s1 += a + b;
-      s2 += a * (h2f(p[i]) - m) + b * (h2f(p[i + THREADS]) - m);
+      s2 += a * (x0 - m) + b * (x1 - m);
     }
     for (; i < hi; i += THREADS) {
-      float a = h2f(g[i]);
+      float x0 = h2f(p[i]);
+      float a = h2f(g[i]) * act_d(x0 * scale + shift, act);
       s1 += a;
-      s2 += a * (h2f(p[i]) - m);
+      s2 += a * (x0 - m);
     }
   }
   block_sum2(&s1, &s2);
@@ -173,10 +197,11 @@ extern "C" __global__ void bn_bwd_finish(const float* part, const float* var, fl
   dgamma[c] = s2 / __nvvm_sqrt_rn_f(var[c] + eps);
 }
 
-// bn_bwd_apply: grid (X, N*C). dx = a·dy + b·(x−μ) + d with a = γ/σ, b = −a·Σdy(x−μ)/(M·σ²),
-// d = −a·Σdy/M (σ = √(σ²+ε), M = count).
-extern "C" __global__ void bn_bwd_apply(const u16* dy, const u16* x, const float* gamma, const float* mean, const float* var,
-                                        const float* dgamma, const float* dbeta, u16* dx, int C, int HW, float eps, float count) {
+// bn_bwd_apply: grid (X, N*C). dx = a·dz + b·(x−μ) + d with dz = dy·act'(z), a = γ/σ,
+// b = −a·Σdz(x−μ)/(M·σ²), d = −a·Σdz/M (σ = √(σ²+ε), M = count).
+extern "C" __global__ void bn_bwd_apply(const u16* dy, const u16* x, const float* gamma, const float* beta, const float* mean,
+                                        const float* var, const float* dgamma, const float* dbeta, u16* dx, int C, int HW, float eps,
+                                        float count, int act) {
   int nc = (int)by(), c = nc % C, lo, hi;
   slice(HW, &lo, &hi);
   float sd = __nvvm_sqrt_rn_f(var[c] + eps);
@@ -186,6 +211,8 @@ extern "C" __global__ void bn_bwd_apply(const u16* dy, const u16* x, const float
   float b = -a * inv * inv * sdyxc / count;
   float d = -a * dbeta[c] / count;
   float m = mean[c];
+  float scale = gamma[c] / sd;
+  float shift = beta[c] - m * scale;
   long base = (long)nc * HW;
   const u16* g = dy + base;
   const u16* p = x + base;
@@ -193,10 +220,14 @@ extern "C" __global__ void bn_bwd_apply(const u16* dy, const u16* x, const float
   int i = lo + (int)tid();
   for (; i + THREADS < hi; i += 2 * THREADS) { // four loads in flight per thread
     u16 g0 = g[i], g1 = g[i + THREADS], p0 = p[i], p1 = p[i + THREADS];
-    q[i] = f2h(a * h2f(g0) + b * (h2f(p0) - m) + d);
-    q[i + THREADS] = f2h(a * h2f(g1) + b * (h2f(p1) - m) + d);
+    float x0 = h2f(p0), x1 = h2f(p1);
+    q[i] = f2h(a * h2f(g0) * act_d(x0 * scale + shift, act) + b * (x0 - m) + d);
+    q[i + THREADS] = f2h(a * h2f(g1) * act_d(x1 * scale + shift, act) + b * (x1 - m) + d);
   }
-  for (; i < hi; i += THREADS) q[i] = f2h(a * h2f(g[i]) + b * (h2f(p[i]) - m) + d);
+  for (; i < hi; i += THREADS) {
+    float x0 = h2f(p[i]);
+    q[i] = f2h(a * h2f(g[i]) * act_d(x0 * scale + shift, act) + b * (x0 - m) + d);
+  }
 }
 
 // ---- depthwise convolution weight gradient ----
