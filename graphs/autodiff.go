@@ -51,6 +51,8 @@ func init() {
 		NCHWcDomain + ":ReorderInput":  gradReorderInput,
 		NCHWcDomain + ":ReorderOutput": gradReorderOutput,
 		NCHWcDomain + ":Conv":          gradNCHWcConv,
+
+		CardsegDomain + ":DepthwiseConv16": gradDepthwiseConv16,
 	}
 }
 

@@ -108,3 +108,65 @@ func DepthwiseWeightGrad16(x, dy *Value, wShape Shape, o ConvOpts) *Value {
 func fusedDepthwise(wShape Shape) bool {
 	return (wShape[2] == 3 && wShape[3] == 3) || (wShape[2] == 5 && wShape[3] == 5)
 }
+
+// FusedDepthwiseConv reports whether DepthwiseConv16 can run Conv(x, w, nil, o): float16, one
+// filter per channel, 3×3 or 5×5, strides 1 or 2.
+func FusedDepthwiseConv(x, w *Value, o ConvOpts) bool {
+	o = o.norm()
+	c := x.shape[1]
+	return x.dtype == Float16 && w.dtype == Float16 && x.Rank() == 4 && o.Group == c && w.shape[0] == c && w.shape[1] == 1 &&
+		fusedDepthwise(w.shape) && o.Strides[0] >= 1 && o.Strides[0] <= 2 && o.Strides[1] >= 1 && o.Strides[1] <= 2
+}
+
+func dwConvAttrs(w Shape, o ConvOpts, h, wd int64, fwd bool) []Attr {
+	hn, wn := "in_h", "in_w"
+	if fwd {
+		hn, wn = "out_h", "out_w"
+	}
+	return []Attr{{"kh", w[2]}, {"kw", w[3]}, {"stride_h", o.Strides[0]}, {"stride_w", o.Strides[1]},
+		{"dilation_h", o.Dilations[0]}, {"dilation_w", o.Dilations[1]}, {"pad_top", o.Pads[0]}, {"pad_left", o.Pads[1]}, {hn, h}, {wn, wd}}
+}
+
+// DepthwiseConv16 is Conv(x, w, nil, o) for a float16 depthwise layer (FusedDepthwiseConv):
+// one CardsegDomain node, float32 sums; its gradient rule uses DepthwiseConvGrad16 for x and
+// DepthwiseWeightGrad16 for w.
+func DepthwiseConv16(x, w *Value, o ConvOpts) *Value {
+	o = o.norm()
+	if !FusedDepthwiseConv(x, w, o) {
+		panic(fmt.Sprintf("graphs: DepthwiseConv16(%v, %v, %+v): not a float16 3×3/5×5 depthwise convolution with strides 1 or 2", x, w, o))
+	}
+	kh, kw := w.shape[2], w.shape[3]
+	ho := convOutDim(x.shape[2], kh, o.Strides[0], o.Pads[0], o.Pads[2], o.Dilations[0])
+	wo := convOutDim(x.shape[3], kw, o.Strides[1], o.Pads[1], o.Pads[3], o.Dilations[1])
+	y := x.g.addNode("DepthwiseConv16", []*Value{x, w}, dwConvAttrs(w.shape, o, ho, wo, true),
+		[]outSpec{{Float16, Shape{x.shape[0], x.shape[1], ho, wo}}})[0]
+	y.node.Domain = CardsegDomain
+	return y
+}
+
+// DepthwiseConvGrad16 is DepthwiseConv16's gradient for its input, of shape xShape, given the
+// output gradient dy: dx[n,c,i,j] = Σ w[c,0,a,b]·dy[n,c,y,x] over the outputs (y, x) whose
+// tap (a, b) reads input (i, j).
+func DepthwiseConvGrad16(dy, w *Value, xShape Shape, o ConvOpts) *Value {
+	o = o.norm()
+	dx := dy.g.addNode("DepthwiseConvGrad16", []*Value{dy, w}, dwConvAttrs(w.shape, o, xShape[2], xShape[3], false),
+		[]outSpec{{Float16, xShape}})[0]
+	dx.node.Domain = CardsegDomain
+	return dx
+}
+
+func gradDepthwiseConv16(n *Node, dy []*Value, want []bool) []*Value {
+	x, w := n.Inputs[0], n.Inputs[1]
+	o := ConvOpts{Strides: [2]int64{n.Int("stride_h", 1), n.Int("stride_w", 1)}, Dilations: [2]int64{n.Int("dilation_h", 1), n.Int("dilation_w", 1)},
+		Group: x.shape[1]}
+	// The end pads do not matter to either gradient: the output's size is what it is.
+	o.Pads = [4]int64{n.Int("pad_top", 0), n.Int("pad_left", 0), 0, 0}
+	out := make([]*Value, 2)
+	if want[0] {
+		out[0] = DepthwiseConvGrad16(dy[0], w, x.shape, o)
+	}
+	if want[1] {
+		out[1] = DepthwiseWeightGrad16(x, dy[0], w.shape, o)
+	}
+	return out
+}

@@ -193,10 +193,11 @@ func PeakRSSMB() float64 {
 // BenchDeviceResult is one device-resident `bench train` measurement.
 type BenchDeviceResult struct {
 	BenchTrainResult
-	Precision string `json:"precision"`  // fp32 or fp16
-	CUDAGraph bool   `json:"cuda_graph"` // steps replay captured CUDA graphs
-	FusedBN   bool   `json:"fused_bn"`   // batch norm from the fused operators (step.Config.FusedBN)
-	DWGrad    string `json:"dw_grad"`    // the depthwise weight-gradient form (step.Config)
+	Precision string `json:"precision"`    // fp32 or fp16
+	CUDAGraph bool   `json:"cuda_graph"`   // steps replay captured CUDA graphs
+	FusedBN   bool   `json:"fused_bn"`     // batch norm from the fused operators (step.Config.FusedBN)
+	DWGrad    string `json:"dw_grad"`      // the depthwise weight-gradient form (step.Config)
+	FusedDW   bool   `json:"fused_dwconv"` // depthwise convolutions from our operators (step.Config.FusedDepthwise)
 	// DeviceMemMB is the device memory the session holds after the run (CUDA; the provider's
 	// arena only grows, so this is its peak), besides what was in use before it started.
 	DeviceMemMB float64 `json:"device_mem_mb"`
@@ -212,7 +213,7 @@ type BenchDeviceResult struct {
 func BenchDeviceTrain(cfg step.Config, opts runtime.DeviceOptions, warmup, steps int, seed uint64) (BenchDeviceResult, error) {
 	res := BenchDeviceResult{BenchTrainResult: BenchTrainResult{Batch: cfg.Batch, Height: cfg.Height, Width: cfg.Width,
 		Threads: opts.IntraOpThreads, Steps: steps}, Precision: precisionName(cfg), CUDAGraph: opts.CUDAGraph, FusedBN: cfg.FusedBN,
-		DWGrad: cfg.DepthwiseWeightGrad}
+		DWGrad: cfg.DepthwiseWeightGrad, FusedDW: cfg.FusedDepthwise}
 	if len(opts.CUDAOptions) > 0 {
 		res.Options = fmt.Sprint(opts.CUDAOptions)
 	}

@@ -21,7 +21,8 @@ const CUDAConvWeightGrad = "gather"
 const EnvFusedOps = "CARDSEG_FUSED_OPS"
 
 // FusedOps reports whether a train step on provider p uses our fused operators: batch norm
-// (step.Config.FusedBN) and the depthwise weight gradient (DepthwiseWeightGrad "fused"). They
+// with its activation (step.Config.FusedBN), depthwise convolutions (FusedDepthwise) and the
+// depthwise weight gradient (DepthwiseWeightGrad "fused", which the others' stem keeps). They
 // are for FP16 on CUDA, unless CARDSEG_FUSED_OPS=0, and replace chains of ONNX nodes that
 // make mostly memory-bound passes over the activations (about fifteen per batch-norm layer
 // and direction, float32 casts included; k² unfolded copies of the input per depthwise layer).
@@ -33,6 +34,7 @@ func FusedOps(p runtime.Provider, fp16 bool) bool {
 // depthwise weight-gradient form alone.
 func UseFusedOps(cfg *step.Config) {
 	cfg.FusedBN = true
+	cfg.FusedDepthwise = true
 	if cfg.DepthwiseWeightGrad == "" {
 		cfg.DepthwiseWeightGrad = "fused"
 	}
@@ -103,7 +105,7 @@ type DeviceTrainSession struct {
 // NewDeviceTrainSession builds the train step for cfg, opens it on the device and uploads st.
 func NewDeviceTrainSession(cfg step.Config, opts runtime.DeviceOptions, st *State) (*DeviceTrainSession, error) {
 	cfg = cpuKernels(cfg, opts.Provider)
-	opts.CustomOps = opts.CustomOps || cfg.FusedBN || cfg.DepthwiseWeightGrad == "fused"
+	opts.CustomOps = opts.CustomOps || cfg.FusedBN || cfg.FusedDepthwise || cfg.DepthwiseWeightGrad == "fused"
 	opts.DisableMemPattern = opts.DisableMemPattern || noMemPattern(opts.Provider)
 	b, err := trainStepModel(cfg, opts.Provider)
 	if err != nil {

@@ -11,10 +11,14 @@
 //       -> dx f16, dgamma f32 [C], dbeta f32 [C], scratch f32 [2·C·splits]
 //   DepthwiseWeightGrad16(x f16 [N,C,H,W], dy f16 [N,C,Ho,Wo]) -> dW f16 [C,1,kh,kw],
 //       scratch f32 [C·splits·kh·kw]   (3×3 and 5×5 kernels)
+//   DepthwiseConv16(x f16, w f16 [C,1,kh,kw]) -> y f16 [N,C,out_h,out_w]   (no bias; strides 1, 2)
+//   DepthwiseConvGrad16(dy f16, w f16) -> dx f16 [N,C,in_h,in_w]
 // Attributes: epsilon (float; batch norm), activation (int; batch norm: 0 none, 1 ReLU,
-// 2 HardSwish, applied after it and differentiated at the recomputed pre-activation), kh, kw, stride_h, stride_w, dilation_h, dilation_w,
-// pad_top, pad_left (ints; depthwise), splits (int: blocks per channel for the GPU's partial
-// sums; the graph fixes it so that the scratch output has a static shape).
+// 2 HardSwish, applied after it and differentiated at the recomputed pre-activation); kh, kw,
+// stride_h, stride_w, dilation_h, dilation_w, pad_top, pad_left (ints; depthwise ops), out_h,
+// out_w or in_h, in_w (the depthwise convolution and its gradient: the other plane's size);
+// splits (int: blocks per channel for the GPU's partial sums; the graph fixes it so that the
+// scratch output has a static shape).
 #include "ortc.h"
 #include "ortapi_index.h"
 #include "bn_ptx.h"
@@ -148,7 +152,8 @@ typedef struct {
   float eps;
   int64_t act;  // batch norm: the activation after it (0 none, 1 ReLU, 2 HardSwish)
   int64_t splits;
-  int64_t geo[8];  // DepthwiseWeightGrad16: kh, kw, stride h, w, dilation h, w, pad top, left
+  int64_t geo[10];  // depthwise ops: kh, kw, stride h, w, dilation h, w, pad top, left; the
+                    // convolutions also the other side's plane: out_h, out_w (forward), in_h, in_w (gradient)
 } Kernel;
 
 typedef struct {
@@ -207,9 +212,13 @@ static struct {
   int (*CudaSetDevice)(int);
 } drv;
 
-enum { F_FWD_PARTIAL, F_FWD_FINISH, F_FWD_APPLY, F_BWD_PARTIAL, F_BWD_FINISH, F_BWD_APPLY, F_DW_K3, F_DW_K5, F_DW_FINISH, F_COUNT };
-static const char* fn_names[F_COUNT] = {"bn_fwd_partial", "bn_fwd_finish", "bn_fwd_apply", "bn_bwd_partial", "bn_bwd_finish",
-                                        "bn_bwd_apply",   "dw_partial_k3", "dw_partial_k5", "dw_finish"};
+enum {
+  F_FWD_PARTIAL, F_FWD_FINISH, F_FWD_APPLY, F_BWD_PARTIAL, F_BWD_FINISH, F_BWD_APPLY, F_DW_K3, F_DW_K5, F_DW_FINISH,
+  F_CONV_K3, F_CONV_K5, F_DGRAD_K3, F_DGRAD_K5, F_COUNT
+};
+static const char* fn_names[F_COUNT] = {"bn_fwd_partial", "bn_fwd_finish",  "bn_fwd_apply",  "bn_bwd_partial",  "bn_bwd_finish",
+                                        "bn_bwd_apply",   "dw_partial_k3",  "dw_partial_k5", "dw_finish",       "dwconv_fwd_k3",
+                                        "dwconv_fwd_k5",  "dwconv_dgrad_k3", "dwconv_dgrad_k5"};
 static pthread_mutex_t mod_mu = PTHREAD_MUTEX_INITIALIZER;
 static void* mod_ctx;  // the context the module was loaded in
 static void* fns[F_COUNT];
@@ -492,25 +501,100 @@ static OrtStatus* dw_grad(void* kp, OrtKernelContext* ctx) {
   return NULL;
 }
 
+// ---- DepthwiseConv16 and DepthwiseConvGrad16 ----
+
+// dw_conv computes y = conv(x, w) (grad 0) or dx = conv's input gradient for dy (grad 1): input 0
+// is x or dy, input 1 the filter w [C,1,k,k]; the output's plane is geo[8] × geo[9].
+static OrtStatus* dw_conv(const Kernel* k, OrtKernelContext* ctx, int grad) {
+  const char* op = grad ? "DepthwiseConvGrad16" : "DepthwiseConv16";
+  Tensor in, w;
+  OrtStatus* st;
+  if ((st = input(ctx, 0, &in)) || (st = input(ctx, 1, &w))) return st;
+  int kh = (int)k->geo[0], kw = (int)k->geo[1], sh = (int)k->geo[2], sw = (int)k->geo[3], dh = (int)k->geo[4], dwd = (int)k->geo[5],
+      ph = (int)k->geo[6], pw = (int)k->geo[7];
+  if (in.rank != 4 || w.rank != 4 || w.dims[0] != in.dims[1] || w.dims[1] != 1 || w.dims[2] != kh || w.dims[3] != kw)
+    return fail("%s: input [N,C,H,W] and filter [C,1,%d,%d] expected", op, kh, kw);
+  int N = (int)in.dims[0], C = (int)in.dims[1];
+  int64_t odims[4] = {N, C, k->geo[8], k->geo[9]};
+  // x's and y's planes, whichever side is the input here
+  int H = grad ? (int)odims[2] : (int)in.dims[2], W = grad ? (int)odims[3] : (int)in.dims[3];
+  int Ho = grad ? (int)in.dims[2] : (int)odims[2], Wo = grad ? (int)in.dims[3] : (int)odims[3];
+  if ((int64_t)N * C > 65535) return fail("%s: N·C = %lld above 65535", op, (long long)N * C);
+  void* out;
+  if ((st = output(ctx, 0, odims, 4, &out))) return st;
+  if (k->cuda) {
+    if ((st = module())) return st;
+    void* stream = NULL;
+    OrtStatus* (*gs)(const OrtKernelContext*, void**) = SLOT(KernelContext_GetGPUComputeStream);
+    if ((st = gs(ctx, &stream))) return st;
+    void* args[] = {&in.data, &w.data, &out, &C, &H, &W, &Ho, &Wo, &sh, &sw, &dh, &dwd, &ph, &pw};
+    int f = grad ? (kh == 3 ? F_DGRAD_K3 : F_DGRAD_K5) : (kh == 3 ? F_CONV_K3 : F_CONV_K5);
+    return launch(f, apply_blocks(grad ? (int64_t)H * W : (int64_t)Ho * Wo), (unsigned)(N * C), stream, args);
+  }
+  const uint16_t *src = in.data, *ws = w.data;
+  uint16_t* dst = out;
+  for (int64_t nc = 0; nc < (int64_t)N * C; nc++) {
+    int c = (int)(nc % C);
+    if (!grad) {
+      const uint16_t* xs = src + nc * H * W;
+      for (int oy = 0; oy < Ho; oy++)
+        for (int ox = 0; ox < Wo; ox++) {
+          float s = 0;
+          for (int a = 0; a < kh; a++)
+            for (int b = 0; b < kw; b++) {
+              int iy = oy * sh + a * dh - ph, ix = ox * sw + b * dwd - pw;
+              if (iy >= 0 && iy < H && ix >= 0 && ix < W) s += h2f(ws[(c * kh + a) * kw + b]) * h2f(xs[iy * W + ix]);
+            }
+          dst[nc * Ho * Wo + oy * Wo + ox] = f2h(s);
+        }
+    } else {
+      const uint16_t* gs = src + nc * Ho * Wo;
+      float* tmp = calloc((size_t)H * W, sizeof(float));
+      for (int oy = 0; oy < Ho; oy++)
+        for (int ox = 0; ox < Wo; ox++)
+          for (int a = 0; a < kh; a++)
+            for (int b = 0; b < kw; b++) {
+              int iy = oy * sh + a * dh - ph, ix = ox * sw + b * dwd - pw;
+              if (iy >= 0 && iy < H && ix >= 0 && ix < W) tmp[iy * W + ix] += h2f(ws[(c * kh + a) * kw + b]) * h2f(gs[oy * Wo + ox]);
+            }
+      for (int i = 0; i < H * W; i++) dst[nc * H * W + i] = f2h(tmp[i]);
+      free(tmp);
+    }
+  }
+  return NULL;
+}
+
+static OrtStatus* dw_conv_fwd(void* k, OrtKernelContext* ctx) { return dw_conv(k, ctx, 0); }
+static OrtStatus* dw_conv_dgrad(void* k, OrtKernelContext* ctx) { return dw_conv(k, ctx, 1); }
+
 // ---- OrtCustomOp plumbing ----
 
 static OrtStatus* create_kernel(const OrtCustomOp* op, const void* api_unused, const OrtKernelInfo* info, void** out, int cuda) {
   (void)api_unused;
-  int dw = strcmp(op->GetName(op), "DepthwiseWeightGrad16") == 0;
+  const char* name = op->GetName(op);
+  int dw = strcmp(name, "DepthwiseWeightGrad16") == 0, fwd = strcmp(name, "DepthwiseConv16") == 0,
+      dgrad = strcmp(name, "DepthwiseConvGrad16") == 0;
   Kernel* k = calloc(1, sizeof(Kernel));
   k->cuda = cuda;
   OrtStatus* (*gf)(const OrtKernelInfo*, const char*, float*) = SLOT(KernelInfoGetAttribute_float);
   OrtStatus* (*gi)(const OrtKernelInfo*, const char*, int64_t*) = SLOT(KernelInfoGetAttribute_int64);
   OrtStatus* st = NULL;
-  if (dw) {
-    static const char* names[8] = {"kh", "kw", "stride_h", "stride_w", "dilation_h", "dilation_w", "pad_top", "pad_left"};
-    for (int i = 0; i < 8 && !st; i++) st = gi(info, names[i], &k->geo[i]);
+  if (dw || fwd || dgrad) {
+    const char* names[10] = {"kh", "kw", "stride_h", "stride_w", "dilation_h", "dilation_w", "pad_top", "pad_left",
+                             fwd ? "out_h" : "in_h", fwd ? "out_w" : "in_w"};
+    for (int i = 0; i < (dw ? 8 : 10) && !st; i++) st = gi(info, names[i], &k->geo[i]);
+    if (!st && !dw) {
+      if (!((k->geo[0] == 3 && k->geo[1] == 3) || (k->geo[0] == 5 && k->geo[1] == 5)) || k->geo[2] < 1 || k->geo[2] > 2 ||
+          k->geo[3] < 1 || k->geo[3] > 2)
+        st = fail("%s: kernel %lldx%lld, strides %lldx%lld (3x3 or 5x5, strides 1 or 2 only)", name, (long long)k->geo[0],
+                  (long long)k->geo[1], (long long)k->geo[2], (long long)k->geo[3]);
+    }
   } else {
     st = gf(info, "epsilon", &k->eps);
     if (!st) st = gi(info, "activation", &k->act);
     if (!st && (k->act < 0 || k->act > 2)) st = fail("%s: activation %lld (0 none, 1 ReLU, 2 HardSwish)", op->GetName(op), (long long)k->act);
   }
-  if (!st) st = gi(info, "splits", &k->splits);
+  if (!st && !fwd && !dgrad) st = gi(info, "splits", &k->splits);
   if (st) {
     free(k);
     return st;
@@ -545,6 +629,11 @@ static size_t nout_both(const OrtCustomOp* op) { (void)op; return 4; }
 static const char* name_dw(const OrtCustomOp* op) { (void)op; return "DepthwiseWeightGrad16"; }
 static int in_dw(const OrtCustomOp* op, size_t i) { (void)op; (void)i; return T_FLOAT16; }
 static size_t two(const OrtCustomOp* op) { (void)op; return 2; }
+// Depthwise convolution and its input gradient: x (dy) f16, w f16 -> y (dx) f16.
+static const char* name_conv(const OrtCustomOp* op) { (void)op; return "DepthwiseConv16"; }
+static const char* name_dgrad(const OrtCustomOp* op) { (void)op; return "DepthwiseConvGrad16"; }
+static int all_f16(const OrtCustomOp* op, size_t i) { (void)op; (void)i; return T_FLOAT16; }
+static size_t one(const OrtCustomOp* op) { (void)op; return 1; }
 static int required(const OrtCustomOp* op, size_t i) { (void)op; (void)i; return 0; }
 static int mem_default(const OrtCustomOp* op, size_t i) { (void)op; (void)i; return 0; }
 static int arity(const OrtCustomOp* op) { (void)op; return 1; }
@@ -567,6 +656,10 @@ static OrtCustomOp ops[] = {
     OP(ep_cuda, create_cuda, name_bwd, in_bwd, nin_bwd, out_both, nout_both, bn_backward),
     OP(ep_cpu, create_cpu, name_dw, in_dw, two, out_both, two, dw_grad),
     OP(ep_cuda, create_cuda, name_dw, in_dw, two, out_both, two, dw_grad),
+    OP(ep_cpu, create_cpu, name_conv, all_f16, two, all_f16, one, dw_conv_fwd),
+    OP(ep_cuda, create_cuda, name_conv, all_f16, two, all_f16, one, dw_conv_fwd),
+    OP(ep_cpu, create_cpu, name_dgrad, all_f16, two, all_f16, one, dw_conv_dgrad),
+    OP(ep_cuda, create_cuda, name_dgrad, all_f16, two, all_f16, one, dw_conv_dgrad),
 };
 
 static OrtCustomOpDomain* domain;  // one for the process: sessions keep pointers into it

@@ -52,6 +52,10 @@ type Options struct {
 	// and four or more for the activation): graphs.CardsegDomain operators, which only
 	// sessions opened with runtime.DeviceOptions.CustomOps can run.
 	FusedBN bool
+	// FusedDepthwise builds the float16 depthwise convolutions of Train mode (3×3 and 5×5,
+	// strides 1 or 2) as graphs.DepthwiseConv16 nodes, whose gradients are our operators too
+	// (CardsegDomain, as FusedBN).
+	FusedDepthwise bool
 }
 
 // Backbone batch norm: eps 1e-3, momentum 0.01 (torchvision MobileNetV3); head: 1e-5, 0.1.
@@ -178,12 +182,16 @@ func (n *net) conv(prefix string, x *graphs.Value, in, out, k, stride, dil, grou
 		b = castTo(b, x.DType())
 	}
 	p := int64((k - 1) / 2 * dil)
-	return graphs.Conv(x, w, b, graphs.ConvOpts{
+	o := graphs.ConvOpts{
 		Strides:   [2]int64{int64(stride), int64(stride)},
 		Pads:      [4]int64{p, p, p, p},
 		Dilations: [2]int64{int64(dil), int64(dil)},
 		Group:     int64(groups),
-	})
+	}
+	if n.mode == Train && n.opts.FusedDepthwise && b == nil && graphs.FusedDepthwiseConv(x, w, o) {
+		return graphs.DepthwiseConv16(x, w, o)
+	}
+	return graphs.Conv(x, w, b, o)
 }
 
 func (n *net) convBN(prefix string, x *graphs.Value, in, out, k, stride, dil, groups int, a act, eps, mom float32) *graphs.Value {

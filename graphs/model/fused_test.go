@@ -402,3 +402,133 @@ func TestFusedDepthwiseWeightGradCUDA(t *testing.T) {
 		}
 	}
 }
+
+// dwConvModel: x float32 [shape] and w float32 [C,1,k,k] cast to float16, the depthwise layer
+// as DepthwiseConv16 (fused) or an ONNX Conv, loss Σ r·y; outputs y and loss (float32) and the
+// gradients for x and w.
+func dwConvModel(t *testing.T, shape graphs.Shape, dc dwCase, fused bool, r []float32) []byte {
+	t.Helper()
+	c := shape[1]
+	g := graphs.New("dw_conv")
+	g.Grad.DepthwiseWeightGrad = "gather"
+	err := graphs.Build(func() error {
+		x := g.Input("x", graphs.Float, shape)
+		w := g.Input("w", graphs.Float, graphs.Shape{c, 1, dc.k, dc.k})
+		p := dc.d * (dc.k - 1) / 2
+		o := graphs.ConvOpts{Strides: [2]int64{dc.s, dc.s}, Pads: [4]int64{p, p, p, p}, Dilations: [2]int64{dc.d, dc.d}, Group: c}
+		xh, wh := graphs.Cast(x, graphs.Float16), graphs.Cast(w, graphs.Float16)
+		var y *graphs.Value
+		if fused {
+			y = graphs.DepthwiseConv16(xh, wh, o)
+		} else {
+			y = graphs.Conv(xh, wh, nil, o)
+		}
+		yf := graphs.Cast(y, graphs.Float)
+		loss := graphs.ReduceSum(graphs.Mul(yf, g.InitFloat("r", yf.Shape(), r[:yf.Shape().Size()])), false)
+		grads, err := graphs.Grad(loss, []*graphs.Value{x, w})
+		if err != nil {
+			return err
+		}
+		g.Output("y", yf)
+		g.Output("loss", loss)
+		g.Output("dx", grads[0])
+		g.Output("dw", grads[1])
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := g.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestFusedDepthwiseConvMatchesConv: DepthwiseConv16 and its gradients (CPU kernels) against
+// ONNX Conv in float16 and its gradient rule, for every depthwise geometry of the network.
+func TestFusedDepthwiseConvMatchesConv(t *testing.T) {
+	if err := runtime.Init(); err != nil {
+		t.Fatal(err)
+	}
+	shape := graphs.Shape{2, 3, 13, 17}
+	for _, dc := range dwCases {
+		x, w, r := dwData(shape, dc.k, 51)
+		got := runDW(t, dwConvModel(t, shape, dc, true, r), runtime.ProviderCPU, shape, dc, x, w)
+		want := runDW(t, dwConvModel(t, shape, dc, false, r), runtime.ProviderCPU, shape, dc, x, w)
+		for _, k := range []string{"y", "dx", "dw"} {
+			d, m := maxDiff(runtime.Data[float32](got[k]), runtime.Data[float32](want[k]))
+			if d > 2e-3*m || m == 0 {
+				t.Errorf("%+v: %s differs by %.3g (magnitude %.3g)", dc, k, d, m)
+			} else {
+				t.Logf("%+v: %s within %.2e of its magnitude", dc, k, d/m)
+			}
+		}
+	}
+}
+
+// TestFusedDepthwiseConvFiniteDifferences: DepthwiseConv16's gradient rule against central
+// differences in x and w. The layer is linear in each, so a large step has no truncation error.
+func TestFusedDepthwiseConvFiniteDifferences(t *testing.T) {
+	if err := runtime.Init(); err != nil {
+		t.Fatal(err)
+	}
+	shape := graphs.Shape{1, 2, 7, 9}
+	for _, dc := range []dwCase{{3, 2, 1}, {5, 1, 2}} {
+		x, w, r := dwData(shape, dc.k, 61)
+		m := dwConvModel(t, shape, dc, true, r)
+		base := runDW(t, m, runtime.ProviderCPU, shape, dc, x, w)
+		loss := func(x, w []float32) float32 {
+			return runtime.Data[float32](runDW(t, m, runtime.ProviderCPU, shape, dc, x, w)["loss"])[0]
+		}
+		for _, v := range []struct {
+			name string
+			at   func(p []float32) float32
+			in   []float32
+		}{{"dx", func(p []float32) float32 { return loss(p, w) }, x}, {"dw", func(p []float32) float32 { return loss(x, p) }, w}} {
+			fd := make([]float32, len(v.in))
+			const h = 0.5
+			for i := range v.in {
+				p := append([]float32(nil), v.in...)
+				p[i] = v.in[i] + h
+				up := v.at(p)
+				p[i] = v.in[i] - h
+				fd[i] = (up - v.at(p)) / (2 * h)
+			}
+			got := runtime.Data[float32](base[v.name])
+			d, mag := maxDiff(got, fd)
+			if d > 0.02*mag || mag == 0 {
+				t.Errorf("%+v %s: analytic %v, finite differences %v", dc, v.name, got, fd)
+			} else {
+				t.Logf("%+v %s: within %.2e of the largest entry", dc, v.name, d/mag)
+			}
+		}
+	}
+}
+
+// TestFusedDepthwiseConvCUDA: DepthwiseConv16 and its gradients, CUDA kernels against the CPU
+// kernels, on the network's geometries. Needs a GPU.
+func TestFusedDepthwiseConvCUDA(t *testing.T) {
+	if err := runtime.Init(); err != nil {
+		t.Fatal(err)
+	}
+	if r := runtime.CheckCUDA(); !r.Usable {
+		t.Skip("no usable CUDA: " + r.Problem)
+	}
+	for _, shape := range []graphs.Shape{{4, 24, 61, 80}, {8, 480, 15, 20}} {
+		for _, dc := range dwCases {
+			x, w, r := dwData(shape, dc.k, 71)
+			m := dwConvModel(t, shape, dc, true, r)
+			got := runDW(t, m, runtime.ProviderCUDA, shape, dc, x, w)
+			want := runDW(t, m, runtime.ProviderCPU, shape, dc, x, w)
+			for _, k := range []string{"y", "dx", "dw"} {
+				d, mag := maxDiff(runtime.Data[float32](got[k]), runtime.Data[float32](want[k]))
+				if d > 2e-3*mag || mag == 0 {
+					t.Errorf("%v %+v: CUDA %s differs from the CPU's by %.3g (magnitude %.3g)", shape, dc, k, d, mag)
+				} else {
+					t.Logf("%v %+v: CUDA %s within %.2e of the CPU's", shape, dc, k, d/mag)
+				}
+			}
+		}
+	}
+}

@@ -46,6 +46,9 @@ type Config struct {
 	// FusedBN (FP16 only) builds the train step's batch norm from fused operators
 	// (model.Options.FusedBN): the step then needs a session with runtime.DeviceOptions.CustomOps.
 	FusedBN bool
+	// FusedDepthwise (FP16 only) builds the train step's depthwise convolutions from our
+	// operators (model.Options.FusedDepthwise); like FusedBN it needs CustomOps sessions.
+	FusedDepthwise bool
 	// NCHWcBlock > 0 builds the float32 depthwise convolutions of the train and eval steps on
 	// ONNX Runtime's blocked CPU kernels with that block size (graphs.Graph.NCHWcBlock), for
 	// in-process CPU sessions only: such graphs are not standard ONNX. 0 leaves the choice to
@@ -134,8 +137,8 @@ func (c Config) validate() error {
 	if c.Height%16 != 0 || c.Width%16 != 0 {
 		return fmt.Errorf("step: size %dx%d: height and width must be multiples of 16 (the backbone's output stride)", c.Height, c.Width)
 	}
-	if c.FusedBN && !c.FP16 {
-		return fmt.Errorf("step: fused batch norm is for the FP16 step only (its operators take float16 activations)")
+	if (c.FusedBN || c.FusedDepthwise) && !c.FP16 {
+		return fmt.Errorf("step: fused batch norm and depthwise convolutions are for the FP16 step only (the operators take float16)")
 	}
 	if l := c.LossScale.WithDefaults(); c.FP16 && !(l.Init > 0 && l.Growth >= 1 && l.Backoff > 0 && l.Backoff < 1 && l.Interval >= 1) {
 		return fmt.Errorf("step: loss scaling %+v: want init > 0, growth >= 1, 0 < backoff < 1, interval >= 1", l)
@@ -341,7 +344,7 @@ func forwardBackward(g *graphs.Graph, c Config) (fwdBwd, error) {
 	image := g.Input(InputImage, graphs.Float, graphs.Shape{int64(c.Batch), 3, int64(c.Height), int64(c.Width)})
 	target := g.Input(InputTarget, graphs.Int64, graphs.Shape{int64(c.Batch), int64(c.Height), int64(c.Width)})
 	src := &inputSource{vals: map[string]*graphs.Value{}}
-	fb.out = model.ForwardWith(g, computeInput(image, c), c.Arch, src, model.Train, model.Options{FusedBN: c.FusedBN})
+	fb.out = model.ForwardWith(g, computeInput(image, c), c.Arch, src, model.Train, model.Options{FusedBN: c.FusedBN, FusedDepthwise: c.FusedDepthwise})
 	fb.loss = SegLoss(lossInput(fb.out.Logits), target, c.Loss)
 	for _, s := range c.Arch.Params() {
 		if s.Kind.Trainable() {
