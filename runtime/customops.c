@@ -285,6 +285,14 @@ out:
   return st;
 }
 
+// cuda_stream makes sure the PTX is loaded and returns ONNX Runtime's compute stream for ctx.
+static OrtStatus* cuda_stream(OrtKernelContext* ctx, void** stream) {
+  OrtStatus* st = module();
+  if (st) return st;
+  OrtStatus* (*gs)(const OrtKernelContext*, void**) = SLOT(KernelContext_GetGPUComputeStream);
+  return gs(ctx, stream);
+}
+
 enum { THREADS = 256 };  // bn.cu's THREADS
 
 static OrtStatus* launch(int f, unsigned gx, unsigned gy, void* stream, void** args) {
@@ -341,10 +349,8 @@ static OrtStatus* bn_forward(void* kp, OrtKernelContext* ctx) {
       (st = output(ctx, 3, &pdim, 1, &part)))
     return st;
   if (k->cuda) {
-    if ((st = module())) return st;
     void* stream = NULL;
-    OrtStatus* (*gs)(const OrtKernelContext*, void**) = SLOT(KernelContext_GetGPUComputeStream);
-    if ((st = gs(ctx, &stream))) return st;
+    if ((st = cuda_stream(ctx, &stream))) return st;
     int S = (int)k->splits;
     float eps = k->eps;
     void* a1[] = {&x.data, &part, &d.N, &d.C, &d.HW};
@@ -401,10 +407,8 @@ static OrtStatus* bn_backward(void* kp, OrtKernelContext* ctx) {
       (st = output(ctx, 3, &pdim, 1, &part)))
     return st;
   if (k->cuda) {
-    if ((st = module())) return st;
     void* stream = NULL;
-    OrtStatus* (*gs)(const OrtKernelContext*, void**) = SLOT(KernelContext_GetGPUComputeStream);
-    if ((st = gs(ctx, &stream))) return st;
+    if ((st = cuda_stream(ctx, &stream))) return st;
     int S = (int)k->splits;
     float eps = k->eps;
     int act = (int)k->act;
@@ -467,10 +471,8 @@ static OrtStatus* dw_grad(void* kp, OrtKernelContext* ctx) {
   void *dW, *part;
   if ((st = output(ctx, 0, wdims, 4, &dW)) || (st = output(ctx, 1, &pdim, 1, &part))) return st;
   if (k->cuda) {
-    if ((st = module())) return st;
     void* stream = NULL;
-    OrtStatus* (*gs)(const OrtKernelContext*, void**) = SLOT(KernelContext_GetGPUComputeStream);
-    if ((st = gs(ctx, &stream))) return st;
+    if ((st = cuda_stream(ctx, &stream))) return st;
     int S = (int)k->splits;
     void* a1[] = {&x.data, &dy.data, &part, &N, &C, &H, &W, &Ho, &Wo, &sh, &sw, &dh, &dwd, &ph, &pw};
     if ((st = launch(kh == 3 ? F_DW_K3 : F_DW_K5, (unsigned)S, (unsigned)C, stream, a1))) return st;
@@ -523,10 +525,8 @@ static OrtStatus* dw_conv(const Kernel* k, OrtKernelContext* ctx, int grad) {
   void* out;
   if ((st = output(ctx, 0, odims, 4, &out))) return st;
   if (k->cuda) {
-    if ((st = module())) return st;
     void* stream = NULL;
-    OrtStatus* (*gs)(const OrtKernelContext*, void**) = SLOT(KernelContext_GetGPUComputeStream);
-    if ((st = gs(ctx, &stream))) return st;
+    if ((st = cuda_stream(ctx, &stream))) return st;
     void* args[] = {&in.data, &w.data, &out, &C, &H, &W, &Ho, &Wo, &sh, &sw, &dh, &dwd, &ph, &pw};
     int f = grad ? (kh == 3 ? F_DGRAD_K3 : F_DGRAD_K5) : (kh == 3 ? F_CONV_K3 : F_CONV_K5);
     return launch(f, apply_blocks(grad ? (int64_t)H * W : (int64_t)Ho * Wo), (unsigned)(N * C), stream, args);

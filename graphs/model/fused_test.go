@@ -18,7 +18,7 @@ func fusedBNModel(t *testing.T, shape graphs.Shape, fused bool, a act, w []float
 	t.Helper()
 	c := shape[1]
 	g := graphs.New("bn_fused")
-	err := graphs.Build(func() error {
+	return buildModel(t, g, func() error {
 		x := g.Input("x", graphs.Float, shape)
 		gamma := g.Input("gamma", graphs.Float, graphs.Shape{c})
 		beta := g.Input("beta", graphs.Float, graphs.Shape{c})
@@ -41,7 +41,12 @@ func fusedBNModel(t *testing.T, shape graphs.Shape, fused bool, a act, w []float
 		}
 		return nil
 	})
-	if err != nil {
+}
+
+// buildModel runs build on g and returns the marshalled model.
+func buildModel(t *testing.T, g *graphs.Graph, build func() error) []byte {
+	t.Helper()
+	if err := graphs.Build(build); err != nil {
 		t.Fatal(err)
 	}
 	b, err := g.Marshal()
@@ -116,6 +121,18 @@ func maxDiff(got, want []float32) (d, m float64) {
 	return d, m
 }
 
+// closeTo fails t when got and want differ by more than tol of want's largest magnitude (or
+// want is all zero), and logs the relative difference otherwise.
+func closeTo(t *testing.T, what string, got, want []float32, tol float64) {
+	t.Helper()
+	d, m := maxDiff(got, want)
+	if d > tol*m || m == 0 {
+		t.Errorf("%s differs by %.3g (magnitude %.3g): got %.4g…, want %.4g…", what, d, m, got[:min(4, len(got))], want[:min(4, len(want))])
+	} else {
+		t.Logf("%s within %.2e of its magnitude", what, d/m)
+	}
+}
+
 // TestFusedBatchNormMatchesDecomposed: the ai.cardseg operators (CPU kernels) against the
 // FP16 batch norm written in ONNX operators, which TestBatchNormHalfMatchesFloat ties to the
 // float32 layer: outputs, statistics and gradients. Two shapes: one with a plane smaller than
@@ -145,12 +162,7 @@ func TestFusedBatchNormMatchesDecomposed(t *testing.T) {
 			}
 		}
 		for _, k := range []string{"y", "mean", "var", "dx", "dgamma", "dbeta"} {
-			d, m := maxDiff(runtime.Data[float32](res[true][k]), runtime.Data[float32](res[false][k]))
-			if d > 2e-3*m {
-				t.Errorf("%v act %d: %s differs by %.3g (magnitude %.3g)", shape, tc.a, k, d, m)
-			} else {
-				t.Logf("%v act %d: %s within %.2e of its magnitude", shape, tc.a, k, d/m)
-			}
+			closeTo(t, fmt.Sprintf("%v act %d: %s", shape, tc.a, k), runtime.Data[float32](res[true][k]), runtime.Data[float32](res[false][k]), 2e-3)
 		}
 	}
 }
@@ -193,12 +205,7 @@ func TestFusedBatchNormGradientFiniteDifferences(t *testing.T) {
 				p[i] = v[i] - h
 				fd[i] = float32((up - at(p)) / float64(2*h))
 			}
-			d, m := maxDiff(got, fd)
-			if d > 0.05*m || m == 0 {
-				t.Errorf("act %d: %s: analytic %v, finite differences %v (worst difference %.3g of %.3g)", a, name, got, fd, d, m)
-			} else {
-				t.Logf("act %d: %s: within %.2e of the largest entry", a, name, d/m)
-			}
+			closeTo(t, fmt.Sprintf("act %d: %s", a, name), got, fd, 0.05)
 		}
 		hp := float32(0.5)
 		if a != actNone {
@@ -245,12 +252,7 @@ func TestFusedBatchNormCUDA(t *testing.T) {
 			}
 		}
 		for _, k := range []string{"y", "mean", "var", "dx", "dgamma", "dbeta"} {
-			d, m := maxDiff(runtime.Data[float32](res[runtime.ProviderCUDA][k]), runtime.Data[float32](res[runtime.ProviderCPU][k]))
-			if d > 2e-3*m {
-				t.Errorf("%v act %d: CUDA %s differs from the CPU's by %.3g (magnitude %.3g)", shape, tc.a, k, d, m)
-			} else {
-				t.Logf("%v act %d: CUDA %s within %.2e of the CPU's", shape, tc.a, k, d/m)
-			}
+			closeTo(t, fmt.Sprintf("%v act %d: CUDA %s", shape, tc.a, k), runtime.Data[float32](res[runtime.ProviderCUDA][k]), runtime.Data[float32](res[runtime.ProviderCPU][k]), 2e-3)
 		}
 	}
 }
@@ -260,38 +262,10 @@ type dwCase struct{ k, s, d int64 }
 
 var dwCases = []dwCase{{3, 1, 1}, {3, 2, 1}, {5, 1, 1}, {5, 2, 1}, {5, 1, 2}}
 
-// dwGradModel: x float32 [shape] and w float32 [C,1,k,k] cast to float16, a depthwise Conv with
-// padding d·(k−1)/2, loss Σ r·y; outputs loss and dW (through the Cast: float32), with the
-// weight gradient in form ("fused" or "gather").
+// dwGradModel is dwModel with an ONNX Conv whose weight gradient takes form ("fused" or
+// "gather").
 func dwGradModel(t *testing.T, shape graphs.Shape, dc dwCase, form string, r []float32) []byte {
-	t.Helper()
-	c := shape[1]
-	g := graphs.New("dw_grad")
-	g.Grad.DepthwiseWeightGrad = form
-	err := graphs.Build(func() error {
-		x := g.Input("x", graphs.Float, shape)
-		w := g.Input("w", graphs.Float, graphs.Shape{c, 1, dc.k, dc.k})
-		p := dc.d * (dc.k - 1) / 2
-		y := graphs.Conv(graphs.Cast(x, graphs.Float16), graphs.Cast(w, graphs.Float16), nil, graphs.ConvOpts{
-			Strides: [2]int64{dc.s, dc.s}, Pads: [4]int64{p, p, p, p}, Dilations: [2]int64{dc.d, dc.d}, Group: c})
-		yf := graphs.Cast(y, graphs.Float)
-		loss := graphs.ReduceSum(graphs.Mul(yf, g.InitFloat("r", yf.Shape(), r[:yf.Shape().Size()])), false)
-		grads, err := graphs.Grad(loss, []*graphs.Value{w})
-		if err != nil {
-			return err
-		}
-		g.Output("loss", loss)
-		g.Output("dw", grads[0])
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := g.Marshal()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
+	return dwModel(t, shape, dc, false, form, r)
 }
 
 func dwData(shape graphs.Shape, k int64, seed uint64) (x, w, r []float32) {
@@ -337,12 +311,7 @@ func TestFusedDepthwiseWeightGradMatchesGather(t *testing.T) {
 		x, w, r := dwData(shape, dc.k, 21)
 		got := runDW(t, dwGradModel(t, shape, dc, "fused", r), runtime.ProviderCPU, shape, dc, x, w)
 		want := runDW(t, dwGradModel(t, shape, dc, "gather", r), runtime.ProviderCPU, shape, dc, x, w)
-		d, m := maxDiff(runtime.Data[float32](got["dw"]), runtime.Data[float32](want["dw"]))
-		if d > 2e-3*m || m == 0 {
-			t.Errorf("%+v: dW differs by %.3g (magnitude %.3g)", dc, d, m)
-		} else {
-			t.Logf("%+v: dW within %.2e of its magnitude", dc, d/m)
-		}
+		closeTo(t, fmt.Sprintf("%+v: dW", dc), runtime.Data[float32](got["dw"]), runtime.Data[float32](want["dw"]), 2e-3)
 	}
 }
 
@@ -369,12 +338,7 @@ func TestFusedDepthwiseWeightGradFiniteDifferences(t *testing.T) {
 			down := runtime.Data[float32](runDW(t, m, runtime.ProviderCPU, shape, dc, x, p)["loss"])[0]
 			fd[i] = (up - down) / (2 * h)
 		}
-		d, mag := maxDiff(got, fd)
-		if d > 0.02*mag || mag == 0 {
-			t.Errorf("%+v: analytic %v, finite differences %v", dc, got, fd)
-		} else {
-			t.Logf("%+v: within %.2e of the largest entry", dc, d/mag)
-		}
+		closeTo(t, fmt.Sprintf("%+v", dc), got, fd, 0.02)
 	}
 }
 
@@ -393,32 +357,27 @@ func TestFusedDepthwiseWeightGradCUDA(t *testing.T) {
 			m := dwGradModel(t, shape, dc, "fused", r)
 			got := runDW(t, m, runtime.ProviderCUDA, shape, dc, x, w)
 			want := runDW(t, m, runtime.ProviderCPU, shape, dc, x, w)
-			d, mag := maxDiff(runtime.Data[float32](got["dw"]), runtime.Data[float32](want["dw"]))
-			if d > 2e-3*mag || mag == 0 {
-				t.Errorf("%v %+v: CUDA dW differs from the CPU's by %.3g (magnitude %.3g)", shape, dc, d, mag)
-			} else {
-				t.Logf("%v %+v: CUDA dW within %.2e of the CPU's", shape, dc, d/mag)
-			}
+			closeTo(t, fmt.Sprintf("%v %+v: CUDA dW", shape, dc), runtime.Data[float32](got["dw"]), runtime.Data[float32](want["dw"]), 2e-3)
 		}
 	}
 }
 
-// dwConvModel: x float32 [shape] and w float32 [C,1,k,k] cast to float16, the depthwise layer
-// as DepthwiseConv16 (fused) or an ONNX Conv, loss Σ r·y; outputs y and loss (float32) and the
-// gradients for x and w.
-func dwConvModel(t *testing.T, shape graphs.Shape, dc dwCase, fused bool, r []float32) []byte {
+// dwModel: x float32 [shape] and w float32 [C,1,k,k] cast to float16, the depthwise layer
+// (padding d·(k−1)/2) as DepthwiseConv16 (fusedConv) or an ONNX Conv whose weight gradient
+// takes form, loss Σ r·y; outputs y and loss (float32) and the gradients for x and w.
+func dwModel(t *testing.T, shape graphs.Shape, dc dwCase, fusedConv bool, form string, r []float32) []byte {
 	t.Helper()
 	c := shape[1]
-	g := graphs.New("dw_conv")
-	g.Grad.DepthwiseWeightGrad = "gather"
-	err := graphs.Build(func() error {
+	g := graphs.New("dw")
+	g.Grad.DepthwiseWeightGrad = form
+	return buildModel(t, g, func() error {
 		x := g.Input("x", graphs.Float, shape)
 		w := g.Input("w", graphs.Float, graphs.Shape{c, 1, dc.k, dc.k})
 		p := dc.d * (dc.k - 1) / 2
 		o := graphs.ConvOpts{Strides: [2]int64{dc.s, dc.s}, Pads: [4]int64{p, p, p, p}, Dilations: [2]int64{dc.d, dc.d}, Group: c}
 		xh, wh := graphs.Cast(x, graphs.Float16), graphs.Cast(w, graphs.Float16)
 		var y *graphs.Value
-		if fused {
+		if fusedConv {
 			y = graphs.DepthwiseConv16(xh, wh, o)
 		} else {
 			y = graphs.Conv(xh, wh, nil, o)
@@ -435,14 +394,12 @@ func dwConvModel(t *testing.T, shape graphs.Shape, dc dwCase, fused bool, r []fl
 		g.Output("dw", grads[1])
 		return nil
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := g.Marshal()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
+}
+
+// dwConvModel is dwModel with DepthwiseConv16 (fused) or an ONNX Conv, weight gradients of the
+// latter by the gather form.
+func dwConvModel(t *testing.T, shape graphs.Shape, dc dwCase, fused bool, r []float32) []byte {
+	return dwModel(t, shape, dc, fused, "gather", r)
 }
 
 // TestFusedDepthwiseConvMatchesConv: DepthwiseConv16 and its gradients (CPU kernels) against
@@ -457,12 +414,7 @@ func TestFusedDepthwiseConvMatchesConv(t *testing.T) {
 		got := runDW(t, dwConvModel(t, shape, dc, true, r), runtime.ProviderCPU, shape, dc, x, w)
 		want := runDW(t, dwConvModel(t, shape, dc, false, r), runtime.ProviderCPU, shape, dc, x, w)
 		for _, k := range []string{"y", "dx", "dw"} {
-			d, m := maxDiff(runtime.Data[float32](got[k]), runtime.Data[float32](want[k]))
-			if d > 2e-3*m || m == 0 {
-				t.Errorf("%+v: %s differs by %.3g (magnitude %.3g)", dc, k, d, m)
-			} else {
-				t.Logf("%+v: %s within %.2e of its magnitude", dc, k, d/m)
-			}
+			closeTo(t, fmt.Sprintf("%+v: %s", dc, k), runtime.Data[float32](got[k]), runtime.Data[float32](want[k]), 2e-3)
 		}
 	}
 }
@@ -496,12 +448,7 @@ func TestFusedDepthwiseConvFiniteDifferences(t *testing.T) {
 				fd[i] = (up - v.at(p)) / (2 * h)
 			}
 			got := runtime.Data[float32](base[v.name])
-			d, mag := maxDiff(got, fd)
-			if d > 0.02*mag || mag == 0 {
-				t.Errorf("%+v %s: analytic %v, finite differences %v", dc, v.name, got, fd)
-			} else {
-				t.Logf("%+v %s: within %.2e of the largest entry", dc, v.name, d/mag)
-			}
+			closeTo(t, fmt.Sprintf("%+v %s", dc, v.name), got, fd, 0.02)
 		}
 	}
 }
@@ -522,12 +469,7 @@ func TestFusedDepthwiseConvCUDA(t *testing.T) {
 			got := runDW(t, m, runtime.ProviderCUDA, shape, dc, x, w)
 			want := runDW(t, m, runtime.ProviderCPU, shape, dc, x, w)
 			for _, k := range []string{"y", "dx", "dw"} {
-				d, mag := maxDiff(runtime.Data[float32](got[k]), runtime.Data[float32](want[k]))
-				if d > 2e-3*mag || mag == 0 {
-					t.Errorf("%v %+v: CUDA %s differs from the CPU's by %.3g (magnitude %.3g)", shape, dc, k, d, mag)
-				} else {
-					t.Logf("%v %+v: CUDA %s within %.2e of the CPU's", shape, dc, k, d/mag)
-				}
+				closeTo(t, fmt.Sprintf("%v %+v: CUDA %s", shape, dc, k), runtime.Data[float32](got[k]), runtime.Data[float32](want[k]), 2e-3)
 			}
 		}
 	}
