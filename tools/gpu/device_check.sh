@@ -10,14 +10,14 @@
 # PyTorch's anchor lines included). Each check has its own time limit; a failure is logged
 # and the next check runs. CHECKS names the checks to run, in the order given (default: all).
 # Costs seen (2026-11-26), for planning a 15-minute device budget: machine start ~25 s, each
-# unpack call ~4 s; on an H100: bench 14 s, anchor 55 s (28 s with ANCHOR_AMP=0), ctests 45 s,
-# ncu 40 s, train with TRAIN_CPU=0 TRAIN_EPOCHS=30 TRAIN_T0=29 (the default recipe, FP16 on the
-# GPU) 74 s; on an H200: gradtest 7 s, bprofile 13 s, the same train 131 s.
-# Sitting for the fused operators (about 4 minutes on an H100):
-#   CHECKS="fused bench bench_unfused bench_bnonly anchor train ncu" ANCHOR_AMP=0 TRAIN_CPU=0 \
-#   TRAIN_EPOCHS=30 TRAIN_T0=29 TRAIN_LIMIT=150
+# unpack call ~4 s; on an H100: bench 6-15 s, anchor 55 s (36 s with ANCHOR_AMP=0), ctests
+# 70 s, fused 35 s, ncu 16-40 s, train with TRAIN_CPU=0 TRAIN_EPOCHS=30 TRAIN_T0=29 (the default
+# recipe, FP16 on the GPU) 57-80 s; on an H200: gradtest 7 s, bprofile 13 s, the same train 131 s.
+# Last sitting (fused operators, 3 minutes on an H100):
+#   CHECKS="fused bench bench_unfused anchor train ncu" ANCHOR_AMP=0 TRAIN_CPU=0 \
+#   TRAIN_EPOCHS=30 TRAIN_T0=29 TRAIN_LIMIT=120
 # then compare the training run's IoU with 0.762 (FP32 on the CPU) and the step times with
-# PyTorch's eager FP32 from the same sitting.
+# PyTorch's eager FP32 from the same sitting. ANCHOR_AMP=1 (the default) adds PyTorch's AMP row.
 # nvidia-smi samples device memory and utilisation into $OUT/smi.csv the whole time (peak memory
 # of each phase, ours and PyTorch's, can be read off against log.txt's timestamps).
 set -u
@@ -78,7 +78,6 @@ check_fused() {
   timeout 120 bin/pipeline.test -test.run 'TestCUDAFusedOpsMatchUnfused' -test.v >> "$LOG" 2>&1; note "pipeline fused test rc=$?"
 }
 check_bench_unfused() { bench fp16_graph_unfused 180 --device $DEV --fp16 --no-fused $B --steps 50 --warmup 10; }
-check_bench_bnonly() { bench fp16_graph_fused_bn_only 180 --device $DEV --fp16 --dw-grad gather $B --steps 50 --warmup 10; }
 # The step with ORT's default float16 GEMM reductions (split-K partial sums in float16), for
 # the speed cost of the float32 ones the runtime asks for.
 check_gemm0() { ORT_CUDA_GEMM_OPTIONS=0 bench fp16_graph_gemm0 150 --device $DEV --fp16 $B --steps 50 --warmup 10; }
