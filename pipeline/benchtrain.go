@@ -193,11 +193,10 @@ func PeakRSSMB() float64 {
 // BenchDeviceResult is one device-resident `bench train` measurement.
 type BenchDeviceResult struct {
 	BenchTrainResult
-	Precision string `json:"precision"`    // fp32 or fp16
-	CUDAGraph bool   `json:"cuda_graph"`   // steps replay captured CUDA graphs
-	FusedBN   bool   `json:"fused_bn"`     // batch norm from the fused operators (step.Config.FusedBN)
-	DWGrad    string `json:"dw_grad"`      // the depthwise weight-gradient form (step.Config)
-	FusedDW   bool   `json:"fused_dwconv"` // depthwise convolutions from our operators (step.Config.FusedDepthwise)
+	Precision string `json:"precision"`  // fp32 or fp16
+	CUDAGraph bool   `json:"cuda_graph"` // steps replay captured CUDA graphs
+	Fused     string `json:"fused"`      // our fused operators in the step (FusedSet)
+	DWGrad    string `json:"dw_grad"`    // the depthwise weight-gradient form (step.Config)
 	// DeviceMemMB is the device memory the session holds after the run (CUDA; the provider's
 	// arena only grows, so this is its peak), besides what was in use before it started.
 	DeviceMemMB float64 `json:"device_mem_mb"`
@@ -212,8 +211,8 @@ type BenchDeviceResult struct {
 // graphs, the one staging slot keeps sending the second) and reads back the loss scalars.
 func BenchDeviceTrain(cfg step.Config, opts runtime.DeviceOptions, warmup, steps int, seed uint64) (BenchDeviceResult, error) {
 	res := BenchDeviceResult{BenchTrainResult: BenchTrainResult{Batch: cfg.Batch, Height: cfg.Height, Width: cfg.Width,
-		Threads: opts.IntraOpThreads, Steps: steps}, Precision: precisionName(cfg), CUDAGraph: opts.CUDAGraph, FusedBN: cfg.FusedBN,
-		DWGrad: cfg.DepthwiseWeightGrad, FusedDW: cfg.FusedDepthwise}
+		Threads: opts.IntraOpThreads, Steps: steps}, Precision: precisionName(cfg), CUDAGraph: opts.CUDAGraph, Fused: fusedSetOf(cfg).String(),
+		DWGrad: cfg.DepthwiseWeightGrad}
 	if len(opts.CUDAOptions) > 0 {
 		res.Options = fmt.Sprint(opts.CUDAOptions)
 	}

@@ -282,7 +282,7 @@ func fp16TrajectoryWith(t *testing.T, p runtime.Provider, fused bool) trajectory
 	sc := cfg.StepConfig()
 	sc.FP16 = true
 	if fused {
-		UseFusedOps(&sc)
+		UseFusedOps(&sc, AllFused)
 	} else if p == runtime.ProviderCUDA {
 		sc.DepthwiseWeightGrad = CUDAConvWeightGrad
 	}

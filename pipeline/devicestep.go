@@ -17,25 +17,97 @@ import (
 // one-hot convolution ("im2col"), same sitting.
 const CUDAConvWeightGrad = "gather"
 
-// EnvFusedOps set to 0 keeps the FP16 step on ONNX operators alone on the GPU (FusedOps).
+// EnvFusedOps chooses our fused operators for the FP16 step on the GPU (FusedOps): unset or
+// "all" for all of them, "none" or "0" for ONNX operators alone, or a comma-separated list of
+// FusedSet's names.
 const EnvFusedOps = "CARDSEG_FUSED_OPS"
 
-// FusedOps reports whether a train step on provider p uses our fused operators: batch norm
-// with its activation (step.Config.FusedBN), depthwise convolutions (FusedDepthwise) and the
-// depthwise weight gradient (DepthwiseWeightGrad "fused", which the others' stem keeps). They
-// are for FP16 on CUDA, unless CARDSEG_FUSED_OPS=0, and replace chains of ONNX nodes that
-// make mostly memory-bound passes over the activations (about fifteen per batch-norm layer
-// and direction, float32 casts included; k² unfolded copies of the input per depthwise layer).
-func FusedOps(p runtime.Provider, fp16 bool) bool {
-	return fp16 && p == runtime.ProviderCUDA && os.Getenv(EnvFusedOps) != "0"
+// FusedSet names the fused operators a train step uses. They replace chains of ONNX nodes
+// that make mostly memory-bound passes over the activations:
+//   - bn: batch norm in training mode (step.Config.FusedBN; about fifteen full-size passes per
+//     layer and direction in ONNX operators, float32 casts included);
+//   - act: the ReLU or HardSwish after it, inside the same operators (FusedActivation; needs bn);
+//   - dwconv: depthwise convolutions and their input gradients (FusedDepthwise), whose weight
+//     gradients are then ours as well;
+//   - dwgrad: the depthwise weight gradient of ONNX convolutions (DepthwiseWeightGrad "fused",
+//     instead of k² unfolded copies of the input).
+type FusedSet struct{ BN, Act, DWConv, DWGrad bool }
+
+// AllFused is every fused operator: the default for FP16 on CUDA.
+var AllFused = FusedSet{BN: true, Act: true, DWConv: true, DWGrad: true}
+
+// ParseFusedSet reads "all", "none" (or "0"), or a comma-separated list of bn, act, dwconv
+// and dwgrad.
+func ParseFusedSet(s string) (FusedSet, error) {
+	switch strings.TrimSpace(s) {
+	case "", "all", "1":
+		return AllFused, nil
+	case "none", "0":
+		return FusedSet{}, nil
+	}
+	var f FusedSet
+	for _, name := range strings.Split(s, ",") {
+		switch strings.TrimSpace(name) {
+		case "bn":
+			f.BN = true
+		case "act":
+			f.Act = true
+		case "dwconv":
+			f.DWConv = true
+		case "dwgrad":
+			f.DWGrad = true
+		default:
+			return FusedSet{}, fmt.Errorf("fused operators %q: unknown name %q (want all, none, or a list of bn, act, dwconv, dwgrad)", s, name)
+		}
+	}
+	if f.Act && !f.BN {
+		return FusedSet{}, fmt.Errorf("fused operators %q: act is fused into bn, so it needs bn", s)
+	}
+	return f, nil
 }
 
-// UseFusedOps sets cfg to use the fused operators (FusedOps), leaving an explicitly chosen
-// depthwise weight-gradient form alone.
-func UseFusedOps(cfg *step.Config) {
-	cfg.FusedBN = true
-	cfg.FusedDepthwise = true
-	if cfg.DepthwiseWeightGrad == "" {
+// String is the set as ParseFusedSet reads it.
+func (f FusedSet) String() string {
+	var names []string
+	for _, n := range []struct {
+		on   bool
+		name string
+	}{{f.BN, "bn"}, {f.Act, "act"}, {f.DWConv, "dwconv"}, {f.DWGrad, "dwgrad"}} {
+		if n.on {
+			names = append(names, n.name)
+		}
+	}
+	if len(names) == 0 {
+		return "none"
+	}
+	return strings.Join(names, ",")
+}
+
+// FusedOps is the set of fused operators a train step on provider p uses: those CARDSEG_FUSED_OPS
+// names (all by default) for FP16 on CUDA, none otherwise.
+func FusedOps(p runtime.Provider, fp16 bool) (FusedSet, error) {
+	if !fp16 || p != runtime.ProviderCUDA {
+		return FusedSet{}, nil
+	}
+	f, err := ParseFusedSet(os.Getenv(EnvFusedOps))
+	if err != nil {
+		return FusedSet{}, fmt.Errorf("%s: %w", EnvFusedOps, err)
+	}
+	return f, nil
+}
+
+// fusedSetOf is the set of fused operators cfg uses.
+func fusedSetOf(cfg step.Config) FusedSet {
+	return FusedSet{BN: cfg.FusedBN, Act: cfg.FusedActivation, DWConv: cfg.FusedDepthwise, DWGrad: cfg.DepthwiseWeightGrad == "fused"}
+}
+
+// UseFusedOps sets cfg to use the fused operators in f, leaving an explicitly chosen depthwise
+// weight-gradient form alone.
+func UseFusedOps(cfg *step.Config, f FusedSet) {
+	cfg.FusedBN = f.BN
+	cfg.FusedActivation = f.Act
+	cfg.FusedDepthwise = f.DWConv
+	if f.DWGrad && cfg.DepthwiseWeightGrad == "" {
 		cfg.DepthwiseWeightGrad = "fused"
 	}
 }

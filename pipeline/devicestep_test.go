@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"math"
+	"strings"
 	"testing"
 
 	"github.com/cardseg-ort/cardseg-ort/graphs/model"
@@ -167,4 +168,40 @@ func TestFusedOpsStepOnCPU(t *testing.T) {
 		t.Fatal(err)
 	}
 	compareTrajectories(t, "fused", fp16TrajectoryWith(t, runtime.ProviderCPU, true), "ONNX operators", fp16TrajectoryWith(t, runtime.ProviderCPU, false))
+}
+
+func TestParseFusedSet(t *testing.T) {
+	for in, want := range map[string]FusedSet{
+		"": AllFused, "all": AllFused, "none": {}, "0": {},
+		"bn,dwgrad": {BN: true, DWGrad: true}, " bn , act ": {BN: true, Act: true}, "dwconv": {DWConv: true},
+	} {
+		got, err := ParseFusedSet(in)
+		if err != nil || got != want {
+			t.Errorf("ParseFusedSet(%q) = %+v, %v; want %+v", in, got, err, want)
+		}
+		if err == nil {
+			if back, _ := ParseFusedSet(got.String()); back != got {
+				t.Errorf("%+v prints as %q, which reads back as %+v", got, got.String(), back)
+			}
+		}
+	}
+	for _, in := range []string{"act", "bn,foo", "bn,,dwgrad"} {
+		if _, err := ParseFusedSet(in); err == nil {
+			t.Errorf("ParseFusedSet(%q) accepted", in)
+		}
+	}
+	t.Setenv(EnvFusedOps, "bn")
+	if f, err := FusedOps(runtime.ProviderCUDA, true); err != nil || f != (FusedSet{BN: true}) {
+		t.Errorf("FusedOps on CUDA with %s=bn: %+v, %v", EnvFusedOps, f, err)
+	}
+	if f, _ := FusedOps(runtime.ProviderCPU, true); f != (FusedSet{}) {
+		t.Errorf("FusedOps on the CPU: %+v", f)
+	}
+	if f, _ := FusedOps(runtime.ProviderCUDA, false); f != (FusedSet{}) {
+		t.Errorf("FusedOps for FP32: %+v", f)
+	}
+	t.Setenv(EnvFusedOps, "bogus")
+	if _, err := FusedOps(runtime.ProviderCUDA, true); err == nil || !strings.Contains(err.Error(), EnvFusedOps) {
+		t.Errorf("bad %s: error %v", EnvFusedOps, err)
+	}
 }

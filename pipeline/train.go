@@ -442,10 +442,16 @@ func splitLines(b []byte) [][]byte {
 // back every step, about 5% of a step at 144×192 and 240×320 (bench train with and without
 // --resident, alternating).
 func (t *Trainer) openStepper(cfg TrainConfig, sc step.Config, st *State) (stepper, error) {
-	if FusedOps(t.Session.Provider, sc.FP16) {
-		UseFusedOps(&sc)
-	} else if t.Session.Provider == runtime.ProviderCUDA && sc.DepthwiseWeightGrad == "" {
+	fused, err := FusedOps(t.Session.Provider, sc.FP16)
+	if err != nil {
+		return nil, err
+	}
+	UseFusedOps(&sc, fused)
+	if t.Session.Provider == runtime.ProviderCUDA && sc.DepthwiseWeightGrad == "" {
 		sc.DepthwiseWeightGrad = CUDAConvWeightGrad
+	}
+	if fused != (FusedSet{}) {
+		t.Log.Info().Str("fused", fused.String()).Msg("FP16 step: our fused CUDA operators (" + EnvFusedOps + ")")
 	}
 	d, err := NewDeviceTrainSession(sc, runtime.DeviceOptions{Provider: t.Session.Provider, CUDADevice: t.Session.CUDADevice,
 		IntraOpThreads: t.Session.IntraOpThreads, CUDAGraph: cfg.CUDAGraph && t.Session.Provider == runtime.ProviderCUDA}, st)

@@ -46,12 +46,14 @@ type net struct {
 
 // Options tune how Forward builds the network.
 type Options struct {
-	// FusedBN builds float16 batch norm in Train mode, with the activation after it, as one
-	// graphs.BatchNormTrain16 node, differentiated by one BatchNormTrain16Grad node, instead
-	// of ONNX operators (about fifteen full-tensor passes per layer, float32 casts included,
-	// and four or more for the activation): graphs.CardsegDomain operators, which only
-	// sessions opened with runtime.DeviceOptions.CustomOps can run.
+	// FusedBN builds float16 batch norm in Train mode as one graphs.BatchNormTrain16 node,
+	// differentiated by one BatchNormTrain16Grad node, instead of ONNX operators (about
+	// fifteen full-tensor passes per layer, float32 casts included): graphs.CardsegDomain
+	// operators, which only sessions opened with runtime.DeviceOptions.CustomOps can run.
 	FusedBN bool
+	// FusedActivation (with FusedBN) applies the ReLU or HardSwish after batch norm inside
+	// those operators, saving the activation's own four or more passes.
+	FusedActivation bool
 	// FusedDepthwise builds the float16 depthwise convolutions of Train mode (3×3 and 5×5,
 	// strides 1 or 2) as graphs.DepthwiseConv16 nodes, whose gradients are our operators too
 	// (CardsegDomain, as FusedBN).
@@ -236,6 +238,9 @@ func (n *net) batchNorm(prefix, conv string, x *graphs.Value, ch int, eps, mom f
 	rv := n.src.Param(n.g, varSpec)
 	if x.DType() != graphs.Float {
 		if n.mode == Train && n.opts.FusedBN {
+			if !n.opts.FusedActivation {
+				return activate(n.batchNormFused(prefix, x, gamma, beta, rm, rv, meanSpec, varSpec, eps, mom, actNone), a)
+			}
 			return n.batchNormFused(prefix, x, gamma, beta, rm, rv, meanSpec, varSpec, eps, mom, a)
 		}
 		return activate(n.batchNormHalf(prefix, x, gamma, beta, rm, rv, meanSpec, varSpec, eps, mom), a)

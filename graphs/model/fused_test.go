@@ -15,6 +15,11 @@ import (
 // (fused or not) with activation a and the loss Σ w·y (y cast to float32), with outputs y,
 // loss, the batch statistics and the gradients for x, γ and β.
 func fusedBNModel(t *testing.T, shape graphs.Shape, fused bool, a act, w []float32) []byte {
+	return fusedBNModelWith(t, shape, Options{FusedBN: fused, FusedActivation: true}, a, w)
+}
+
+// fusedBNModelWith is fusedBNModel with the model options given.
+func fusedBNModelWith(t *testing.T, shape graphs.Shape, opts Options, a act, w []float32) []byte {
 	t.Helper()
 	c := shape[1]
 	g := graphs.New("bn_fused")
@@ -25,7 +30,7 @@ func fusedBNModel(t *testing.T, shape graphs.Shape, fused bool, a act, w []float
 		src := fixedSource{"bn.weight": gamma, "bn.bias": beta,
 			"bn.running_mean": g.InitFloat("rm", graphs.Shape{c}, make([]float32, c)),
 			"bn.running_var":  g.InitFloat("rv", graphs.Shape{c}, make([]float32, c))}
-		n := &net{g: g, src: src, mode: Train, opts: Options{FusedBN: fused}, out: &Output{}}
+		n := &net{g: g, src: src, mode: Train, opts: opts, out: &Output{}}
 		y := graphs.Cast(n.batchNorm("bn", "conv.weight", graphs.Cast(x, graphs.Float16), int(c), 1e-3, 0.1, a), graphs.Float)
 		loss := graphs.ReduceSum(graphs.Mul(y, g.InitFloat("w", shape, w)), false)
 		grads, err := graphs.Grad(loss, []*graphs.Value{x, gamma, beta})
@@ -142,15 +147,17 @@ func TestFusedBatchNormMatchesDecomposed(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {
-		shape graphs.Shape
-		a     act
-	}{{graphs.Shape{2, 3, 4, 5}, actNone}, {graphs.Shape{2, 4, 64, 80}, actNone}, {graphs.Shape{2, 4, 64, 80}, actReLU}, {graphs.Shape{2, 3, 9, 11}, actHardSwish}} {
+		shape    graphs.Shape
+		a        act
+		separate bool // the activation after the fused batch norm, not inside
+	}{{graphs.Shape{2, 3, 4, 5}, actNone, false}, {graphs.Shape{2, 4, 64, 80}, actNone, false}, {graphs.Shape{2, 4, 64, 80}, actReLU, false},
+		{graphs.Shape{2, 3, 9, 11}, actHardSwish, false}, {graphs.Shape{2, 3, 9, 11}, actHardSwish, true}} {
 		shape := tc.shape
 		x, gamma, beta, w := fusedBNData(shape, 3)
 		in := fusedInputs(shape, x, gamma, beta)
 		res := map[bool]map[string]*runtime.Tensor{}
 		for _, fused := range []bool{false, true} {
-			s, err := runtime.NewDeviceSession("bn_fused", fusedBNModel(t, shape, fused, tc.a, w),
+			s, err := runtime.NewDeviceSession("bn_fused", fusedBNModelWith(t, shape, Options{FusedBN: fused, FusedActivation: !tc.separate}, tc.a, w),
 				runtime.DeviceOptions{Provider: runtime.ProviderCPU, IntraOpThreads: 1, CustomOps: true})
 			if err != nil {
 				t.Fatal(err)
@@ -162,7 +169,7 @@ func TestFusedBatchNormMatchesDecomposed(t *testing.T) {
 			}
 		}
 		for _, k := range []string{"y", "mean", "var", "dx", "dgamma", "dbeta"} {
-			closeTo(t, fmt.Sprintf("%v act %d: %s", shape, tc.a, k), runtime.Data[float32](res[true][k]), runtime.Data[float32](res[false][k]), 2e-3)
+			closeTo(t, fmt.Sprintf("%v act %d (separate %v): %s", shape, tc.a, tc.separate, k), runtime.Data[float32](res[true][k]), runtime.Data[float32](res[false][k]), 2e-3)
 		}
 	}
 }

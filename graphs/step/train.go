@@ -46,6 +46,9 @@ type Config struct {
 	// FusedBN (FP16 only) builds the train step's batch norm from fused operators
 	// (model.Options.FusedBN): the step then needs a session with runtime.DeviceOptions.CustomOps.
 	FusedBN bool
+	// FusedActivation (with FusedBN) fuses the ReLU or HardSwish after batch norm into its
+	// operators (model.Options.FusedActivation).
+	FusedActivation bool
 	// FusedDepthwise (FP16 only) builds the train step's depthwise convolutions from our
 	// operators (model.Options.FusedDepthwise); like FusedBN it needs CustomOps sessions.
 	FusedDepthwise bool
@@ -136,6 +139,9 @@ func (c Config) validate() error {
 	}
 	if c.Height%16 != 0 || c.Width%16 != 0 {
 		return fmt.Errorf("step: size %dx%d: height and width must be multiples of 16 (the backbone's output stride)", c.Height, c.Width)
+	}
+	if c.FusedActivation && !c.FusedBN {
+		return fmt.Errorf("step: the fused activation is part of the fused batch norm (FusedActivation needs FusedBN)")
 	}
 	if (c.FusedBN || c.FusedDepthwise) && !c.FP16 {
 		return fmt.Errorf("step: fused batch norm and depthwise convolutions are for the FP16 step only (the operators take float16)")
@@ -344,7 +350,7 @@ func forwardBackward(g *graphs.Graph, c Config) (fwdBwd, error) {
 	image := g.Input(InputImage, graphs.Float, graphs.Shape{int64(c.Batch), 3, int64(c.Height), int64(c.Width)})
 	target := g.Input(InputTarget, graphs.Int64, graphs.Shape{int64(c.Batch), int64(c.Height), int64(c.Width)})
 	src := &inputSource{vals: map[string]*graphs.Value{}}
-	fb.out = model.ForwardWith(g, computeInput(image, c), c.Arch, src, model.Train, model.Options{FusedBN: c.FusedBN, FusedDepthwise: c.FusedDepthwise})
+	fb.out = model.ForwardWith(g, computeInput(image, c), c.Arch, src, model.Train, model.Options{FusedBN: c.FusedBN, FusedActivation: c.FusedActivation, FusedDepthwise: c.FusedDepthwise})
 	fb.loss = SegLoss(lossInput(fb.out.Logits), target, c.Loss)
 	for _, s := range c.Arch.Params() {
 		if s.Kind.Trainable() {
