@@ -10,7 +10,9 @@
 // One exception to standard ONNX, opt-in per graph: with Graph.NCHWcBlock set, depthwise
 // convolutions are built on ONNX Runtime's blocked CPU kernels (operator set NCHWcDomain), with
 // their own gradient rules. Only graphs for in-process ORT CPU sessions use it; files written
-// for others (graphs build, checkpoints, exports) never do.
+// for others (graphs build, checkpoints, exports) never do. Likewise our own operator set
+// (CardsegDomain: fused batch norm and depthwise convolution kernels for the FP16 train step on
+// the GPU, ops_fused.go), which only sessions that register it (runtime's CustomOps) can run.
 //
 // Sub-packages (model, step, safetensors) hold the network, the step graphs and the weight
 // files. This package may import only its generated protobuf package (graphs/onnxpb), the
