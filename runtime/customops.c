@@ -229,7 +229,9 @@ static const char* drv_msg(int code) {
   return s ? s : "unknown error";
 }
 
-// module loads the PTX into the calling thread's CUDA context (once per context).
+// module loads the PTX into the calling thread's CUDA context. One set of functions is kept:
+// a process drives one GPU (the pipeline's sessions share cuda_device); switching contexts
+// reloads the module.
 static OrtStatus* module(void) {
   OrtStatus* st = NULL;
   pthread_mutex_lock(&mod_mu);
