@@ -281,11 +281,14 @@ func fp16TrajectoryWith(t *testing.T, p runtime.Provider, fused bool) trajectory
 	cfg.Batch, cfg.Height, cfg.Width = 4, 96, 128
 	sc := cfg.StepConfig()
 	sc.FP16 = true
+	var f FusedSet
 	if fused {
-		UseFusedOps(&sc, AllFused)
-	} else if p == runtime.ProviderCUDA {
-		sc.DepthwiseWeightGrad = CUDAConvWeightGrad
+		f = AllFused
 	}
+	if p == runtime.ProviderCPU {
+		UseFusedOps(&sc, f) // the operators' CPU kernels, for the CPU comparison
+	}
+	ForProvider(&sc, p, f)
 	st, _ := NewState(sc.Arch, model.Init(sc.Arch, 5))
 	d, err := NewDeviceTrainSession(sc, runtime.DeviceOptions{Provider: p, CUDAGraph: p == runtime.ProviderCUDA, IntraOpThreads: 2}, st)
 	if err != nil {

@@ -112,6 +112,21 @@ func UseFusedOps(cfg *step.Config, f FusedSet) {
 	}
 }
 
+// ForProvider fills the step choices that depend on the provider p: on CUDA the fused
+// operators in f (FP16 only) and the CUDA depthwise weight-gradient form where none is chosen.
+// The trainer, `bench train` and the tests configure CUDA steps through it.
+func ForProvider(cfg *step.Config, p runtime.Provider, f FusedSet) {
+	if p != runtime.ProviderCUDA {
+		return
+	}
+	if cfg.FP16 {
+		UseFusedOps(cfg, f)
+	}
+	if cfg.DepthwiseWeightGrad == "" {
+		cfg.DepthwiseWeightGrad = CUDAConvWeightGrad
+	}
+}
+
 // stepper is what the trainer drives: the host-memory TrainSession (CPU) or the
 // device-resident DeviceTrainSession (GPU).
 type stepper interface {

@@ -446,10 +446,7 @@ func (t *Trainer) openStepper(cfg TrainConfig, sc step.Config, st *State) (stepp
 	if err != nil {
 		return nil, err
 	}
-	UseFusedOps(&sc, fused)
-	if t.Session.Provider == runtime.ProviderCUDA && sc.DepthwiseWeightGrad == "" {
-		sc.DepthwiseWeightGrad = CUDAConvWeightGrad
-	}
+	ForProvider(&sc, t.Session.Provider, fused)
 	if fused != (FusedSet{}) {
 		t.Log.Info().Str("fused", fused.String()).Msg("FP16 step: our fused CUDA operators (" + EnvFusedOps + ")")
 	}

@@ -286,12 +286,7 @@ func (c *BenchTrainCmd) Run(log *zerolog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("--fused: %w", err)
 	}
-	if resolved == runtime.ProviderCUDA && c.FP16 {
-		pipeline.UseFusedOps(&cfg, fused)
-	}
-	if resolved == runtime.ProviderCUDA && cfg.DepthwiseWeightGrad == "" {
-		cfg.DepthwiseWeightGrad = pipeline.CUDAConvWeightGrad
-	}
+	pipeline.ForProvider(&cfg, resolved, fused)
 	if c.CompareTorch && (resolved != runtime.ProviderCPU || c.FP16) {
 		return fmt.Errorf("--compare-torch compares the FP32 CPU step (PyTorch's baseline runs on the CPU): drop --device cuda and --fp16")
 	}
