@@ -22,6 +22,8 @@
 #include "ortc.h"
 #include "ortapi_index.h"
 #include "bn_ptx.h"
+#include "kernels/cpu.h"
+#include "kernels/launch.h"
 
 #include <dlfcn.h>
 #include <math.h>
@@ -81,68 +83,6 @@ static OrtStatus* fail(const char* fmt, ...) {
   va_end(ap);
   OrtStatus* (*f)(int, const char*) = SLOT(CreateStatus);
   return f(ORT_FAIL_CODE, msg);
-}
-
-// ---- float16 conversions (CPU kernels) ----
-
-static float h2f(uint16_t h) {
-  uint32_t s = (uint32_t)(h & 0x8000) << 16, e = (h >> 10) & 0x1f, m = h & 0x3ff, bits;
-  if (e == 0) {
-    if (m == 0) {
-      bits = s;
-    } else {  // subnormal: normalise
-      e = 113;
-      while (!(m & 0x400)) {
-        m <<= 1;
-        e--;
-      }
-      bits = s | (e << 23) | ((m & 0x3ff) << 13);
-    }
-  } else if (e == 31) {
-    bits = s | 0x7f800000 | (m << 13);
-  } else {
-    bits = s | ((e + 112) << 23) | (m << 13);
-  }
-  float f;
-  memcpy(&f, &bits, 4);
-  return f;
-}
-
-// f2h rounds to nearest even, overflowing to infinity.
-static uint16_t f2h(float f) {
-  uint32_t b;
-  memcpy(&b, &f, 4);
-  uint16_t s = (b >> 16) & 0x8000;
-  uint32_t a = b & 0x7fffffff;
-  if (a >= 0x7f800000) return s | 0x7c00 | (a > 0x7f800000 ? 0x200 : 0);  // Inf, NaN
-  if (a >= 0x477ff000) return s | 0x7c00;                                // rounds past 65504
-  if (a < 0x38800000) {                                                  // subnormal or zero
-    if (a < 0x33000001) return s;                                        // below half the smallest
-    uint32_t e = a >> 23, m = (a & 0x7fffff) | 0x800000;
-    uint32_t shift = 126 - e;  // value = m·2^(e−150), in units of 2^−24: m >> (126−e)
-    uint32_t r = m >> shift, rem = m & ((1u << shift) - 1), half = 1u << (shift - 1);
-    if (rem > half || (rem == half && (r & 1))) r++;
-    return s | r;
-  }
-  uint32_t r = ((a >> 13) - (112 << 10)), rem = a & 0x1fff;
-  if (rem > 0x1000 || (rem == 0x1000 && (r & 1))) r++;
-  return s | r;
-}
-
-// The activation after batch norm and its derivative (kernels/bn.cu's act_f and act_d).
-static float act_f(float z, int64_t act) {
-  if (act == 1) return z > 0 ? z : 0;
-  if (act == 2) {
-    float t = z * (1.0f / 6) + 0.5f;
-    return z * (t < 0 ? 0 : (t > 1 ? 1 : t));
-  }
-  return z;
-}
-
-static float act_d(float z, int64_t act) {
-  if (act == 1) return z > 0 ? 1 : 0;
-  if (act == 2) return z < -3 ? 0 : (z > 3 ? 1 : z * (1.0f / 3) + 0.5f);
-  return 1;
 }
 
 // ---- kernel state and tensor access ----
@@ -212,16 +152,9 @@ static struct {
   int (*CudaSetDevice)(int);
 } drv;
 
-enum {
-  F_FWD_PARTIAL, F_FWD_FINISH, F_FWD_APPLY, F_BWD_PARTIAL, F_BWD_FINISH, F_BWD_APPLY, F_DW_K3, F_DW_K5, F_DW_FINISH,
-  F_CONV_K3, F_CONV_K5, F_DGRAD_K3, F_DGRAD_K5, F_COUNT
-};
-static const char* fn_names[F_COUNT] = {"bn_fwd_partial", "bn_fwd_finish",  "bn_fwd_apply",  "bn_bwd_partial",  "bn_bwd_finish",
-                                        "bn_bwd_apply",   "dw_partial_k3",  "dw_partial_k5", "dw_finish",       "dwconv_fwd_k3",
-                                        "dwconv_fwd_k5",  "dwconv_dgrad_k3", "dwconv_dgrad_k5"};
 static pthread_mutex_t mod_mu = PTHREAD_MUTEX_INITIALIZER;
 static void* mod_ctx;  // the context the module was loaded in
-static void* fns[F_COUNT];
+static void* fns[KF_COUNT];
 
 static const char* drv_msg(int code) {
   const char* s = NULL;
@@ -274,9 +207,9 @@ static OrtStatus* module(void) {
       st = fail("cardseg custom ops: cuModuleLoadData (JIT of the batch-norm PTX): %s", drv_msg(rc));
       goto out;
     }
-    for (int i = 0; i < F_COUNT; i++) {
-      if ((rc = drv.ModuleGetFunction(&fns[i], m, fn_names[i])) != 0) {
-        st = fail("cardseg custom ops: cuModuleGetFunction %s: %s", fn_names[i], drv_msg(rc));
+    for (int i = 0; i < KF_COUNT; i++) {
+      if ((rc = drv.ModuleGetFunction(&fns[i], m, kf_names[i])) != 0) {
+        st = fail("cardseg custom ops: cuModuleGetFunction %s: %s", kf_names[i], drv_msg(rc));
         goto out;
       }
     }
@@ -295,25 +228,27 @@ static OrtStatus* cuda_stream(OrtKernelContext* ctx, void** stream) {
   return gs(ctx, stream);
 }
 
-enum { THREADS = 256 };  // bn.cu's THREADS
+// The launcher kernels/launch.h's plans call: ctx is a Launch.
+typedef struct {
+  void* stream;
+  int failed;  // the kernel whose launch failed
+} Launch;
 
-static OrtStatus* launch(int f, unsigned gx, unsigned gy, void* stream, void** args) {
-  int rc = drv.LaunchKernel(fns[f], gx, gy, 1, THREADS, 1, 1, 0, stream, args, NULL);
-  return rc ? fail("cardseg custom ops: launch %s (grid %u×%u): %s", fn_names[f], gx, gy, drv_msg(rc)) : NULL;
+static int drv_launch(void* ctx, int f, unsigned gx, unsigned gy, void** args) {
+  Launch* l = ctx;
+  int rc = drv.LaunchKernel(fns[f], gx, gy, 1, K_THREADS, 1, 1, 0, l->stream, args, NULL);
+  if (rc) l->failed = f;
+  return rc;
 }
 
-// apply_blocks is the x-dimension of the element-wise kernels' grid: about 1024 elements per
-// block and plane.
-static unsigned apply_blocks(int64_t hw) {
-  int64_t b = (hw + 4 * THREADS - 1) / (4 * THREADS);
-  return (unsigned)(b < 1 ? 1 : b);
+static OrtStatus* launched(const Launch* l, int rc) {
+  return rc ? fail("cardseg custom ops: launch %s: %s", kf_names[l->failed], drv_msg(rc)) : NULL;
 }
 
 // ---- shared shape checks ----
 
 typedef struct {
   int N, C, HW;
-  float count;
 } Dims;
 
 static OrtStatus* nchw(const char* op, const Tensor* x, const Kernel* k, Dims* d) {
@@ -326,7 +261,6 @@ static OrtStatus* nchw(const char* op, const Tensor* x, const Kernel* k, Dims* d
   d->N = (int)n;
   d->C = (int)c;
   d->HW = (int)hw;
-  d->count = (float)(n * hw);
   return NULL;
 }
 
@@ -351,40 +285,13 @@ static OrtStatus* bn_forward(void* kp, OrtKernelContext* ctx) {
       (st = output(ctx, 3, &pdim, 1, &part)))
     return st;
   if (k->cuda) {
-    void* stream = NULL;
-    if ((st = cuda_stream(ctx, &stream))) return st;
-    int S = (int)k->splits;
-    float eps = k->eps;
-    void* a1[] = {&x.data, &part, &d.N, &d.C, &d.HW};
-    if ((st = launch(F_FWD_PARTIAL, (unsigned)S, (unsigned)d.C, stream, a1))) return st;
-    void* a2[] = {&x.data, &part, &mean, &var, &d.C, &d.HW, &S, &d.count};
-    if ((st = launch(F_FWD_FINISH, (unsigned)((d.C + THREADS - 1) / THREADS), 1, stream, a2))) return st;
-    int act = (int)k->act;
-    void* a3[] = {&x.data, &g.data, &b.data, &mean, &var, &y, &d.C, &d.HW, &eps, &act};
-    return launch(F_FWD_APPLY, apply_blocks(d.HW), (unsigned)(d.N * d.C), stream, a3);
+    Launch l = {0};
+    if ((st = cuda_stream(ctx, &l.stream))) return st;
+    return launched(&l, k_bn_forward(drv_launch, &l, x.data, g.data, b.data, y, mean, var, part, d.N, d.C, d.HW, (int)k->splits,
+                                     k->eps, (int)k->act));
   }
-  const uint16_t* xs = x.data;
-  const float *gs = g.data, *bs = b.data;
-  float *ms = mean, *vs = var;
   memset(part, 0, (size_t)pdim * sizeof(float));
-  for (int c = 0; c < d.C; c++) {
-    double s = 0;
-    for (int n = 0; n < d.N; n++)
-      for (int i = 0; i < d.HW; i++) s += h2f(xs[((int64_t)n * d.C + c) * d.HW + i]);
-    double m = s / d.count, q = 0;
-    for (int n = 0; n < d.N; n++)
-      for (int i = 0; i < d.HW; i++) {
-        double t = h2f(xs[((int64_t)n * d.C + c) * d.HW + i]) - m;
-        q += t * t;
-      }
-    ms[c] = (float)m;
-    vs[c] = (float)(q / d.count);
-    float scale = gs[c] / sqrtf(vs[c] + k->eps), shift = bs[c] - ms[c] * scale;
-    for (int n = 0; n < d.N; n++) {
-      int64_t o = ((int64_t)n * d.C + c) * d.HW;
-      for (int i = 0; i < d.HW; i++) ((uint16_t*)y)[o + i] = f2h(act_f(h2f(xs[o + i]) * scale + shift, k->act));
-    }
-  }
+  cpu_bn_forward(x.data, g.data, b.data, y, mean, var, d.N, d.C, d.HW, k->eps, (int)k->act);
   return NULL;
 }
 
@@ -409,52 +316,24 @@ static OrtStatus* bn_backward(void* kp, OrtKernelContext* ctx) {
       (st = output(ctx, 3, &pdim, 1, &part)))
     return st;
   if (k->cuda) {
-    void* stream = NULL;
-    if ((st = cuda_stream(ctx, &stream))) return st;
-    int S = (int)k->splits;
-    float eps = k->eps;
-    int act = (int)k->act;
-    void* a1[] = {&dy.data, &x.data, &g.data, &be.data, &mean.data, &var.data, &part, &d.N, &d.C, &d.HW, &eps, &act};
-    if ((st = launch(F_BWD_PARTIAL, (unsigned)S, (unsigned)d.C, stream, a1))) return st;
-    void* a2[] = {&part, &var.data, &dgamma, &dbeta, &d.C, &S, &eps};
-    if ((st = launch(F_BWD_FINISH, (unsigned)((d.C + THREADS - 1) / THREADS), 1, stream, a2))) return st;
-    void* a3[] = {&dy.data, &x.data, &g.data, &be.data, &mean.data, &var.data, &dgamma, &dbeta, &dx, &d.C, &d.HW, &eps, &d.count, &act};
-    return launch(F_BWD_APPLY, apply_blocks(d.HW), (unsigned)(d.N * d.C), stream, a3);
+    Launch l = {0};
+    if ((st = cuda_stream(ctx, &l.stream))) return st;
+    return launched(&l, k_bn_backward(drv_launch, &l, dy.data, x.data, g.data, be.data, mean.data, var.data, dx, dgamma, dbeta, part,
+                                      d.N, d.C, d.HW, (int)k->splits, k->eps, (int)k->act));
   }
-  const uint16_t *dys = dy.data, *xs = x.data;
-  const float *gs = g.data, *bs = be.data, *ms = mean.data, *vs = var.data;
-  float *dg = dgamma, *db = dbeta;
   memset(part, 0, (size_t)pdim * sizeof(float));
-  for (int c = 0; c < d.C; c++) {
-    float sd = sqrtf(vs[c] + k->eps), inv = 1 / sd;
-    float scale = gs[c] / sd, shift = bs[c] - ms[c] * scale;  // z = x·scale + shift, as forward
-    double s1 = 0, s2 = 0;
-    for (int n = 0; n < d.N; n++) {
-      int64_t o = ((int64_t)n * d.C + c) * d.HW;
-      for (int i = 0; i < d.HW; i++) {
-        float xv = h2f(xs[o + i]);
-        double t = h2f(dys[o + i]) * act_d(xv * scale + shift, k->act);
-        s1 += t;
-        s2 += t * (xv - ms[c]);
-      }
-    }
-    db[c] = (float)s1;
-    dg[c] = (float)(s2 / sd);
-    float a = gs[c] * inv;
-    float bb = -a * inv * inv * (float)s2 / d.count;
-    float dd = -a * (float)s1 / d.count;
-    for (int n = 0; n < d.N; n++) {
-      int64_t o = ((int64_t)n * d.C + c) * d.HW;
-      for (int i = 0; i < d.HW; i++) {
-        float xv = h2f(xs[o + i]);
-        ((uint16_t*)dx)[o + i] = f2h(a * h2f(dys[o + i]) * act_d(xv * scale + shift, k->act) + bb * (xv - ms[c]) + dd);
-      }
-    }
-  }
+  cpu_bn_backward(dy.data, x.data, g.data, be.data, mean.data, var.data, dx, dgamma, dbeta, d.N, d.C, d.HW, k->eps, (int)k->act);
   return NULL;
 }
 
 // ---- DepthwiseWeightGrad16 ----
+
+// geometry reads the depthwise attributes into g (the planes are filled in by the caller).
+static DWGeo geometry(const Kernel* k) {
+  DWGeo g = {(int)k->geo[0], (int)k->geo[1], (int)k->geo[2], (int)k->geo[3], (int)k->geo[4], (int)k->geo[5], (int)k->geo[6], (int)k->geo[7],
+             0, 0, 0, 0, 0, 0};
+  return g;
+}
 
 static OrtStatus* dw_grad(void* kp, OrtKernelContext* ctx) {
   const Kernel* k = kp;
@@ -464,44 +343,22 @@ static OrtStatus* dw_grad(void* kp, OrtKernelContext* ctx) {
   if ((st = input(ctx, 0, &x)) || (st = input(ctx, 1, &dy))) return st;
   if (x.rank != 4 || dy.rank != 4 || x.dims[0] != dy.dims[0] || x.dims[1] != dy.dims[1])
     return fail("%s: x and dy must be [N,C,H,W] and [N,C,Ho,Wo]", op);
-  int N = (int)x.dims[0], C = (int)x.dims[1], H = (int)x.dims[2], W = (int)x.dims[3], Ho = (int)dy.dims[2], Wo = (int)dy.dims[3];
-  int kh = (int)k->geo[0], kw = (int)k->geo[1], sh = (int)k->geo[2], sw = (int)k->geo[3], dh = (int)k->geo[4], dwd = (int)k->geo[5],
-      ph = (int)k->geo[6], pw = (int)k->geo[7], K = kh * kw;
-  if (!((kh == 3 && kw == 3) || (kh == 5 && kw == 5))) return fail("%s: kernel %dx%d (3x3 and 5x5 only)", op, kh, kw);
-  if (C > 65535 || k->splits < 1 || k->splits > (int64_t)Ho * Wo) return fail("%s: %d channels, splits %lld", op, C, (long long)k->splits);
-  int64_t wdims[4] = {C, 1, kh, kw}, pdim = (int64_t)C * k->splits * K;
+  DWGeo g = geometry(k);
+  g.N = (int)x.dims[0], g.C = (int)x.dims[1], g.H = (int)x.dims[2], g.W = (int)x.dims[3], g.Ho = (int)dy.dims[2], g.Wo = (int)dy.dims[3];
+  if (!((g.kh == 3 && g.kw == 3) || (g.kh == 5 && g.kw == 5))) return fail("%s: kernel %dx%d (3x3 and 5x5 only)", op, g.kh, g.kw);
+  if (g.C > 65535 || k->splits < 1 || k->splits > (int64_t)g.Ho * g.Wo)
+    return fail("%s: %d channels, splits %lld", op, g.C, (long long)k->splits);
+  int64_t wdims[4] = {g.C, 1, g.kh, g.kw}, pdim = (int64_t)g.C * k->splits * g.kh * g.kw;
   void *dW, *part;
   if ((st = output(ctx, 0, wdims, 4, &dW)) || (st = output(ctx, 1, &pdim, 1, &part))) return st;
   if (k->cuda) {
-    void* stream = NULL;
-    if ((st = cuda_stream(ctx, &stream))) return st;
-    int S = (int)k->splits;
-    void* a1[] = {&x.data, &dy.data, &part, &N, &C, &H, &W, &Ho, &Wo, &sh, &sw, &dh, &dwd, &ph, &pw};
-    if ((st = launch(kh == 3 ? F_DW_K3 : F_DW_K5, (unsigned)S, (unsigned)C, stream, a1))) return st;
-    void* a2[] = {&part, &dW, &C, &K, &S};
-    return launch(F_DW_FINISH, (unsigned)((C * K + THREADS - 1) / THREADS), 1, stream, a2);
+    Launch l = {0};
+    if ((st = cuda_stream(ctx, &l.stream))) return st;
+    return launched(&l, k_dw_grad(drv_launch, &l, x.data, dy.data, dW, part, g.N, g.C, g.H, g.W, g.Ho, g.Wo, g.kh, g.sh, g.sw, g.dh, g.dw,
+                                  g.ph, g.pw, (int)k->splits));
   }
-  const uint16_t *xs = x.data, *gs = dy.data;
   memset(part, 0, (size_t)pdim * sizeof(float));
-  for (int c = 0; c < C; c++) {
-    for (int a = 0; a < kh; a++)
-      for (int b = 0; b < kw; b++) {
-        double s = 0;
-        for (int n = 0; n < N; n++) {
-          const uint16_t* xp = xs + ((int64_t)n * C + c) * H * W;
-          const uint16_t* gp = gs + ((int64_t)n * C + c) * Ho * Wo;
-          for (int oy = 0; oy < Ho; oy++) {
-            int iy = oy * sh + a * dh - ph;
-            if (iy < 0 || iy >= H) continue;
-            for (int ox = 0; ox < Wo; ox++) {
-              int ix = ox * sw + b * dwd - pw;
-              if (ix >= 0 && ix < W) s += (double)h2f(gp[oy * Wo + ox]) * h2f(xp[iy * W + ix]);
-            }
-          }
-        }
-        ((uint16_t*)dW)[(c * kh + a) * kw + b] = f2h((float)s);
-      }
-  }
+  cpu_dw_grad(x.data, dy.data, dW, g);
   return NULL;
 }
 
@@ -514,55 +371,24 @@ static OrtStatus* dw_conv(const Kernel* k, OrtKernelContext* ctx, int grad) {
   Tensor in, w;
   OrtStatus* st;
   if ((st = input(ctx, 0, &in)) || (st = input(ctx, 1, &w))) return st;
-  int kh = (int)k->geo[0], kw = (int)k->geo[1], sh = (int)k->geo[2], sw = (int)k->geo[3], dh = (int)k->geo[4], dwd = (int)k->geo[5],
-      ph = (int)k->geo[6], pw = (int)k->geo[7];
-  if (in.rank != 4 || w.rank != 4 || w.dims[0] != in.dims[1] || w.dims[1] != 1 || w.dims[2] != kh || w.dims[3] != kw)
-    return fail("%s: input [N,C,H,W] and filter [C,1,%d,%d] expected", op, kh, kw);
-  int N = (int)in.dims[0], C = (int)in.dims[1];
-  int64_t odims[4] = {N, C, k->geo[8], k->geo[9]};
+  DWGeo g = geometry(k);
+  if (in.rank != 4 || w.rank != 4 || w.dims[0] != in.dims[1] || w.dims[1] != 1 || w.dims[2] != g.kh || w.dims[3] != g.kw)
+    return fail("%s: input [N,C,H,W] and filter [C,1,%d,%d] expected", op, g.kh, g.kw);
+  g.N = (int)in.dims[0], g.C = (int)in.dims[1];
+  int64_t odims[4] = {g.N, g.C, k->geo[8], k->geo[9]};
   // x's and y's planes, whichever side is the input here
-  int H = grad ? (int)odims[2] : (int)in.dims[2], W = grad ? (int)odims[3] : (int)in.dims[3];
-  int Ho = grad ? (int)in.dims[2] : (int)odims[2], Wo = grad ? (int)in.dims[3] : (int)odims[3];
-  if ((int64_t)N * C > 65535) return fail("%s: N·C = %lld above 65535", op, (long long)N * C);
+  g.H = grad ? (int)odims[2] : (int)in.dims[2], g.W = grad ? (int)odims[3] : (int)in.dims[3];
+  g.Ho = grad ? (int)in.dims[2] : (int)odims[2], g.Wo = grad ? (int)in.dims[3] : (int)odims[3];
+  if ((int64_t)g.N * g.C > 65535) return fail("%s: N·C = %lld above 65535", op, (long long)g.N * g.C);
   void* out;
   if ((st = output(ctx, 0, odims, 4, &out))) return st;
   if (k->cuda) {
-    void* stream = NULL;
-    if ((st = cuda_stream(ctx, &stream))) return st;
-    void* args[] = {&in.data, &w.data, &out, &C, &H, &W, &Ho, &Wo, &sh, &sw, &dh, &dwd, &ph, &pw};
-    int f = grad ? (kh == 3 ? F_DGRAD_K3 : F_DGRAD_K5) : (kh == 3 ? F_CONV_K3 : F_CONV_K5);
-    return launch(f, apply_blocks(grad ? (int64_t)H * W : (int64_t)Ho * Wo), (unsigned)(N * C), stream, args);
+    Launch l = {0};
+    if ((st = cuda_stream(ctx, &l.stream))) return st;
+    return launched(&l, k_dw_conv(drv_launch, &l, in.data, w.data, out, g.N, g.C, g.H, g.W, g.Ho, g.Wo, g.kh, g.sh, g.sw, g.dh, g.dw, g.ph,
+                                  g.pw, grad));
   }
-  const uint16_t *src = in.data, *ws = w.data;
-  uint16_t* dst = out;
-  for (int64_t nc = 0; nc < (int64_t)N * C; nc++) {
-    int c = (int)(nc % C);
-    if (!grad) {
-      const uint16_t* xs = src + nc * H * W;
-      for (int oy = 0; oy < Ho; oy++)
-        for (int ox = 0; ox < Wo; ox++) {
-          float s = 0;
-          for (int a = 0; a < kh; a++)
-            for (int b = 0; b < kw; b++) {
-              int iy = oy * sh + a * dh - ph, ix = ox * sw + b * dwd - pw;
-              if (iy >= 0 && iy < H && ix >= 0 && ix < W) s += h2f(ws[(c * kh + a) * kw + b]) * h2f(xs[iy * W + ix]);
-            }
-          dst[nc * Ho * Wo + oy * Wo + ox] = f2h(s);
-        }
-    } else {
-      const uint16_t* gs = src + nc * Ho * Wo;
-      float* tmp = calloc((size_t)H * W, sizeof(float));
-      for (int oy = 0; oy < Ho; oy++)
-        for (int ox = 0; ox < Wo; ox++)
-          for (int a = 0; a < kh; a++)
-            for (int b = 0; b < kw; b++) {
-              int iy = oy * sh + a * dh - ph, ix = ox * sw + b * dwd - pw;
-              if (iy >= 0 && iy < H && ix >= 0 && ix < W) tmp[iy * W + ix] += h2f(ws[(c * kh + a) * kw + b]) * h2f(gs[oy * Wo + ox]);
-            }
-      for (int i = 0; i < H * W; i++) dst[nc * H * W + i] = f2h(tmp[i]);
-      free(tmp);
-    }
-  }
+  cpu_dw_conv(in.data, w.data, out, g, grad);
   return NULL;
 }
 
@@ -682,5 +508,5 @@ char* ortc_custom_ops(void* const* table, OrtSessionOptions* so, char* (*status)
 }
 
 // ortc_f16 and ortc_f32 expose the CPU kernels' conversions to the tests.
-uint16_t ortc_f16(float f) { return f2h(f); }
-float ortc_f32(uint16_t h) { return h2f(h); }
+uint16_t ortc_f16(float f) { return float_to_half(f); }
+float ortc_f32(uint16_t h) { return half_to_float(h); }

@@ -13,6 +13,7 @@
 // around a per-channel pivot (the channel's first element) so that the variance's one-pass
 // formula does not cancel when the mean is large against the spread.
 
+#if defined(__CUDA__)  // clang -x cuda: the GPU build
 #define __global__ __attribute__((global))
 #define __device__ __attribute__((device))
 #define __shared__ __attribute__((shared))
@@ -32,6 +33,35 @@ INLINE u16 f2h(float f) {
   return h;
 }
 
+INLINE unsigned tid() { return __nvvm_read_ptx_sreg_tid_x(); }
+INLINE unsigned ntid() { return __nvvm_read_ptx_sreg_ntid_x(); }
+INLINE unsigned bx() { return __nvvm_read_ptx_sreg_ctaid_x(); }
+INLINE unsigned by() { return __nvvm_read_ptx_sreg_ctaid_y(); }
+INLINE unsigned nbx() { return __nvvm_read_ptx_sreg_nctaid_x(); }
+INLINE float sqrt_rn(float x) { return __nvvm_sqrt_rn_f(x); }
+INLINE void sync_block() { __syncthreads(); }
+// shfl_down: lane l gets lane l+off's v (its own where l+off ≥ 32); all 32 lanes take part.
+INLINE float shfl_down(float v, int off) { return __nvvm_shfl_sync_down_f32(0xffffffffu, v, off, 0x1f); }
+#else  // the host: emu.cc runs these kernels on the CPU (it defines the emu_* calls)
+#define __global__
+#define __device__
+#define __shared__ static  // one block runs at a time
+#define INLINE static inline
+
+typedef unsigned short u16;
+
+INLINE float h2f(u16 h) { return half_to_float(h); }
+INLINE u16 f2h(float f) { return float_to_half(f); }
+INLINE unsigned tid() { return emu_tid(); }
+INLINE unsigned ntid() { return emu_ntid(); }
+INLINE unsigned bx() { return emu_bx(); }
+INLINE unsigned by() { return emu_by(); }
+INLINE unsigned nbx() { return emu_nbx(); }
+INLINE float sqrt_rn(float x) { return sqrtf(x); }
+INLINE void sync_block() { emu_sync(); }
+INLINE float shfl_down(float v, int off) { return emu_shfl_down(v, off); }
+#endif
+
 // Activations fused after batch norm (the `act` argument): 0 none, 1 ReLU, 2 HardSwish
 // (ONNX's: z·clamp(z/6 + 1/2, 0, 1)), and their derivatives, which the backward kernels take
 // at z recomputed from x, so the pre-activation never needs storing.
@@ -50,12 +80,6 @@ INLINE float act_d(float z, int act) {
   return 1;
 }
 
-INLINE unsigned tid() { return __nvvm_read_ptx_sreg_tid_x(); }
-INLINE unsigned ntid() { return __nvvm_read_ptx_sreg_ntid_x(); }
-INLINE unsigned bx() { return __nvvm_read_ptx_sreg_ctaid_x(); }
-INLINE unsigned by() { return __nvvm_read_ptx_sreg_ctaid_y(); }
-INLINE unsigned nbx() { return __nvvm_read_ptx_sreg_nctaid_x(); }
-
 #define THREADS 256
 
 // block_sum2 adds a and b over the block (THREADS threads); thread 0 gets the totals.
@@ -64,13 +88,13 @@ INLINE void block_sum2(float* a, float* b) {
   unsigned t = tid();
   sa[t] = *a;
   sb[t] = *b;
-  __syncthreads();
+  sync_block();
   for (unsigned s = THREADS / 2; s > 0; s >>= 1) {
     if (t < s) {
       sa[t] += sa[t + s];
       sb[t] += sb[t + s];
     }
-    __syncthreads();
+    sync_block();
   }
   *a = sa[0];
   *b = sb[0];
@@ -133,7 +157,7 @@ extern "C" __global__ void bn_fwd_apply(const u16* x, const float* gamma, const 
                                         const float* var, u16* y, int C, int HW, float eps, int act) {
   int nc = (int)by(), c = nc % C, lo, hi;
   slice(HW, &lo, &hi);
-  float scale = gamma[c] / __nvvm_sqrt_rn_f(var[c] + eps);
+  float scale = gamma[c] / sqrt_rn(var[c] + eps);
   float shift = beta[c] - mean[c] * scale;
   const u16* p = x + (long)nc * HW;
   u16* q = y + (long)nc * HW;
@@ -155,7 +179,7 @@ extern "C" __global__ void bn_bwd_partial(const u16* dy, const u16* x, const flo
   int c = (int)by(), lo, hi;
   slice(HW, &lo, &hi);
   float m = mean[c];
-  float scale = gamma[c] / __nvvm_sqrt_rn_f(var[c] + eps);
+  float scale = gamma[c] / sqrt_rn(var[c] + eps);
   float shift = beta[c] - m * scale;
   float s1 = 0, s2 = 0;
   for (int n = 0; n < N; n++) {
@@ -194,7 +218,7 @@ extern "C" __global__ void bn_bwd_finish(const float* part, const float* var, fl
     s2 += part[((long)c * S + s) * 2 + 1];
   }
   dbeta[c] = s1;
-  dgamma[c] = s2 / __nvvm_sqrt_rn_f(var[c] + eps);
+  dgamma[c] = s2 / sqrt_rn(var[c] + eps);
 }
 
 // bn_bwd_apply: grid (X, N*C). dx = a·dz + b·(x−μ) + d with dz = dy·act'(z), a = γ/σ,
@@ -204,7 +228,7 @@ extern "C" __global__ void bn_bwd_apply(const u16* dy, const u16* x, const float
                                         float count, int act) {
   int nc = (int)by(), c = nc % C, lo, hi;
   slice(HW, &lo, &hi);
-  float sd = __nvvm_sqrt_rn_f(var[c] + eps);
+  float sd = sqrt_rn(var[c] + eps);
   float inv = 1 / sd;
   float a = gamma[c] * inv;
   float sdyxc = dgamma[c] * sd;
@@ -239,7 +263,7 @@ extern "C" __global__ void bn_bwd_apply(const u16* dy, const u16* x, const float
 // them into dW (float16).
 
 INLINE float warp_sum(float v) {
-  for (int off = 16; off > 0; off >>= 1) v += __nvvm_shfl_sync_down_f32(0xffffffffu, v, off, 0x1f);
+  for (int off = 16; off > 0; off >>= 1) v += shfl_down(v, off);
   return v;
 }
 
@@ -280,7 +304,7 @@ INLINE void dw_partial(const u16* x, const u16* dy, float* part, int N, int C, i
     float v = warp_sum(acc[k]);
     if (lane == 0) red[k][warp] = v;
   }
-  __syncthreads();
+  sync_block();
   if ((int)tid() < K) {
     float s = 0;
     for (int w = 0; w < THREADS / 32; w++) s += red[tid()][w];

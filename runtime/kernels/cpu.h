@@ -1,0 +1,194 @@
+// CPU kernels of the ai.cardseg operators: the reference the CUDA kernels (bn.cu) are tested
+// against, on the GPU (graphs/model's *CUDA tests) and on the CPU through the kernels' emulation
+// (emu.cc, this directory's Go package). runtime/customops.c runs them for the CPU provider. Sums in double,
+// float16 rounding once at each output. Plain C that also compiles as C++; everything static.
+#pragma once
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+// ---- float16 conversions ----
+
+static float half_to_float(uint16_t h) {
+  uint32_t s = (uint32_t)(h & 0x8000) << 16, e = (h >> 10) & 0x1f, m = h & 0x3ff, bits;
+  if (e == 0) {
+    if (m == 0) {
+      bits = s;
+    } else {  // subnormal: normalise
+      e = 113;
+      while (!(m & 0x400)) {
+        m <<= 1;
+        e--;
+      }
+      bits = s | (e << 23) | ((m & 0x3ff) << 13);
+    }
+  } else if (e == 31) {
+    bits = s | 0x7f800000 | (m << 13);
+  } else {
+    bits = s | ((e + 112) << 23) | (m << 13);
+  }
+  float f;
+  memcpy(&f, &bits, 4);
+  return f;
+}
+
+// float_to_half rounds to nearest even, overflowing to infinity (as the GPU's cvt.rn.f16.f32).
+static uint16_t float_to_half(float f) {
+  uint32_t b;
+  memcpy(&b, &f, 4);
+  uint16_t s = (uint16_t)((b >> 16) & 0x8000);
+  uint32_t a = b & 0x7fffffff;
+  if (a >= 0x7f800000) return (uint16_t)(s | 0x7c00 | (a > 0x7f800000 ? 0x200 : 0));  // Inf, NaN
+  if (a >= 0x477ff000) return (uint16_t)(s | 0x7c00);                                // rounds past 65504
+  if (a < 0x38800000) {                                                              // subnormal or zero
+    if (a < 0x33000001) return s;                                                    // below half the smallest
+    uint32_t e = a >> 23, m = (a & 0x7fffff) | 0x800000;
+    uint32_t shift = 126 - e;  // value = m·2^(e−150), in units of 2^−24: m >> (126−e)
+    uint32_t r = m >> shift, rem = m & ((1u << shift) - 1), half = 1u << (shift - 1);
+    if (rem > half || (rem == half && (r & 1))) r++;
+    return (uint16_t)(s | r);
+  }
+  uint32_t r = ((a >> 13) - (112 << 10)), rem = a & 0x1fff;
+  if (rem > 0x1000 || (rem == 0x1000 && (r & 1))) r++;
+  return (uint16_t)(s | r);
+}
+
+// The activation after batch norm and its derivative (bn.cu's act_f and act_d): 0 none,
+// 1 ReLU, 2 HardSwish (ONNX's: z·clamp(z/6 + 1/2, 0, 1)).
+static float cpu_act(float z, int act) {
+  if (act == 1) return z > 0 ? z : 0;
+  if (act == 2) {
+    float t = z * (1.0f / 6) + 0.5f;
+    return z * (t < 0 ? 0 : (t > 1 ? 1 : t));
+  }
+  return z;
+}
+
+static float cpu_act_d(float z, int act) {
+  if (act == 1) return z > 0 ? 1 : 0;
+  if (act == 2) return z < -3 ? 0 : (z > 3 ? 1 : z * (1.0f / 3) + 0.5f);
+  return 1;
+}
+
+// cpu_bn_forward: y = act((x−μ)·γ/√(σ²+ε) + β) with the batch's mean μ and biased variance σ²
+// per channel of x [N,C,HW].
+static void cpu_bn_forward(const uint16_t* x, const float* gamma, const float* beta, uint16_t* y, float* mean, float* var, int N,
+                           int C, int HW, float eps, int act) {
+  double count = (double)N * HW;
+  for (int c = 0; c < C; c++) {
+    double s = 0;
+    for (int n = 0; n < N; n++)
+      for (int i = 0; i < HW; i++) s += half_to_float(x[((int64_t)n * C + c) * HW + i]);
+    double m = s / count, q = 0;
+    for (int n = 0; n < N; n++)
+      for (int i = 0; i < HW; i++) {
+        double t = half_to_float(x[((int64_t)n * C + c) * HW + i]) - m;
+        q += t * t;
+      }
+    mean[c] = (float)m;
+    var[c] = (float)(q / count);
+    float scale = gamma[c] / sqrtf(var[c] + eps), shift = beta[c] - mean[c] * scale;
+    for (int n = 0; n < N; n++) {
+      int64_t o = ((int64_t)n * C + c) * HW;
+      for (int i = 0; i < HW; i++) y[o + i] = float_to_half(cpu_act(half_to_float(x[o + i]) * scale + shift, act));
+    }
+  }
+}
+
+// cpu_bn_backward: dx, dγ, dβ for cpu_bn_forward given dy, x and the forward's statistics; the
+// activation's derivative is taken at the pre-activation recomputed from x.
+static void cpu_bn_backward(const uint16_t* dy, const uint16_t* x, const float* gamma, const float* beta, const float* mean,
+                            const float* var, uint16_t* dx, float* dgamma, float* dbeta, int N, int C, int HW, float eps, int act) {
+  float count = (float)((int64_t)N * HW);
+  for (int c = 0; c < C; c++) {
+    float sd = sqrtf(var[c] + eps), inv = 1 / sd;
+    float scale = gamma[c] / sd, shift = beta[c] - mean[c] * scale;  // z = x·scale + shift, as forward
+    double s1 = 0, s2 = 0;
+    for (int n = 0; n < N; n++) {
+      int64_t o = ((int64_t)n * C + c) * HW;
+      for (int i = 0; i < HW; i++) {
+        float xv = half_to_float(x[o + i]);
+        double t = half_to_float(dy[o + i]) * cpu_act_d(xv * scale + shift, act);
+        s1 += t;
+        s2 += t * (xv - mean[c]);
+      }
+    }
+    dbeta[c] = (float)s1;
+    dgamma[c] = (float)(s2 / sd);
+    float a = gamma[c] * inv;
+    float bb = -a * inv * inv * (float)s2 / count;
+    float dd = -a * (float)s1 / count;
+    for (int n = 0; n < N; n++) {
+      int64_t o = ((int64_t)n * C + c) * HW;
+      for (int i = 0; i < HW; i++) {
+        float xv = half_to_float(x[o + i]);
+        dx[o + i] = float_to_half(a * half_to_float(dy[o + i]) * cpu_act_d(xv * scale + shift, act) + bb * (xv - mean[c]) + dd);
+      }
+    }
+  }
+}
+
+// Depthwise geometry: kernel kh×kw, strides, dilations, padding at the top and left; x's plane
+// H×W, y's Ho×Wo. y[n,c,oy,ox] = Σ_{a,b} w[c,a,b]·x[n,c, oy·sh + a·dh − ph, ox·sw + b·dw − pw].
+typedef struct {
+  int kh, kw, sh, sw, dh, dw, ph, pw;
+  int N, C, H, W, Ho, Wo;
+} DWGeo;
+
+// cpu_dw_grad: dW [C,1,kh,kw] of the depthwise convolution given x and dy.
+static void cpu_dw_grad(const uint16_t* x, const uint16_t* dy, uint16_t* dW, DWGeo g) {
+  for (int c = 0; c < g.C; c++)
+    for (int a = 0; a < g.kh; a++)
+      for (int b = 0; b < g.kw; b++) {
+        double s = 0;
+        for (int n = 0; n < g.N; n++) {
+          const uint16_t* xp = x + ((int64_t)n * g.C + c) * g.H * g.W;
+          const uint16_t* gp = dy + ((int64_t)n * g.C + c) * g.Ho * g.Wo;
+          for (int oy = 0; oy < g.Ho; oy++) {
+            int iy = oy * g.sh + a * g.dh - g.ph;
+            if (iy < 0 || iy >= g.H) continue;
+            for (int ox = 0; ox < g.Wo; ox++) {
+              int ix = ox * g.sw + b * g.dw - g.pw;
+              if (ix >= 0 && ix < g.W) s += (double)half_to_float(gp[oy * g.Wo + ox]) * half_to_float(xp[iy * g.W + ix]);
+            }
+          }
+        }
+        dW[(c * g.kh + a) * g.kw + b] = float_to_half((float)s);
+      }
+}
+
+// cpu_dw_conv: y = conv(x, w) (grad 0: in is x, out is y) or the convolution's input gradient
+// (grad 1: in is dy, out is dx), float32 sums.
+static void cpu_dw_conv(const uint16_t* in, const uint16_t* w, uint16_t* out, DWGeo g, int grad) {
+  for (int64_t nc = 0; nc < (int64_t)g.N * g.C; nc++) {
+    int c = (int)(nc % g.C);
+    if (!grad) {
+      const uint16_t* xs = in + nc * g.H * g.W;
+      for (int oy = 0; oy < g.Ho; oy++)
+        for (int ox = 0; ox < g.Wo; ox++) {
+          float s = 0;
+          for (int a = 0; a < g.kh; a++)
+            for (int b = 0; b < g.kw; b++) {
+              int iy = oy * g.sh + a * g.dh - g.ph, ix = ox * g.sw + b * g.dw - g.pw;
+              if (iy >= 0 && iy < g.H && ix >= 0 && ix < g.W)
+                s += half_to_float(w[(c * g.kh + a) * g.kw + b]) * half_to_float(xs[iy * g.W + ix]);
+            }
+          out[nc * g.Ho * g.Wo + oy * g.Wo + ox] = float_to_half(s);
+        }
+    } else {
+      const uint16_t* gs = in + nc * g.Ho * g.Wo;
+      float* tmp = (float*)calloc((size_t)g.H * g.W, sizeof(float));
+      for (int oy = 0; oy < g.Ho; oy++)
+        for (int ox = 0; ox < g.Wo; ox++)
+          for (int a = 0; a < g.kh; a++)
+            for (int b = 0; b < g.kw; b++) {
+              int iy = oy * g.sh + a * g.dh - g.ph, ix = ox * g.sw + b * g.dw - g.pw;
+              if (iy >= 0 && iy < g.H && ix >= 0 && ix < g.W)
+                tmp[iy * g.W + ix] += half_to_float(w[(c * g.kh + a) * g.kw + b]) * half_to_float(gs[oy * g.Wo + ox]);
+            }
+      for (int i = 0; i < g.H * g.W; i++) out[nc * g.H * g.W + i] = float_to_half(tmp[i]);
+      free(tmp);
+    }
+  }
+}

@@ -1,0 +1,172 @@
+// Package kernels holds the C and CUDA sources of runtime's custom operators (ai.cardseg):
+// bn.cu (the GPU kernels, compiled to PTX by tools/gen/ptx), cpu.h (the CPU kernels) and
+// launch.h (which kernels each operator launches, on what grids). runtime/customops.c includes
+// cpu.h and launch.h.
+//
+// The Go package itself is their test bench: it runs bn.cu's kernels on the CPU (emu.cc),
+// through the same launch plans that runtime gives the CUDA driver, next to the CPU kernels.
+// Tests use it to check the GPU kernels' indexing, reductions and grids on machines without a
+// GPU; it reports kernels that write outside their outputs or into their inputs, leave
+// outputs unwritten, or meet at barriers out of step. The GPU tests (graphs/model's *CUDA
+// tests) remain the check of the real hardware.
+//
+// It compiles the kernels as C++ (g++; Debian: apt-get install g++).
+package kernels
+
+/*
+#cgo CXXFLAGS: -O2 -std=c++17
+#include <stdlib.h>
+#include "emu.h"
+*/
+import "C"
+
+import (
+	_ "embed"
+	"errors"
+	"unsafe"
+)
+
+// emu.cc includes bn.cu, an extension the go command does not hash into the package's build:
+// embedding it does, so an edit to the kernels rebuilds the emulation.
+//
+//go:embed bn.cu
+var bnSource string
+
+// Where runs an operator: the GPU's kernels (emulated) or the CPU reference.
+type Where int
+
+const (
+	CPU Where = iota // runtime/kernels/cpu.h
+	GPU              // runtime/kernels/bn.cu through runtime/kernels/launch.h, emulated
+)
+
+func (w Where) String() string {
+	if w == GPU {
+		return "gpu"
+	}
+	return "cpu"
+}
+
+// Geo is a depthwise layer: kernel k×k, strides, dilations, padding at the top and left, and
+// the planes of x (H×W) and y (Ho×Wo).
+type Geo struct {
+	K, SH, SW, DH, DW, PH, PW int
+	N, C, H, W, Ho, Wo        int
+}
+
+func (g Geo) c() C.EmuGeo {
+	return C.EmuGeo{k: C.int(g.K), sh: C.int(g.SH), sw: C.int(g.SW), dh: C.int(g.DH), dw: C.int(g.DW), ph: C.int(g.PH), pw: C.int(g.PW),
+		N: C.int(g.N), C: C.int(g.C), H: C.int(g.H), W: C.int(g.W), Ho: C.int(g.Ho), Wo: C.int(g.Wo)}
+}
+
+// BN is a batch-norm layer on x [N, C, HW] with Splits partial sums per channel on the GPU.
+type BN struct {
+	N, C, HW, Splits int
+	Eps              float32
+	Act              int // 0 none, 1 ReLU, 2 HardSwish
+}
+
+const errLen = 512
+
+func call(f func(buf *C.char) C.int) error {
+	buf := (*C.char)(C.malloc(errLen))
+	defer C.free(unsafe.Pointer(buf))
+	if f(buf) != 0 {
+		return errors.New("emu: " + C.GoString(buf))
+	}
+	return nil
+}
+
+func u16p(s []uint16) *C.uint16_t { return (*C.uint16_t)(unsafe.Pointer(unsafe.SliceData(s))) }
+func f32p(s []float32) *C.float   { return (*C.float)(unsafe.Pointer(unsafe.SliceData(s))) }
+
+func b2i(b bool) C.int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func (b BN) check(x []uint16, params ...[]float32) error {
+	if b.N < 1 || b.C < 1 || b.HW < 1 || b.Splits < 1 || len(x) != b.N*b.C*b.HW {
+		return errors.New("emu: batch norm: sizes do not match the layer")
+	}
+	for _, p := range params {
+		if len(p) != b.C {
+			return errors.New("emu: batch norm: a per-channel input does not have C entries")
+		}
+	}
+	return nil
+}
+
+// BNForward runs BatchNormTrain16: y, the batch mean and the biased variance.
+func BNForward(w Where, b BN, x []uint16, gamma, beta []float32) (y []uint16, mean, variance []float32, err error) {
+	if err := b.check(x, gamma, beta); err != nil {
+		return nil, nil, nil, err
+	}
+	y, mean, variance = make([]uint16, len(x)), make([]float32, b.C), make([]float32, b.C)
+	err = call(func(e *C.char) C.int {
+		return C.emu_bn_forward(b2i(w == GPU), u16p(x), f32p(gamma), f32p(beta), u16p(y), f32p(mean), f32p(variance), C.int(b.N), C.int(b.C),
+			C.int(b.HW), C.int(b.Splits), C.float(b.Eps), C.int(b.Act), e, errLen)
+	})
+	return y, mean, variance, err
+}
+
+// BNBackward runs BatchNormTrain16Grad: dx, dγ, dβ.
+func BNBackward(w Where, b BN, dy, x []uint16, gamma, beta, mean, variance []float32) (dx []uint16, dgamma, dbeta []float32, err error) {
+	if err := b.check(x, gamma, beta, mean, variance); err != nil || len(dy) != len(x) {
+		return nil, nil, nil, errors.Join(err, errors.New("emu: batch norm gradient: check the sizes"))
+	}
+	dx, dgamma, dbeta = make([]uint16, len(x)), make([]float32, b.C), make([]float32, b.C)
+	err = call(func(e *C.char) C.int {
+		return C.emu_bn_backward(b2i(w == GPU), u16p(dy), u16p(x), f32p(gamma), f32p(beta), f32p(mean), f32p(variance), u16p(dx), f32p(dgamma),
+			f32p(dbeta), C.int(b.N), C.int(b.C), C.int(b.HW), C.int(b.Splits), C.float(b.Eps), C.int(b.Act), e, errLen)
+	})
+	return dx, dgamma, dbeta, err
+}
+
+func (g Geo) check(x, y int) error {
+	if g.K != 3 && g.K != 5 || g.N < 1 || g.C < 1 || g.H < 1 || g.W < 1 || g.Ho < 1 || g.Wo < 1 || x != g.N*g.C*g.H*g.W || y != g.N*g.C*g.Ho*g.Wo {
+		return errors.New("emu: depthwise: sizes do not match the geometry")
+	}
+	return nil
+}
+
+// DWGrad runs DepthwiseWeightGrad16 with splits partial sums per channel on the GPU.
+func DWGrad(w Where, g Geo, splits int, x, dy []uint16) ([]uint16, error) {
+	if err := g.check(len(x), len(dy)); err != nil {
+		return nil, err
+	}
+	dW := make([]uint16, g.C*g.K*g.K)
+	err := call(func(e *C.char) C.int {
+		return C.emu_dw_grad(b2i(w == GPU), u16p(x), u16p(dy), u16p(dW), g.c(), C.int(splits), e, errLen)
+	})
+	return dW, err
+}
+
+// DWConv runs DepthwiseConv16 (in is x, the result y) or, with grad, DepthwiseConvGrad16 (in
+// is dy, the result dx). filter is [C,1,K,K].
+func DWConv(w Where, g Geo, grad bool, in, filter []uint16) ([]uint16, error) {
+	nx, ny := g.N*g.C*g.H*g.W, g.N*g.C*g.Ho*g.Wo
+	nin, nout := nx, ny
+	if grad {
+		nin, nout = ny, nx
+	}
+	if err := g.check(nx, ny); err != nil || len(in) != nin || len(filter) != g.C*g.K*g.K {
+		return nil, errors.Join(err, errors.New("emu: depthwise: check the sizes"))
+	}
+	out := make([]uint16, nout)
+	err := call(func(e *C.char) C.int {
+		return C.emu_dw_conv(b2i(w == GPU), u16p(in), u16p(filter), u16p(out), g.c(), b2i(grad), e, errLen)
+	})
+	return out, err
+}
+
+// selftest runs emu_selftest(which): nil for the correct kernel, the emulation's report for
+// the faulty ones.
+func selftest(which int) error {
+	return call(func(e *C.char) C.int { return C.emu_selftest(C.int(which), e, errLen) })
+}
+
+// BlocksRun is the number of thread blocks the emulation has run in this process.
+func BlocksRun() int64 { return int64(C.emu_blocks_run()) }

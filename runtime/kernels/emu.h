@@ -1,0 +1,35 @@
+// C interface of the CUDA kernels' CPU emulation (emu.cc) for the Go package. Each call runs
+// one ai.cardseg operator either as the GPU would (gpu 1: kernels/launch.h's plan, bn.cu's
+// kernels on emulated blocks) or with the CPU reference kernels (gpu 0: kernels/cpu.h). The
+// buffers are the caller's; scratch is allocated inside. Returns 0, or 1 with a message in err.
+#pragma once
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct {
+  int k, sh, sw, dh, dw, ph, pw;
+  int N, C, H, W, Ho, Wo;
+} EmuGeo;
+
+int emu_bn_forward(int gpu, const uint16_t* x, const float* gamma, const float* beta, uint16_t* y, float* mean, float* var, int N,
+                   int C, int HW, int S, float eps, int act, char* err, int errlen);
+int emu_bn_backward(int gpu, const uint16_t* dy, const uint16_t* x, const float* gamma, const float* beta, const float* mean,
+                    const float* var, uint16_t* dx, float* dgamma, float* dbeta, int N, int C, int HW, int S, float eps, int act,
+                    char* err, int errlen);
+int emu_dw_grad(int gpu, const uint16_t* x, const uint16_t* dy, uint16_t* dW, EmuGeo g, int S, char* err, int errlen);
+int emu_dw_conv(int gpu, const uint16_t* in, const uint16_t* w, uint16_t* out, EmuGeo g, int grad, char* err, int errlen);
+
+// emu_selftest runs deliberately faulty kernels (which 1…6) through the emulation, which must
+// report each, and a correct one (which 0), which must pass.
+int emu_selftest(int which, char* err, int errlen);
+
+// emu_blocks_run: blocks the emulation has run since the process started (tests check that
+// a plan launched what it should).
+long long emu_blocks_run(void);
+
+#ifdef __cplusplus
+}
+#endif
