@@ -202,6 +202,12 @@ static OrtStatus* module(void) {
     goto out;
   }
   if (ctx != mod_ctx) {
+    const char* choice = getenv("CARDSEG_CUDA_KERNELS");
+    if (choice && *choice && strcmp(choice, "auto") != 0 && strcmp(choice, "scalar") != 0) {
+      st = fail("cardseg custom ops: CARDSEG_CUDA_KERNELS=%s (want auto or scalar)", choice);
+      goto out;
+    }
+    k_scalar_only = choice && strcmp(choice, "scalar") == 0;
     void* m = NULL;
     if ((rc = drv.ModuleLoadData(&m, cardseg_bn_ptx)) != 0) {
       st = fail("cardseg custom ops: cuModuleLoadData (JIT of the batch-norm PTX): %s", drv_msg(rc));

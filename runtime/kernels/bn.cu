@@ -254,6 +254,139 @@ extern "C" __global__ void bn_bwd_apply(const u16* dy, const u16* x, const float
   }
 }
 
+// ---- batch norm on 8-wide vectors ----
+//
+// The same arithmetic as the kernels above for planes of a multiple of 8 elements on 16-byte
+// aligned tensors (every layer of the network at the GPU preset's sizes): each load and store
+// moves eight float16 values, where the kernels above move one, and the element-wise kernels
+// walk the whole tensor as one array (grid-stride), so that small planes still fill whole
+// blocks. launch.h picks these when the shapes and pointers allow.
+
+typedef unsigned int u32x4 __attribute__((vector_size(16)));
+
+INLINE float lo_h(unsigned v) { return h2f((u16)(v & 0xffffu)); }
+INLINE float hi_h(unsigned v) { return h2f((u16)(v >> 16)); }
+INLINE unsigned pack_h(float a, float b) { return (unsigned)f2h(a) | ((unsigned)f2h(b) << 16); }
+
+// The channel's slice [lo, hi) of each plane's HW/8 vectors handled by block x of nbx splits.
+INLINE void slice8(int HW, int* lo, int* hi) { slice(HW >> 3, lo, hi); }
+
+// moments8 adds v's eight values less k, and their squares, to s1 and s2.
+INLINE void moments8(u32x4 v, float k, float* s1, float* s2) {
+#pragma unroll
+  for (int j = 0; j < 4; j++) {
+    float a = lo_h(v[j]) - k, b = hi_h(v[j]) - k;
+    *s1 += a + b;
+    *s2 += a * a + b * b;
+  }
+}
+
+// bn_fwd_partial8: bn_fwd_partial on vectors; the block walks its slice of all N planes as one
+// range, so that every thread has loads in flight however short the slice.
+extern "C" __global__ void bn_fwd_partial8(const u16* x, float* part, int N, int C, int HW) {
+  int c = (int)by(), lo, hi;
+  slice8(HW, &lo, &hi);
+  float k = h2f(x[(long)c * HW]);
+  float s1 = 0, s2 = 0;
+  int len = hi - lo, items = N * len;  // the slice of every image, as one range
+  if (len > 0) {
+    const u32x4* p = (const u32x4*)x;
+    long plane = (long)C * (HW >> 3), first = (long)c * (HW >> 3) + lo;
+    int i = (int)tid();
+    for (; i + THREADS < items; i += 2 * THREADS) {  // two loads in flight per thread
+      int j = i + THREADS;
+      u32x4 a = p[first + (long)(i / len) * plane + i % len], b = p[first + (long)(j / len) * plane + j % len];
+      moments8(a, k, &s1, &s2);
+      moments8(b, k, &s1, &s2);
+    }
+    if (i < items) moments8(p[first + (long)(i / len) * plane + i % len], k, &s1, &s2);
+  }
+  block_sum2(&s1, &s2);
+  if (tid() == 0) {
+    long o = ((long)c * nbx() + bx()) * 2;
+    part[o] = s1;
+    part[o + 1] = s2;
+  }
+}
+
+// bn_fwd_apply8: grid-stride over the tensor's total = N·C·HW/8 vectors (below 2^31); y = act((x−μ)·γ/√(σ²+ε) + β).
+extern "C" __global__ void bn_fwd_apply8(const u16* x, const float* gamma, const float* beta, const float* mean,
+                                         const float* var, u16* y, int C, int HW, unsigned total, float eps, int act) {
+  const u32x4* p = (const u32x4*)x;
+  u32x4* q = (u32x4*)y;
+  unsigned HW8 = (unsigned)HW >> 3, step = nbx() * THREADS;
+  for (unsigned i = bx() * THREADS + tid(); i < total; i += step) {
+    int c = (int)(i / HW8 % (unsigned)C);
+    float scale = gamma[c] / sqrt_rn(var[c] + eps);
+    float shift = beta[c] - mean[c] * scale;
+    u32x4 v = p[i], r;
+#pragma unroll
+    for (int j = 0; j < 4; j++) r[j] = pack_h(act_f(lo_h(v[j]) * scale + shift, act), act_f(hi_h(v[j]) * scale + shift, act));
+    q[i] = r;
+  }
+}
+
+// bn_bwd_partial8: bn_bwd_partial on vectors.
+extern "C" __global__ void bn_bwd_partial8(const u16* dy, const u16* x, const float* gamma, const float* beta, const float* mean,
+                                           const float* var, float* part, int N, int C, int HW, float eps, int act) {
+  int c = (int)by(), lo, hi;
+  slice8(HW, &lo, &hi);
+  float m = mean[c];
+  float scale = gamma[c] / sqrt_rn(var[c] + eps);
+  float shift = beta[c] - m * scale;
+  float s1 = 0, s2 = 0;
+  int len = hi - lo, items = N * len;  // the slice of every image, as one range
+  const u32x4* g = (const u32x4*)dy;
+  const u32x4* p = (const u32x4*)x;
+  long plane = (long)C * (HW >> 3), first = (long)c * (HW >> 3) + lo;
+  for (int it = (int)tid(); it < items; it += THREADS) {
+    long i = first + (long)(it / len) * plane + it % len;
+    u32x4 gv = g[i], xv = p[i];
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+      float x0 = lo_h(xv[j]), x1 = hi_h(xv[j]);
+      float a = lo_h(gv[j]) * act_d(x0 * scale + shift, act), b = hi_h(gv[j]) * act_d(x1 * scale + shift, act);
+      s1 += a + b;
+      s2 += a * (x0 - m) + b * (x1 - m);
+    }
+  }
+  block_sum2(&s1, &s2);
+  if (tid() == 0) {
+    long o = ((long)c * nbx() + bx()) * 2;
+    part[o] = s1;
+    part[o + 1] = s2;
+  }
+}
+
+// bn_bwd_apply8: grid-stride over the vectors; bn_bwd_apply's arithmetic.
+extern "C" __global__ void bn_bwd_apply8(const u16* dy, const u16* x, const float* gamma, const float* beta, const float* mean,
+                                         const float* var, const float* dgamma, const float* dbeta, u16* dx, int C, int HW,
+                                         unsigned total, float eps, float count, int act) {
+  const u32x4* g = (const u32x4*)dy;
+  const u32x4* p = (const u32x4*)x;
+  u32x4* q = (u32x4*)dx;
+  unsigned HW8 = (unsigned)HW >> 3, step = nbx() * THREADS;
+  for (unsigned i = bx() * THREADS + tid(); i < total; i += step) {
+    int c = (int)(i / HW8 % (unsigned)C);
+    float sd = sqrt_rn(var[c] + eps);
+    float inv = 1 / sd;
+    float a = gamma[c] * inv;
+    float b = -a * inv * inv * (dgamma[c] * sd) / count;
+    float d = -a * dbeta[c] / count;
+    float m = mean[c];
+    float scale = gamma[c] / sd;
+    float shift = beta[c] - m * scale;
+    u32x4 gv = g[i], xv = p[i], r;
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+      float x0 = lo_h(xv[j]), x1 = hi_h(xv[j]);
+      r[j] = pack_h(a * lo_h(gv[j]) * act_d(x0 * scale + shift, act) + b * (x0 - m) + d,
+                    a * hi_h(gv[j]) * act_d(x1 * scale + shift, act) + b * (x1 - m) + d);
+    }
+    q[i] = r;
+  }
+}
+
 // ---- depthwise convolution weight gradient ----
 //
 // dW[c,0,a,b] = Σ_{n,y,x} dy[n,c,y,x] · x[n,c, y·sh + a·dh − ph, x·sw + b·dw − pw] (zero outside),
@@ -408,3 +541,193 @@ extern "C" __global__ void dwconv_fwd_k3(const u16* x, const u16* w, u16* y, DW_
 extern "C" __global__ void dwconv_fwd_k5(const u16* x, const u16* w, u16* y, DW_ARGS) { dwconv_fwd<5, 5>(x, w, y, DW_PASS); }
 extern "C" __global__ void dwconv_dgrad_k3(const u16* dy, const u16* w, u16* dx, DW_ARGS) { dwconv_dgrad<3, 3>(dy, w, dx, DW_PASS); }
 extern "C" __global__ void dwconv_dgrad_k5(const u16* dy, const u16* w, u16* dx, DW_ARGS) { dwconv_dgrad<5, 5>(dy, w, dx, DW_PASS); }
+
+// ---- depthwise convolution and its input gradient, eight outputs per thread ----
+//
+// The kernels above spend their time on per-tap index arithmetic and bounds checks (one
+// thread per output, k² taps each). These give each thread a strip of 8 consecutive outputs of
+// a row: per kernel row they load the input window the strip needs once (bounds-checked), then
+// do the 8·k multiply-adds from registers, and store the strip with one 16-byte store when the
+// rows allow. Grid-stride over the N·C·Hout·⌈Wout/8⌉ strips. launch.h uses them for the
+// network's geometries and keeps the kernels above for any other.
+//
+// dw_strip: out[oy, ox] = Σ_{a,b} w'[a,b] · in[oy·S + a·D − ph, ox·S + b·D − pw], where w' is
+// the filter (FLIP 0: the forward convolution) or the filter turned by 180° (FLIP 1: the input
+// gradient of a stride-1 convolution, with the padding (K−1)·D − p and in = dy).
+
+#define STRIP 8
+
+INLINE void store_strip(u16* o, const float* acc, int n, int vec) {
+  if (vec) {  // n == STRIP and o 16-byte aligned
+    u32x4 r;
+#pragma unroll
+    for (int j = 0; j < 4; j++) r[j] = pack_h(acc[2 * j], acc[2 * j + 1]);
+    *(u32x4*)o = r;
+    return;
+  }
+#pragma unroll
+  for (int j = 0; j < STRIP; j++)
+    if (j < n) o[j] = f2h(acc[j]);
+}
+
+template <int K, int S, int D, int FLIP>
+INLINE void dw_strip(const u16* in, const u16* w, u16* out, int C, int Hin, int Win, int Hout, int Wout, int ph, int pw,
+                     unsigned total, int vec) {
+  const int L = (STRIP - 1) * S + (K - 1) * D + 1;  // the window of one kernel row
+  unsigned SX = (unsigned)(Wout + STRIP - 1) / STRIP, step = nbx() * THREADS;
+  for (unsigned item = bx() * THREADS + tid(); item < total; item += step) {
+    unsigned sx = item % SX, t = item / SX;
+    int oy = (int)(t % (unsigned)Hout), nc = (int)(t / (unsigned)Hout), c = nc % C;
+    int ox0 = (int)sx * STRIP;
+    const u16* wc = w + c * K * K;
+    const u16* plane = in + (long)nc * Hin * Win;
+    int ix0 = ox0 * S - pw;
+    float acc[STRIP];
+#pragma unroll
+    for (int j = 0; j < STRIP; j++) acc[j] = 0;
+#pragma unroll
+    for (int a = 0; a < K; a++) {
+      int iy = oy * S + a * D - ph;
+      if (iy < 0 || iy >= Hin) continue;
+      const u16* row = plane + (long)iy * Win;
+      float win[L];
+#pragma unroll
+      for (int i = 0; i < L; i++) {
+        int ix = ix0 + i;
+        win[i] = ix >= 0 && ix < Win ? h2f(row[ix]) : 0.0f;
+      }
+#pragma unroll
+      for (int b = 0; b < K; b++) {
+        float kv = h2f(wc[FLIP ? K * K - 1 - (a * K + b) : a * K + b]);
+#pragma unroll
+        for (int j = 0; j < STRIP; j++) acc[j] += kv * win[j * S + b * D];
+      }
+    }
+    int n = Wout - ox0 < STRIP ? Wout - ox0 : STRIP;
+    store_strip(out + ((long)nc * Hout + oy) * Wout + ox0, acc, n, vec);
+  }
+}
+
+// dw_dgrad_s2: the input gradient of a stride-2 convolution with padding P = (K−1)/2 and no
+// dilation: dx[iy, ix] = Σ w[a,b] · dy[(iy + P − a)/2, (ix + P − b)/2] over the taps where both
+// are whole. A strip starts at an even ix, so which taps reach each of its outputs, and where
+// in the dy window, is fixed at compile time.
+template <int K>
+INLINE void dw_dgrad_s2(const u16* dy, const u16* w, u16* dx, int C, int H, int W, int Ho, int Wo, unsigned total, int vec) {
+  const int P = (K - 1) / 2;
+  const int B = -((K - 1 - P) / 2);           // the window's first dy column less ix0/2: the least whole (j + P − b)/2
+  const int L = (STRIP - 1 + P) / 2 - B + 1;  // its length
+  unsigned SX = (unsigned)(W + STRIP - 1) / STRIP, step = nbx() * THREADS;
+  for (unsigned item = bx() * THREADS + tid(); item < total; item += step) {
+    unsigned sx = item % SX, t = item / SX;
+    int iy = (int)(t % (unsigned)H), nc = (int)(t / (unsigned)H), c = nc % C;
+    int ix0 = (int)sx * STRIP;
+    const u16* wc = w + c * K * K;
+    const u16* plane = dy + (long)nc * Ho * Wo;
+    int ox0 = ix0 / 2 + B;
+    float acc[STRIP];
+#pragma unroll
+    for (int j = 0; j < STRIP; j++) acc[j] = 0;
+#pragma unroll
+    for (int a = 0; a < K; a++) {
+      int ty = iy + P - a;
+      if (ty < 0 || (ty & 1) || (ty >> 1) >= Ho) continue;
+      const u16* row = plane + (long)(ty >> 1) * Wo;
+      float win[L];
+#pragma unroll
+      for (int i = 0; i < L; i++) {
+        int ox = ox0 + i;
+        win[i] = ox >= 0 && ox < Wo ? h2f(row[ox]) : 0.0f;
+      }
+#pragma unroll
+      for (int b = 0; b < K; b++) {
+        float kv = h2f(wc[a * K + b]);
+#pragma unroll
+        for (int j = 0; j < STRIP; j++)
+          if (((j + P - b) & 1) == 0) acc[j] += kv * win[(j + P - b) / 2 - B];
+      }
+    }
+    int n = W - ix0 < STRIP ? W - ix0 : STRIP;
+    store_strip(dx + ((long)nc * H + iy) * W + ix0, acc, n, vec);
+  }
+}
+
+#define STRIP_ARGS const u16 *in, const u16 *w, u16 *out, int C, int Hin, int Win, int Hout, int Wout, int ph, int pw, unsigned total, int vec
+#define STRIP_PASS in, w, out, C, Hin, Win, Hout, Wout, ph, pw, total, vec
+extern "C" __global__ void dws_k3s1d1(STRIP_ARGS) { dw_strip<3, 1, 1, 0>(STRIP_PASS); }
+extern "C" __global__ void dws_k3s2d1(STRIP_ARGS) { dw_strip<3, 2, 1, 0>(STRIP_PASS); }
+extern "C" __global__ void dws_k5s1d1(STRIP_ARGS) { dw_strip<5, 1, 1, 0>(STRIP_PASS); }
+extern "C" __global__ void dws_k5s2d1(STRIP_ARGS) { dw_strip<5, 2, 1, 0>(STRIP_PASS); }
+extern "C" __global__ void dws_k5s1d2(STRIP_ARGS) { dw_strip<5, 1, 2, 0>(STRIP_PASS); }
+extern "C" __global__ void dwsf_k3s1d1(STRIP_ARGS) { dw_strip<3, 1, 1, 1>(STRIP_PASS); }
+extern "C" __global__ void dwsf_k5s1d1(STRIP_ARGS) { dw_strip<5, 1, 1, 1>(STRIP_PASS); }
+extern "C" __global__ void dwsf_k5s1d2(STRIP_ARGS) { dw_strip<5, 1, 2, 1>(STRIP_PASS); }
+// (ph, pw are unused: P = (K−1)/2 is the kernel's.)
+extern "C" __global__ void dwd2_k3(STRIP_ARGS) { dw_dgrad_s2<3>(in, w, out, C, Hout, Wout, Hin, Win, total, vec); }
+extern "C" __global__ void dwd2_k5(STRIP_ARGS) { dw_dgrad_s2<5>(in, w, out, C, Hout, Wout, Hin, Win, total, vec); }
+
+// dw_wgrad_strip: dw_partial on strips of 8 dy values of a row: per kernel row the x window
+// the strip needs is loaded once and the k·8 products summed from registers. grid (S, C): block
+// s of channel c sums over its slice of the channel's N·Ho·⌈Wo/8⌉ strips, into the same partial
+// sums dw_finish adds.
+template <int K, int S, int D>
+INLINE void dw_wgrad_strip(const u16* x, const u16* dy, float* part, int N, int C, int H, int W, int Ho, int Wo, int ph, int pw) {
+  const int L = (STRIP - 1) * S + (K - 1) * D + 1;
+  int c = (int)by(), lo, hi;
+  int SX = (Wo + STRIP - 1) / STRIP;
+  slice(N * Ho * SX, &lo, &hi);
+  float acc[K * K];
+#pragma unroll
+  for (int k = 0; k < K * K; k++) acc[k] = 0;
+  for (int item = lo + (int)tid(); item < hi; item += THREADS) {
+    int sx = item % SX, t = item / SX;
+    int oy = t % Ho, n = t / Ho;
+    int ox0 = sx * STRIP;
+    const u16* xs = x + ((long)n * C + c) * H * W;
+    const u16* gs = dy + (((long)n * C + c) * Ho + oy) * Wo + ox0;
+    float g[STRIP];
+#pragma unroll
+    for (int j = 0; j < STRIP; j++) g[j] = ox0 + j < Wo ? h2f(gs[j]) : 0.0f;
+    int ix0 = ox0 * S - pw;
+#pragma unroll
+    for (int a = 0; a < K; a++) {
+      int iy = oy * S + a * D - ph;
+      if (iy < 0 || iy >= H) continue;
+      const u16* row = xs + (long)iy * W;
+      float win[L];
+#pragma unroll
+      for (int i = 0; i < L; i++) {
+        int ix = ix0 + i;
+        win[i] = ix >= 0 && ix < W ? h2f(row[ix]) : 0.0f;
+      }
+#pragma unroll
+      for (int b = 0; b < K; b++) {
+        float s = 0;
+#pragma unroll
+        for (int j = 0; j < STRIP; j++) s += g[j] * win[j * S + b * D];
+        acc[a * K + b] += s;
+      }
+    }
+  }
+  __shared__ float red[25][THREADS / 32];
+  unsigned lane = tid() & 31, warp = tid() >> 5;
+#pragma unroll
+  for (int k = 0; k < K * K; k++) {
+    float v = warp_sum(acc[k]);
+    if (lane == 0) red[k][warp] = v;
+  }
+  sync_block();
+  if ((int)tid() < K * K) {
+    float s = 0;
+    for (int w = 0; w < THREADS / 32; w++) s += red[tid()][w];
+    part[((long)c * nbx() + bx()) * K * K + tid()] = s;
+  }
+}
+
+#define WGRAD_ARGS const u16 *x, const u16 *dy, float *part, int N, int C, int H, int W, int Ho, int Wo, int ph, int pw
+#define WGRAD_PASS x, dy, part, N, C, H, W, Ho, Wo, ph, pw
+extern "C" __global__ void dwg_k3s1d1(WGRAD_ARGS) { dw_wgrad_strip<3, 1, 1>(WGRAD_PASS); }
+extern "C" __global__ void dwg_k3s2d1(WGRAD_ARGS) { dw_wgrad_strip<3, 2, 1>(WGRAD_PASS); }
+extern "C" __global__ void dwg_k5s1d1(WGRAD_ARGS) { dw_wgrad_strip<5, 1, 1>(WGRAD_PASS); }
+extern "C" __global__ void dwg_k5s2d1(WGRAD_ARGS) { dw_wgrad_strip<5, 2, 1>(WGRAD_PASS); }
+extern "C" __global__ void dwg_k5s1d2(WGRAD_ARGS) { dw_wgrad_strip<5, 1, 2>(WGRAD_PASS); }

@@ -47,6 +47,7 @@ struct Emu {
   const std::function<void()>* body = nullptr;
   std::string fault;  // set by a thread that failed inside its coroutine
   long long blocks = 0;
+  long long launches[KF_COUNT] = {};
 };
 
 Emu E;
@@ -137,8 +138,11 @@ void run_block() {
 }
 
 // The kernels' parameter counts, and which meet at barriers (they need coroutines).
-const int nparams[KF_COUNT] = {5, 8, 10, 12, 7, 14, 15, 15, 5, 14, 14, 14, 14};
-const bool barrier_kernels[KF_COUNT] = {true, false, false, true, false, false, true, true, false, false, false, false, false};
+const int nparams[KF_COUNT] = {5,  8,  10, 12, 7,  14, 15, 15, 5,  14, 14, 14, 14, 5,  11, 12,
+                               15, 12, 12, 12, 12, 12, 12, 12, 12, 12, 12, 11, 11, 11, 11, 11};
+const bool barrier_kernels[KF_COUNT] = {true,  false, false, true,  false, false, true,  true,  false, false, false,
+                                        false, false, true,  false, true,  false, false, false, false, false, false,
+                                        false, false, false, false, false, true,  true,  true,  true,  true};
 
 struct Ctx {
   std::string err;
@@ -224,6 +228,28 @@ int launch(void* ctxp, int f, unsigned gx, unsigned gy, void** a) {
                        arg<int>(a, 13));
         };
         break;
+      case KF_FWD_PARTIAL8:
+        body = [=] { bn_fwd_partial8(arg<CH>(a, 0), arg<F>(a, 1), arg<int>(a, 2), arg<int>(a, 3), arg<int>(a, 4)); };
+        break;
+      case KF_FWD_APPLY8:
+        body = [=] {
+          bn_fwd_apply8(arg<CH>(a, 0), arg<CF>(a, 1), arg<CF>(a, 2), arg<CF>(a, 3), arg<CF>(a, 4), arg<H>(a, 5), arg<int>(a, 6),
+                        arg<int>(a, 7), arg<unsigned>(a, 8), arg<float>(a, 9), arg<int>(a, 10));
+        };
+        break;
+      case KF_BWD_PARTIAL8:
+        body = [=] {
+          bn_bwd_partial8(arg<CH>(a, 0), arg<CH>(a, 1), arg<CF>(a, 2), arg<CF>(a, 3), arg<CF>(a, 4), arg<CF>(a, 5), arg<F>(a, 6),
+                          arg<int>(a, 7), arg<int>(a, 8), arg<int>(a, 9), arg<float>(a, 10), arg<int>(a, 11));
+        };
+        break;
+      case KF_BWD_APPLY8:
+        body = [=] {
+          bn_bwd_apply8(arg<CH>(a, 0), arg<CH>(a, 1), arg<CF>(a, 2), arg<CF>(a, 3), arg<CF>(a, 4), arg<CF>(a, 5), arg<CF>(a, 6),
+                        arg<CF>(a, 7), arg<H>(a, 8), arg<int>(a, 9), arg<int>(a, 10), arg<unsigned>(a, 11), arg<float>(a, 12),
+                        arg<float>(a, 13), arg<int>(a, 14));
+        };
+        break;
       case KF_DW_K3:
       case KF_DW_K5: {
         auto fn = f == KF_DW_K3 ? dw_partial_k3 : dw_partial_k5;
@@ -236,6 +262,39 @@ int launch(void* ctxp, int f, unsigned gx, unsigned gy, void** a) {
       case KF_DW_FINISH:
         body = [=] { dw_finish(arg<CF>(a, 0), arg<H>(a, 1), arg<int>(a, 2), arg<int>(a, 3), arg<int>(a, 4)); };
         break;
+      case KF_DWS_K3S1D1:
+      case KF_DWS_K3S2D1:
+      case KF_DWS_K5S1D1:
+      case KF_DWS_K5S2D1:
+      case KF_DWS_K5S1D2:
+      case KF_DWSF_K3S1D1:
+      case KF_DWSF_K5S1D1:
+      case KF_DWSF_K5S1D2:
+      case KF_DWD2_K3:
+      case KF_DWD2_K5: {
+        static void (*const strip[])(const u16*, const u16*, u16*, int, int, int, int, int, int, int, unsigned, int) = {
+            dws_k3s1d1, dws_k3s2d1, dws_k5s1d1, dws_k5s2d1, dws_k5s1d2, dwsf_k3s1d1, dwsf_k5s1d1, dwsf_k5s1d2, dwd2_k3, dwd2_k5};
+        auto fn = strip[f - KF_DWS_K3S1D1];
+        body = [=] {
+          fn(arg<CH>(a, 0), arg<CH>(a, 1), arg<H>(a, 2), arg<int>(a, 3), arg<int>(a, 4), arg<int>(a, 5), arg<int>(a, 6), arg<int>(a, 7),
+             arg<int>(a, 8), arg<int>(a, 9), arg<unsigned>(a, 10), arg<int>(a, 11));
+        };
+        break;
+      }
+      case KF_DWG_K3S1D1:
+      case KF_DWG_K3S2D1:
+      case KF_DWG_K5S1D1:
+      case KF_DWG_K5S2D1:
+      case KF_DWG_K5S1D2: {
+        static void (*const wgrad[])(const u16*, const u16*, float*, int, int, int, int, int, int, int, int) = {
+            dwg_k3s1d1, dwg_k3s2d1, dwg_k5s1d1, dwg_k5s2d1, dwg_k5s1d2};
+        auto fn = wgrad[f - KF_DWG_K3S1D1];
+        body = [=] {
+          fn(arg<CH>(a, 0), arg<CH>(a, 1), arg<F>(a, 2), arg<int>(a, 3), arg<int>(a, 4), arg<int>(a, 5), arg<int>(a, 6), arg<int>(a, 7),
+             arg<int>(a, 8), arg<int>(a, 9), arg<int>(a, 10));
+        };
+        break;
+      }
       default: {
         auto fn = f == KF_CONV_K3 ? dwconv_fwd_k3 : f == KF_CONV_K5 ? dwconv_fwd_k5 : f == KF_DGRAD_K3 ? dwconv_dgrad_k3 : dwconv_dgrad_k5;
         body = [=] {
@@ -244,6 +303,7 @@ int launch(void* ctxp, int f, unsigned gx, unsigned gy, void** a) {
         };
       }
     }
+    E.launches[f]++;
     return run_grid(ctx, name, barrier_kernels[f], gx, gy, body);
   } catch (const Fault& e) {
     ctx->err = "launch " + name + ": " + e.what();
@@ -433,6 +493,20 @@ int emu_selftest(int which, char* err, int errlen) {
   }
   return 0;
 }
+
+void emu_scalar_only(int on) {
+  std::lock_guard<std::mutex> lock(mu);
+  k_scalar_only = on;
+}
+
+long long emu_launches(int f) {
+  std::lock_guard<std::mutex> lock(mu);
+  return f >= 0 && f < KF_COUNT ? E.launches[f] : -1;
+}
+
+const char* emu_kernel_name(int f) { return f >= 0 && f < KF_COUNT ? kf_names[f] : ""; }
+
+int emu_kernel_count(void) { return KF_COUNT; }
 
 long long emu_blocks_run(void) {
   std::lock_guard<std::mutex> lock(mu);

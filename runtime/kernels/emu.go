@@ -14,7 +14,7 @@
 package kernels
 
 /*
-#cgo CXXFLAGS: -O2 -std=c++17
+#cgo CXXFLAGS: -O2 -std=c++17 -fno-strict-aliasing
 #include <stdlib.h>
 #include "emu.h"
 */
@@ -166,6 +166,19 @@ func DWConv(w Where, g Geo, grad bool, in, filter []uint16) ([]uint16, error) {
 // the faulty ones.
 func selftest(which int) error {
 	return call(func(e *C.char) C.int { return C.emu_selftest(C.int(which), e, errLen) })
+}
+
+// ScalarOnly keeps every operator on its first kernels (one float16 value per load, one
+// thread per element) when on, as CARDSEG_CUDA_KERNELS=scalar does on the GPU.
+func ScalarOnly(on bool) { C.emu_scalar_only(b2i(on)) }
+
+// Launches returns how many times each kernel has been launched in this process, by name.
+func Launches() map[string]int64 {
+	out := map[string]int64{}
+	for f := 0; f < int(C.emu_kernel_count()); f++ {
+		out[C.GoString(C.emu_kernel_name(C.int(f)))] = int64(C.emu_launches(C.int(f)))
+	}
+	return out
 }
 
 // BlocksRun is the number of thread blocks the emulation has run in this process.

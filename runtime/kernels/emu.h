@@ -26,6 +26,16 @@ int emu_dw_conv(int gpu, const uint16_t* in, const uint16_t* w, uint16_t* out, E
 // report each, and a correct one (which 0), which must pass.
 int emu_selftest(int which, char* err, int errlen);
 
+// emu_scalar_only sets launch.h's k_scalar_only: 1 keeps every operator on its first
+// (one value per load) kernels.
+void emu_scalar_only(int on);
+
+// emu_launches: how many times kernel f (launch.h's KF_*) has been launched; emu_kernel_name
+// and emu_kernel_count name them.
+long long emu_launches(int f);
+const char* emu_kernel_name(int f);
+int emu_kernel_count(void);
+
 // emu_blocks_run: blocks the emulation has run since the process started (tests check that
 // a plan launched what it should).
 long long emu_blocks_run(void);

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 
@@ -84,12 +85,13 @@ func agree(t *testing.T, what string, got, want []float64, rel, abs float64) {
 	}
 }
 
-// bnCases: planes smaller than a block, odd sizes, more splits than some slices can fill, and
-// layers of the network at batch 4 (with the graph's splits).
+// bnCases: planes smaller than a block, odd sizes, planes of a multiple of 8 (the vector
+// kernels), more splits than some slices can fill, and layers of the network (with the
+// graph's splits).
 func bnCases() []BN {
 	cases := []BN{{N: 2, C: 3, HW: 4 * 5, Splits: 1}, {N: 2, C: 5, HW: 9 * 11, Splits: 7}, {N: 1, C: 2, HW: 13, Splits: 13},
-		{N: 3, C: 4, HW: 1031, Splits: 3}}
-	for _, l := range []struct{ n, c, hw int }{{4, 16, 120 * 160}, {4, 72, 60 * 80}, {8, 160, 15 * 20}} {
+		{N: 3, C: 4, HW: 1031, Splits: 3}, {N: 3, C: 5, HW: 24, Splits: 4}, {N: 2, C: 7, HW: 320, Splits: 3}}
+	for _, l := range []struct{ n, c, hw int }{{4, 16, 120 * 160}, {4, 72, 60 * 80}, {8, 160, 15 * 20}, {8, 96, 30 * 40}} {
 		cases = append(cases, BN{N: l.n, C: l.c, HW: l.hw, Splits: int(graphs.BNSplits(int64(l.n), int64(l.c), int64(l.hw)))})
 	}
 	for i := range cases {
@@ -102,9 +104,29 @@ func bnCases() []BN {
 // TestBatchNormKernels: bn.cu's forward and backward kernels, emulated through the launch
 // plans, against the CPU kernels.
 func TestBatchNormKernels(t *testing.T) {
+	defer ScalarOnly(false)
+	for _, scalar := range []bool{false, true} {
+		ScalarOnly(scalar)
+		testBatchNormKernels(t, scalar)
+	}
+}
+
+// launchedSince lists the kernels launched since the counts before.
+func launchedSince(before map[string]int64) map[string]bool {
+	out := map[string]bool{}
+	for k, n := range Launches() {
+		if n > before[k] {
+			out[k] = true
+		}
+	}
+	return out
+}
+
+func testBatchNormKernels(t *testing.T, scalar bool) {
 	r := rand.New(rand.NewPCG(7, 8))
 	for _, b := range bnCases() {
-		name := fmt.Sprintf("N%d C%d HW%d S%d act %d", b.N, b.C, b.HW, b.Splits, b.Act)
+		name := fmt.Sprintf("N%d C%d HW%d S%d act %d scalar %v", b.N, b.C, b.HW, b.Splits, b.Act, scalar)
+		before := Launches()
 		x := bnInput(r, b)
 		g, be := floats(r, b.C, 0.5, 1.5), floats(r, b.C, -0.5, 0.5)
 		dy := halves(r, len(x), 0, 1)
@@ -131,6 +153,13 @@ func TestBatchNormKernels(t *testing.T) {
 		agree(t, name+" dx", toF32(dx), toF32(wdx), 1.0/1024, 1e-3)
 		agree(t, name+" dgamma", f32to64(dg), f32to64(wdg), 1e-4, 1e-4)
 		agree(t, name+" dbeta", f32to64(db), f32to64(wdb), 1e-4, 1e-4)
+		ran := launchedSince(before)
+		vec := !scalar && b.HW%8 == 0
+		for _, k := range []string{"bn_fwd_partial8", "bn_fwd_apply8", "bn_bwd_partial8", "bn_bwd_apply8"} {
+			if ran[k] != vec {
+				t.Errorf("%s: %s launched %v, want %v", name, k, ran[k], vec)
+			}
+		}
 	}
 }
 
@@ -147,11 +176,19 @@ func geo(k, s, d, n, c, h, w int) Geo {
 // gradient, emulated, against the CPU kernels on every geometry of the network, on planes with
 // odd and even sides.
 func TestDepthwiseKernels(t *testing.T) {
+	defer ScalarOnly(false)
+	for _, scalar := range []bool{false, true} {
+		ScalarOnly(scalar)
+		testDepthwiseKernels(t, scalar)
+	}
+}
+
+func testDepthwiseKernels(t *testing.T, scalar bool) {
 	r := rand.New(rand.NewPCG(9, 10))
-	for _, plane := range [][4]int{{2, 3, 13, 17}, {2, 5, 30, 40}, {1, 2, 3, 4}} {
+	for _, plane := range [][4]int{{2, 3, 13, 17}, {2, 5, 30, 40}, {1, 3, 12, 32}, {1, 2, 3, 4}} {
 		for _, dc := range dwCases {
 			g := geo(dc.k, dc.s, dc.d, plane[0], plane[1], plane[2], plane[3])
-			name := fmt.Sprintf("%+v", g)
+			name := fmt.Sprintf("%+v scalar %v", g, scalar)
 			x := halves(r, g.N*g.C*g.H*g.W, 0, 1)
 			dy := halves(r, g.N*g.C*g.Ho*g.Wo, 0, 1)
 			w := halves(r, g.C*g.K*g.K, 0, 0.5)
@@ -160,9 +197,17 @@ func TestDepthwiseKernels(t *testing.T) {
 				if grad {
 					in = dy
 				}
+				before := Launches()
 				got, err := DWConv(GPU, g, grad, in, w)
 				if err != nil {
 					t.Fatalf("%s grad %v: %v", name, grad, err)
+				}
+				strip := false
+				for k := range launchedSince(before) {
+					strip = strip || strings.HasPrefix(k, "dws") || strings.HasPrefix(k, "dwd2")
+				}
+				if strip == scalar {
+					t.Errorf("%s grad %v: strip kernel launched %v", name, grad, strip)
 				}
 				want, err := DWConv(CPU, g, grad, in, w)
 				if err != nil {
@@ -170,11 +215,20 @@ func TestDepthwiseKernels(t *testing.T) {
 				}
 				agree(t, fmt.Sprintf("%s grad %v", name, grad), toF32(got), toF32(want), 1.0/1024, 1e-3)
 			}
-			for _, splits := range []int{1, 3, int(graphs.BNSplits(int64(g.N), int64(g.C), int64(g.Ho*g.Wo)))} {
-				splits = min(splits, g.Ho*g.Wo)
+			splitsList := []int{1, 3, min(int(graphs.BNSplits(int64(g.N), int64(g.C), int64(g.Ho*g.Wo))), g.Ho*g.Wo)}
+			slices.Sort(splitsList)
+			for _, splits := range slices.Compact(splitsList) {
+				before := Launches()
 				got, err := DWGrad(GPU, g, splits, x, dy)
 				if err != nil {
 					t.Fatalf("%s splits %d: %v", name, splits, err)
+				}
+				strip := false
+				for k := range launchedSince(before) {
+					strip = strip || strings.HasPrefix(k, "dwg_")
+				}
+				if strip == scalar {
+					t.Errorf("%s splits %d: strip kernel launched %v", name, splits, strip)
 				}
 				want, err := DWGrad(CPU, g, splits, x, dy)
 				if err != nil {

@@ -22,12 +22,34 @@ enum {
   KF_CONV_K5,
   KF_DGRAD_K3,
   KF_DGRAD_K5,
+  KF_FWD_PARTIAL8,
+  KF_FWD_APPLY8,
+  KF_BWD_PARTIAL8,
+  KF_BWD_APPLY8,
+  KF_DWS_K3S1D1,  // the strip kernels, forward: geometry (kernel, stride, dilation)
+  KF_DWS_K3S2D1,
+  KF_DWS_K5S1D1,
+  KF_DWS_K5S2D1,
+  KF_DWS_K5S1D2,
+  KF_DWSF_K3S1D1,  // flipped: input gradients of stride-1 convolutions
+  KF_DWSF_K5S1D1,
+  KF_DWSF_K5S1D2,
+  KF_DWD2_K3,  // input gradients of stride-2 convolutions
+  KF_DWD2_K5,
+  KF_DWG_K3S1D1,  // weight gradients on strips
+  KF_DWG_K3S2D1,
+  KF_DWG_K5S1D1,
+  KF_DWG_K5S2D1,
+  KF_DWG_K5S1D2,
   KF_COUNT
 };
 
 static const char* const kf_names[KF_COUNT] = {
     "bn_fwd_partial", "bn_fwd_finish", "bn_fwd_apply",  "bn_bwd_partial", "bn_bwd_finish",   "bn_bwd_apply",    "dw_partial_k3",
     "dw_partial_k5",  "dw_finish",     "dwconv_fwd_k3", "dwconv_fwd_k5",  "dwconv_dgrad_k3", "dwconv_dgrad_k5",
+    "bn_fwd_partial8", "bn_fwd_apply8", "bn_bwd_partial8", "bn_bwd_apply8",   "dws_k3s1d1",     "dws_k3s2d1",      "dws_k5s1d1",
+    "dws_k5s2d1",     "dws_k5s1d2",    "dwsf_k3s1d1",    "dwsf_k5s1d1",     "dwsf_k5s1d2",    "dwd2_k3",         "dwd2_k5",
+    "dwg_k3s1d1",     "dwg_k3s2d1",    "dwg_k5s1d1",     "dwg_k5s2d1",      "dwg_k5s1d2",
 };
 
 enum { K_THREADS = 256 };  // threads per block: bn.cu's THREADS
@@ -46,11 +68,52 @@ static unsigned k_apply_blocks(int64_t hw) {
 
 static unsigned k_per_thread(int64_t n) { return (unsigned)((n + K_THREADS - 1) / K_THREADS); }
 
+// k_scalar_only, when set, keeps every operator on its first kernels (one float16 value per
+// load, one thread per element), for comparing them with the faster ones on a GPU
+// (CARDSEG_CUDA_KERNELS=scalar) and for testing both.
+static int k_scalar_only;
+
+// k_vectors: whether tensors of N·C planes of hw elements at these addresses can take the
+// 8-wide kernels: planes of a multiple of 8 elements, 16-byte aligned, fewer than 2^31 vectors.
+static int k_vectors(int64_t n, int64_t c, int64_t hw, const void* a, const void* b, const void* d, const void* e) {
+  uintptr_t bits = (uintptr_t)a | (uintptr_t)b | (uintptr_t)d | (uintptr_t)e;
+  return !k_scalar_only && hw % 8 == 0 && (bits & 15) == 0 && n * c * hw / 8 < ((int64_t)1 << 31);
+}
+
+// k_stride_blocks is the grid of a grid-stride kernel over total items: about two per thread.
+static unsigned k_stride_blocks(int64_t total) {
+  int64_t b = (total + 2 * K_THREADS - 1) / (2 * K_THREADS);
+  return (unsigned)(b < 1 ? 1 : b);
+}
+
+// k_strip_kernel is the strip kernel for a depthwise geometry (forward, or the input gradient:
+// grad), or −1 where there is none and the one-thread-per-element kernels run.
+static int k_strip_kernel(int k, int sh, int sw, int dh, int dw, int ph, int pw, int grad) {
+  if (k_scalar_only || sh != sw || dh != dw) return -1;
+  int s = sh, d = dh;
+  if (!grad) {
+    if (d == 1) return k == 3 ? (s == 1 ? KF_DWS_K3S1D1 : KF_DWS_K3S2D1) : (s == 1 ? KF_DWS_K5S1D1 : KF_DWS_K5S2D1);
+    return k == 5 && s == 1 && d == 2 ? KF_DWS_K5S1D2 : -1;
+  }
+  if (s == 1) return d == 1 ? (k == 3 ? KF_DWSF_K3S1D1 : KF_DWSF_K5S1D1) : (k == 5 && d == 2 ? KF_DWSF_K5S1D2 : -1);
+  if (d == 1 && ph == (k - 1) / 2 && pw == (k - 1) / 2) return k == 3 ? KF_DWD2_K3 : KF_DWD2_K5;
+  return -1;
+}
+
 // k_bn_forward: BatchNormTrain16 on x [N,C,HW] with S partial sums per channel (part holds 2·C·S floats).
 static int k_bn_forward(k_launch L, void* ctx, const void* x, const float* gamma, const float* beta, void* y, float* mean, float* var,
                         float* part, int N, int C, int HW, int S, float eps, int act) {
   float count = (float)((int64_t)N * HW);
   int rc;
+  if (k_vectors(N, C, HW, x, y, x, y)) {
+    unsigned total = (unsigned)((int64_t)N * C * HW / 8);
+    void* v1[] = {&x, &part, &N, &C, &HW, NULL};
+    if ((rc = L(ctx, KF_FWD_PARTIAL8, (unsigned)S, (unsigned)C, v1))) return rc;
+    void* v2[] = {&x, &part, &mean, &var, &C, &HW, &S, &count, NULL};
+    if ((rc = L(ctx, KF_FWD_FINISH, k_per_thread(C), 1, v2))) return rc;
+    void* v3[] = {&x, &gamma, &beta, &mean, &var, &y, &C, &HW, &total, &eps, &act, NULL};
+    return L(ctx, KF_FWD_APPLY8, k_stride_blocks(total), 1, v3);
+  }
   void* a1[] = {&x, &part, &N, &C, &HW, NULL};
   if ((rc = L(ctx, KF_FWD_PARTIAL, (unsigned)S, (unsigned)C, a1))) return rc;
   void* a2[] = {&x, &part, &mean, &var, &C, &HW, &S, &count, NULL};
@@ -65,6 +128,15 @@ static int k_bn_backward(k_launch L, void* ctx, const void* dy, const void* x, c
                          int act) {
   float count = (float)((int64_t)N * HW);
   int rc;
+  if (k_vectors(N, C, HW, dy, x, dx, x)) {
+    unsigned total = (unsigned)((int64_t)N * C * HW / 8);
+    void* v1[] = {&dy, &x, &gamma, &beta, &mean, &var, &part, &N, &C, &HW, &eps, &act, NULL};
+    if ((rc = L(ctx, KF_BWD_PARTIAL8, (unsigned)S, (unsigned)C, v1))) return rc;
+    void* v2[] = {&part, &var, &dgamma, &dbeta, &C, &S, &eps, NULL};
+    if ((rc = L(ctx, KF_BWD_FINISH, k_per_thread(C), 1, v2))) return rc;
+    void* v3[] = {&dy, &x, &gamma, &beta, &mean, &var, &dgamma, &dbeta, &dx, &C, &HW, &total, &eps, &count, &act, NULL};
+    return L(ctx, KF_BWD_APPLY8, k_stride_blocks(total), 1, v3);
+  }
   void* a1[] = {&dy, &x, &gamma, &beta, &mean, &var, &part, &N, &C, &HW, &eps, &act, NULL};
   if ((rc = L(ctx, KF_BWD_PARTIAL, (unsigned)S, (unsigned)C, a1))) return rc;
   void* a2[] = {&part, &var, &dgamma, &dbeta, &C, &S, &eps, NULL};
@@ -78,8 +150,14 @@ static int k_bn_backward(k_launch L, void* ctx, const void* dy, const void* x, c
 static int k_dw_grad(k_launch L, void* ctx, const void* x, const void* dy, void* dW, float* part, int N, int C, int H, int W, int Ho,
                      int Wo, int k, int sh, int sw, int dh, int dw, int ph, int pw, int S) {
   int K = k * k, rc;
-  void* a1[] = {&x, &dy, &part, &N, &C, &H, &W, &Ho, &Wo, &sh, &sw, &dh, &dw, &ph, &pw, NULL};
-  if ((rc = L(ctx, k == 3 ? KF_DW_K3 : KF_DW_K5, (unsigned)S, (unsigned)C, a1))) return rc;
+  int f = k_strip_kernel(k, sh, sw, dh, dw, ph, pw, 0);  // the forward's geometry: the same five
+  if (f >= 0 && (int64_t)N * Ho * ((Wo + 7) / 8) < ((int64_t)1 << 31)) {
+    void* g1[] = {&x, &dy, &part, &N, &C, &H, &W, &Ho, &Wo, &ph, &pw, NULL};
+    if ((rc = L(ctx, KF_DWG_K3S1D1 + (f - KF_DWS_K3S1D1), (unsigned)S, (unsigned)C, g1))) return rc;
+  } else {
+    void* a1[] = {&x, &dy, &part, &N, &C, &H, &W, &Ho, &Wo, &sh, &sw, &dh, &dw, &ph, &pw, NULL};
+    if ((rc = L(ctx, k == 3 ? KF_DW_K3 : KF_DW_K5, (unsigned)S, (unsigned)C, a1))) return rc;
+  }
   void* a2[] = {&part, &dW, &C, &K, &S, NULL};
   return L(ctx, KF_DW_FINISH, k_per_thread((int64_t)C * K), 1, a2);
 }
@@ -88,7 +166,19 @@ static int k_dw_grad(k_launch L, void* ctx, const void* x, const void* dy, void*
 // (grad 1: in dy, out dx).
 static int k_dw_conv(k_launch L, void* ctx, const void* in, const void* w, void* out, int N, int C, int H, int W, int Ho, int Wo, int k,
                      int sh, int sw, int dh, int dw, int ph, int pw, int grad) {
+  int f = k_strip_kernel(k, sh, sw, dh, dw, ph, pw, grad);
+  int Hout = grad ? H : Ho, Wout = grad ? W : Wo;  // the plane the kernel writes, in strips of 8
+  int64_t strips = (int64_t)N * C * Hout * ((Wout + 7) / 8);
+  if (f >= 0 && strips < ((int64_t)1 << 31)) {
+    unsigned total = (unsigned)strips;
+    int vec = Wout % 8 == 0 && ((uintptr_t)out & 15) == 0;
+    int Hin = grad ? Ho : H, Win = grad ? Wo : W;
+    // a stride-1 input gradient is the convolution of dy with the turned filter, padded (k−1)·d − p
+    int qh = grad && sh == 1 ? (k - 1) * dh - ph : ph, qw = grad && sw == 1 ? (k - 1) * dw - pw : pw;
+    void* sargs[] = {&in, &w, &out, &C, &Hin, &Win, &Hout, &Wout, &qh, &qw, &total, &vec, NULL};
+    return L(ctx, f, k_stride_blocks(strips), 1, sargs);
+  }
   void* args[] = {&in, &w, &out, &C, &H, &W, &Ho, &Wo, &sh, &sw, &dh, &dw, &ph, &pw, NULL};
-  int f = grad ? (k == 3 ? KF_DGRAD_K3 : KF_DGRAD_K5) : (k == 3 ? KF_CONV_K3 : KF_CONV_K5);
+  f = grad ? (k == 3 ? KF_DGRAD_K3 : KF_DGRAD_K5) : (k == 3 ? KF_CONV_K3 : KF_CONV_K5);
   return L(ctx, f, k_apply_blocks(grad ? (int64_t)H * W : (int64_t)Ho * Wo), (unsigned)(N * C), args);
 }

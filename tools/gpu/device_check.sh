@@ -77,6 +77,9 @@ check_fused() {
   timeout 90 bin/model.test -test.run 'Fused' -test.v >> "$LOG" 2>&1; note "model fused tests rc=$?"
   timeout 120 bin/pipeline.test -test.run 'TestCUDAFusedOpsMatchUnfused' -test.v >> "$LOG" 2>&1; note "pipeline fused test rc=$?"
 }
+# The fused operators on their first CUDA kernels (one float16 value per load, one thread per
+# element), for the speed of the vector and strip kernels that replaced them.
+check_bench_scalar() { CARDSEG_CUDA_KERNELS=scalar bench fp16_graph_scalar 180 --device $DEV --fp16 $B --steps 50 --warmup 10; }
 check_bench_unfused() { bench fp16_graph_unfused 180 --device $DEV --fp16 --fused none $B --steps 50 --warmup 10; }
 # The step with ORT's default float16 GEMM reductions (split-K partial sums in float16), for
 # the speed cost of the float32 ones the runtime asks for.
