@@ -1,6 +1,6 @@
 // CPU emulation of the CUDA kernels in bn.cu, for tests on machines without a GPU: bn.cu is
 // compiled here for the host (its #else branch), each block's 256 threads run as coroutines
-// (ucontext) that meet at __syncthreads and warp shuffles, and launch.h's plans are run
+// that meet at __syncthreads and warp shuffles, and launch.h's plans are run
 // with a launcher that calls the host kernels, so the grids, argument lists and kernel
 // arithmetic are all exercised. One block runs at a time (shared memory is a static per
 // kernel); calls are serialised.
@@ -10,6 +10,7 @@
 // __syncthreads and shuffles met out of step, kernels that write outside their outputs or into
 // their inputs (guard zones around every buffer), and outputs left unwritten (outputs start
 // as NaN). It does not model memory ordering or timing.
+#include <stdint.h>
 #include <ucontext.h>
 
 #include <algorithm>
@@ -27,7 +28,72 @@
 #include "launch.h"
 #include "emu.h"
 
+// ---- coroutines ----
+//
+// On x86-64 a coroutine switch saves the callee-saved registers and swaps stack pointers
+// (emu_switch below): ucontext's swapcontext also saves the signal mask, a system call per
+// switch, which made the emulation spend half its time in the kernel. Elsewhere, ucontext.
+
 namespace {
+
+#if defined(__x86_64__)
+extern "C" void emu_switch(void** save_sp, void* sp);
+asm(R"(
+  .text
+  .p2align 4
+  .globl emu_switch
+  .type emu_switch, @function
+emu_switch:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+  .size emu_switch, .-emu_switch
+  .section .note.GNU-stack,"",@progbits
+  .text
+)");
+
+struct Coro {
+  void* sp = nullptr;
+};
+
+// coro_init makes c start entry (which must never return) on the stack [stack, stack+size).
+void coro_init(Coro* c, char* stack, size_t size, void (*entry)()) {
+  uintptr_t top = ((uintptr_t)stack + size) & ~(uintptr_t)15;
+  void** p = (void**)top;
+  *--p = nullptr;           // entry's return address: it never returns
+  *--p = (void*)entry;      // where emu_switch's ret goes
+  for (int i = 0; i < 6; i++) *--p = nullptr;  // rbp, rbx, r12–r15
+  c->sp = p;
+}
+
+void coro_switch(Coro* from, Coro* to) { emu_switch(&from->sp, to->sp); }
+#else
+struct Coro {
+  ucontext_t uc;
+};
+
+void coro_init(Coro* c, char* stack, size_t size, void (*entry)()) {
+  getcontext(&c->uc);
+  c->uc.uc_stack.ss_sp = stack;
+  c->uc.uc_stack.ss_size = size;
+  c->uc.uc_link = nullptr;
+  makecontext(&c->uc, entry, 0);
+}
+
+void coro_switch(Coro* from, Coro* to) { swapcontext(&from->uc, &to->uc); }
+#endif
 
 constexpr int kThreads = K_THREADS;
 constexpr size_t kStack = 64 << 10;
@@ -38,8 +104,8 @@ enum { kBarSync = 1, kBarShuffle = 2 };
 struct Emu {
   unsigned tid = 0, bx = 0, by = 0, nbx = 0;
   bool fibers = false;  // false: the kernel has no barriers and its threads run one after another
-  ucontext_t sched;
-  ucontext_t fib[kThreads];
+  Coro sched;
+  Coro fib[kThreads];
   int status[kThreads];
   int kind[kThreads];
   float xchg[kThreads];
@@ -62,7 +128,7 @@ void wait_at(int kind) {
   unsigned t = E.tid;
   E.status[t] = kWaiting;
   E.kind[t] = kind;
-  swapcontext(&E.fib[t], &E.sched);
+  coro_switch(&E.fib[t], &E.sched);
 }
 
 }  // namespace
@@ -89,13 +155,17 @@ static inline float emu_shfl_down(float v, int off) {
 
 namespace {
 
+// trampoline is each coroutine's entry: the thread's body, then back to the scheduler for good.
 void trampoline() {
   try {
     (*E.body)();
   } catch (const Fault& f) {
     if (E.fault.empty()) E.fault = f.what();
   }
-  E.status[E.tid] = kDone;
+  unsigned t = E.tid;
+  E.status[t] = kDone;
+  coro_switch(&E.fib[t], &E.sched);
+  abort();  // a finished coroutine is never resumed
 }
 
 void run_block() {
@@ -108,18 +178,14 @@ void run_block() {
   }
   if (E.stacks.empty()) E.stacks.resize(kStack * kThreads);
   for (int t = 0; t < kThreads; t++) {
-    getcontext(&E.fib[t]);
-    E.fib[t].uc_stack.ss_sp = E.stacks.data() + (size_t)t * kStack;
-    E.fib[t].uc_stack.ss_size = kStack;
-    E.fib[t].uc_link = &E.sched;
-    makecontext(&E.fib[t], trampoline, 0);
+    coro_init(&E.fib[t], E.stacks.data() + (size_t)t * kStack, kStack, trampoline);
     E.status[t] = kReady;
   }
   for (;;) {
     for (int t = 0; t < kThreads; t++) {
       if (E.status[t] != kReady) continue;
       E.tid = (unsigned)t;
-      swapcontext(&E.sched, &E.fib[t]);
+      coro_switch(&E.sched, &E.fib[t]);
     }
     if (!E.fault.empty()) throw Fault(E.fault);
     int done = 0, kinds = 0;
