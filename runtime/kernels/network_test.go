@@ -14,7 +14,7 @@ import (
 // TestNetworkOperators runs every ai.cardseg node of the FP16 train step (all fused operators
 // on, as the GPU trains) through the emulated CUDA kernels and the CPU kernels, with each
 // node's own shapes and attributes: every layer geometry the GPU meets, launch choices
-// included. Batch 2 at 64×96 by default; CARDSEG_EMU_SIZE=NxHxW (e.g. 8x144x192, the CPU
+// included, for the current kernels and the first ones (CARDSEG_CUDA_KERNELS=scalar). Batch 2 at 64×96 by default; CARDSEG_EMU_SIZE=NxHxW (e.g. 8x144x192, the CPU
 // preset's training size, a few minutes) runs another.
 func TestNetworkOperators(t *testing.T) {
 	n, h, w := 2, 64, 96
@@ -29,6 +29,14 @@ func TestNetworkOperators(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer ScalarOnly(false)
+	for _, scalar := range []bool{false, true} {
+		ScalarOnly(scalar)
+		t.Run(fmt.Sprintf("scalar=%v", scalar), func(t *testing.T) { networkOperators(t, g) })
+	}
+}
+
+func networkOperators(t *testing.T, g *graphs.Graph) {
 	r := rand.New(rand.NewPCG(11, 12))
 	seen := map[string]bool{}
 	ops := map[string]int{}
