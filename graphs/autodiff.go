@@ -179,7 +179,7 @@ func Grad(loss *Value, wrt []*Value) (grads []*Value, err error) {
 				panic(fmt.Sprintf("gradient rule for %s (op %s) gave %v for input %v", n.Name, n.Op, d, in))
 			}
 			if prev := acc[in]; prev != nil {
-				acc[in] = Add(prev, d)
+				acc[in] = accumulate(prev, d)
 			} else {
 				acc[in] = d
 			}
@@ -194,6 +194,39 @@ func Grad(loss *Value, wrt []*Value) (grads []*Value, err error) {
 		}
 	}
 	return grads, nil
+}
+
+// accumulate adds two gradient contributions to one value. A contribution that is an Expand
+// of a smaller tensor (the gradient of a reduction: the mean pool of every squeeze-and-excitation
+// block) enters through Add's broadcasting instead, so the expanded tensor is never written: one
+// full-size kernel and pass fewer, the same sums.
+func accumulate(a, b *Value) *Value {
+	if src := expandSource(b); src != nil {
+		return Add(a, src)
+	}
+	if src := expandSource(a); src != nil {
+		return Add(b, src)
+	}
+	return Add(a, b)
+}
+
+// expandSource is the input of the Expand that produced v, when Add can broadcast it to v's
+// shape (same type and rank, each dimension 1 or v's), or nil.
+func expandSource(v *Value) *Value {
+	n := v.node
+	if v.kind != kindNode || n == nil || n.Op != "Expand" || n.Domain != "" {
+		return nil
+	}
+	src := n.Inputs[0]
+	if src.dtype != v.dtype || src.Rank() != v.Rank() {
+		return nil
+	}
+	for i, d := range src.shape {
+		if d != 1 && d != v.shape[i] {
+			return nil
+		}
+	}
+	return src
 }
 
 // Size is the number of elements of v.
@@ -296,7 +329,7 @@ func (c *composite) backward(nodes []*Node, acc map[*Value]*Value, active func(*
 			return fmt.Errorf("composite %s gave gradient %v for input %v", c.name, d, in)
 		}
 		if prev := acc[in]; prev != nil {
-			acc[in] = Add(prev, d)
+			acc[in] = accumulate(prev, d)
 		} else {
 			acc[in] = d
 		}
