@@ -18,6 +18,14 @@
 #   TRAIN_EPOCHS=30 TRAIN_T0=29 TRAIN_LIMIT=120
 # then compare the training run's IoU with 0.762 (FP32 on the CPU) and the step times with
 # PyTorch's eager FP32 from the same sitting. ANCHOR_AMP=1 (the default) adds PyTorch's AMP row.
+# Next sitting (the vector and strip kernels, never run on a GPU yet; about 7 minutes):
+#   CHECKS="fused bench bench_scalar torch train_matrix ncu ncu_scalar" \
+#   TRAIN_MATRIX="all:42 all:43 bn,dwgrad:43" TRAIN_LIMIT=120
+# fused: the CUDA kernels against the CPU kernels (a failure there: rerun with
+# CARDSEG_CUDA_KERNELS=scalar exported, which restores the kernels of the last sitting);
+# torch: every PyTorch mode, for "PyTorch's best" in the same sitting; train_matrix: the
+# default build's accuracy over two seeds against the FP32 CPU runs (0.762 seed 42, 0.781
+# seed 43).
 # nvidia-smi samples device memory and utilisation into $OUT/smi.csv the whole time (peak memory
 # of each phase, ours and PyTorch's, can be read off against log.txt's timestamps).
 set -u
@@ -92,12 +100,12 @@ check_bench() {
   fi
 }
 check_quick() { bench fp16_graph_quick 150 --device $DEV --fp16 $B --steps 20 --warmup 5; check_anchor; }
-# PyTorch's train rows only, with the anchor script's own functions: eager FP32 and AMP (on the
-# H200 and the H100 eager FP32 was PyTorch's best; ANCHOR_AMP=0 runs it alone), without
-# torch.compile's minutes of compiling.
+# PyTorch's train rows only, with the anchor script's own functions: eager FP32, AMP and AMP
+# with channels_last (on the H200 and the H100 eager FP32 was PyTorch's best; ANCHOR_AMP=0 runs
+# it alone), without torch.compile's minutes of compiling (check_torch runs everything).
 check_anchor() {
   [ -n "$anchor" ] || { note "no torch_anchor.py carried"; return; }
-  note "PyTorch anchor, train rows only (eager FP32 and AMP)"
+  note "PyTorch anchor, train rows only (eager FP32, AMP, AMP + channels_last)"
   timeout 120 python3 - "$anchor" 2>>"$LOG" >> "$RES" <<'PY'
 import json, sys
 import torch
@@ -106,7 +114,7 @@ sys.argv = [path, "/tmp/torch_anchor"]  # the script's own argument: its output 
 src = open(path).read().split("for cfg in")[0]
 exec(src)
 import os
-cfgs = [dict(amp=False), dict(amp=True)] if os.environ.get("ANCHOR_AMP", "1") == "1" else [dict(amp=False)]
+cfgs = [dict(amp=False), dict(amp=True), dict(amp=True, channels_last=True)] if os.environ.get("ANCHOR_AMP", "1") == "1" else [dict(amp=False)]
 for cfg in cfgs:
     torch.cuda.reset_peak_memory_stats()
     r = bench_train(**cfg)
@@ -162,6 +170,17 @@ check_ncu() {
     bin/cardseg-ort bench train --device $DEV --fp16 --dw-grad "${DWGRAD:-auto}" $B --steps 1 --warmup 2 >> "$LOG" 2>&1
   note "ncu rc=$? $(wc -l < "$OUT/ncu_${DWGRAD:-auto}.csv" 2>/dev/null) lines"
   gzip -f "$OUT/ncu_${DWGRAD:-auto}.csv"
+}
+# ncu with the first kernels (CARDSEG_CUDA_KERNELS=scalar), kernel by kernel against check_ncu's.
+check_ncu_scalar() {
+  local ncu; ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+  [ -n "$ncu" ] || { note "no ncu"; return; }
+  note "ncu: one FP16 step, first kernels"
+  CARDSEG_CUDA_KERNELS=scalar CARDSEG_CUDA_PROFILE_LAST=1 timeout 300 "$ncu" --profile-from-start off --clock-control none \
+    --cache-control none --metrics gpu__time_duration.sum --csv --log-file "$OUT/ncu_scalar.csv" \
+    bin/cardseg-ort bench train --device $DEV --fp16 $B --steps 1 --warmup 2 >> "$LOG" 2>&1
+  note "ncu scalar rc=$? $(wc -l < "$OUT/ncu_scalar.csv" 2>/dev/null) lines"
+  gzip -f "$OUT/ncu_scalar.csv"
 }
 check_nograph() { bench fp16_nograph 150 --device $DEV --fp16 --no-cuda-graph $B --steps 30 --warmup 5; }
 check_fp32() { bench fp32_graph 150 --device $DEV $B --steps 30 --warmup 5; }
