@@ -63,7 +63,7 @@ func TestBatchNormHalfMatchesFloat(t *testing.T) {
 					g.Output(name+suffix, grads[i])
 				}
 				g.Output("mean"+suffix, n.out.BN[0].BatchMean)
-				g.Output("var"+suffix, n.out.BN[0].BatchV)
+				g.Output("var"+suffix, n.out.BN[0].BatchV())
 			}
 		}
 		b, err := g.Marshal()

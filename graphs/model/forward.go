@@ -23,10 +23,33 @@ type ParamSource interface {
 
 // BNUpdate carries one batch-norm layer's batch statistics in training mode.
 type BNUpdate struct {
-	Mean, Var         ParamSpec     // the running-statistics buffers
-	RunMean, RunVar   *graphs.Value // their current values
-	BatchMean, BatchV *graphs.Value // batch mean and unbiased batch variance, [C]
-	Momentum          float32
+	Mean, Var       ParamSpec     // the running-statistics buffers
+	RunMean, RunVar *graphs.Value // their current values
+	BatchMean       *graphs.Value // the batch mean, [C]
+	BatchVar        *graphs.Value // the biased batch variance (the one that normalised the batch), [C]
+	// Unbias is count/(count−1) (1 for a count of 1): BatchVar·Unbias is the unbiased
+	// variance that the running variance tracks, as in PyTorch. The train step folds it into
+	// its update's constants rather than spend a kernel per layer on it.
+	Unbias   float32
+	Momentum float32
+}
+
+// BatchV is the unbiased batch variance, BatchVar·Unbias (a node of its own).
+func (u BNUpdate) BatchV() *graphs.Value {
+	if u.Unbias == 1 {
+		return u.BatchVar
+	}
+	return graphs.Mul(u.BatchVar, graphs.ScalarLike(u.BatchVar, u.Unbias))
+}
+
+// recordBN notes a training-mode batch-norm layer's statistics for x [N, C, H, W].
+func (n *net) recordBN(x *graphs.Value, meanSpec, varSpec ParamSpec, rm, rv, mean, variance *graphs.Value, mom float32) {
+	unbias := float32(1)
+	if count := x.Dim(0) * x.Dim(2) * x.Dim(3); count > 1 {
+		unbias = float32(float64(count) / float64(count-1))
+	}
+	n.out.BN = append(n.out.BN, BNUpdate{Mean: meanSpec, Var: varSpec, RunMean: rm, RunVar: rv, BatchMean: mean, BatchVar: variance,
+		Unbias: unbias, Momentum: mom})
 }
 
 // Output is what Forward builds.
@@ -289,16 +312,7 @@ func (n *net) batchNorm(prefix, conv string, x *graphs.Value, ch int, eps, mom f
 		}
 		return out
 	})[0]
-	count := x.Dim(0) * x.Dim(2) * x.Dim(3)
-	unbiased := variance
-	if count > 1 {
-		unbiased = graphs.Mul(variance, graphs.ScalarLike(variance, float32(float64(count)/float64(count-1))))
-	}
-	n.out.BN = append(n.out.BN, BNUpdate{
-		Mean: meanSpec, Var: varSpec, RunMean: rm, RunVar: rv,
-		BatchMean: mean, BatchV: unbiased,
-		Momentum: mom,
-	})
+	n.recordBN(x, meanSpec, varSpec, rm, rv, mean, variance, mom)
 	return activate(y, a)
 }
 
@@ -363,14 +377,7 @@ func (n *net) batchNormHalf(prefix string, x, gamma, beta, rm, rv *graphs.Value,
 		}
 		return out
 	})[0]
-	unbiased := variance
-	if count > 1 {
-		unbiased = graphs.Mul(variance, graphs.ScalarLike(variance, float32(float64(count)/float64(count-1))))
-	}
-	n.out.BN = append(n.out.BN, BNUpdate{
-		Mean: meanSpec, Var: varSpec, RunMean: rm, RunVar: rv,
-		BatchMean: mean, BatchV: unbiased, Momentum: mom,
-	})
+	n.recordBN(x, meanSpec, varSpec, rm, rv, mean, variance, mom)
 	return y
 }
 
@@ -395,13 +402,6 @@ func (n *net) batchNormFused(prefix string, x, gamma, beta, rm, rv *graphs.Value
 		}
 		return out
 	})[0]
-	unbiased := variance
-	if count := x.Dim(0) * x.Dim(2) * x.Dim(3); count > 1 {
-		unbiased = graphs.Mul(variance, graphs.ScalarLike(variance, float32(float64(count)/float64(count-1))))
-	}
-	n.out.BN = append(n.out.BN, BNUpdate{
-		Mean: meanSpec, Var: varSpec, RunMean: rm, RunVar: rv,
-		BatchMean: mean, BatchV: unbiased, Momentum: mom,
-	})
+	n.recordBN(x, meanSpec, varSpec, rm, rv, mean, variance, mom)
 	return y
 }

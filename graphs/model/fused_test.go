@@ -40,7 +40,7 @@ func fusedBNModelWith(t *testing.T, shape graphs.Shape, opts Options, a act, w [
 		g.Output("y", y)
 		g.Output("loss", loss)
 		g.Output("mean", n.out.BN[0].BatchMean)
-		g.Output("var", n.out.BN[0].BatchV)
+		g.Output("var", n.out.BN[0].BatchV())
 		for i, name := range []string{"dx", "dgamma", "dbeta"} {
 			g.Output(name, grads[i])
 		}

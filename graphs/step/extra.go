@@ -25,7 +25,7 @@ func BNStats(c Config) (*graphs.Graph, error) {
 		out := model.Forward(g, computeInput(image, c), c.Arch, src, model.Train)
 		for _, u := range out.BN {
 			g.Output(BNStatName(u.Mean.Name), u.BatchMean)
-			g.Output(BNStatName(u.Var.Name), u.BatchV)
+			g.Output(BNStatName(u.Var.Name), u.BatchV())
 		}
 		return nil
 	})

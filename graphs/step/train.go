@@ -226,28 +226,32 @@ func TrainStep(c Config) (*graphs.Graph, error) {
 		// The running statistics are updated all at once too, laid out like the parameters:
 		// a few ops over every buffer instead of four tiny kernels per buffer (~380 launches
 		// of a few microseconds each on CUDA). PyTorch's update: (1−m)·running + m·batch.
+		// The variance's count/(count−1) goes into the batch side's constants (m·count/(count−1)),
+		// so the biased variances are packed as they are.
 		var bnShapes []graphs.Shape
 		var running, batch []*graphs.Value
-		var momentum []float32
+		var keepFrac, batchFrac []float32
 		for _, u := range out.BN {
-			for _, pair := range [][2]*graphs.Value{{u.RunMean, u.BatchMean}, {u.RunVar, u.BatchV}} {
+			for k, pair := range [][2]*graphs.Value{{u.RunMean, u.BatchMean}, {u.RunVar, u.BatchVar}} {
 				bnShapes = append(bnShapes, pair[0].Shape())
 				running, batch = append(running, pair[0]), append(batch, pair[1])
+				scale := float32(1)
+				if k == 1 {
+					scale = u.Unbias
+				}
 				for range pair[0].Shape().Size() {
-					momentum = append(momentum, u.Momentum)
+					keepFrac = append(keepFrac, 1-u.Momentum)
+					batchFrac = append(batchFrac, u.Momentum*scale)
 				}
 			}
 		}
 		if len(running) > 0 {
 			bn := newRowLayout(bnShapes)
-			mom := append(momentum, make([]float32, bn.pad())...)
-			keepFrac := make([]float32, len(mom))
-			for i, m := range mom {
-				keepFrac[i] = 1 - m
-			}
+			keepFrac = append(keepFrac, make([]float32, bn.pad())...)
+			batchFrac = append(batchFrac, make([]float32, bn.pad())...)
 			old := bn.pack(running)
 			shape := graphs.Shape{bn.rows, rowWidth}
-			updated := graphs.Add(graphs.Mul(old, g.ConstFloat(shape, keepFrac...)), graphs.Mul(bn.pack(batch), g.ConstFloat(shape, mom...)))
+			updated := graphs.Add(graphs.Mul(old, g.ConstFloat(shape, keepFrac...)), graphs.Mul(bn.pack(batch), g.ConstFloat(shape, batchFrac...)))
 			for i, v := range bn.unpack(keep(old, updated)) {
 				name := out.BN[i/2].Mean.Name
 				if i%2 == 1 {
