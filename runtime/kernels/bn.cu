@@ -62,23 +62,11 @@ INLINE void sync_block() { emu_sync(); }
 INLINE float shfl_down(float v, int off) { return emu_shfl_down(v, off); }
 #endif
 
-// Activations fused after batch norm (the `act` argument): 0 none, 1 ReLU, 2 HardSwish
-// (ONNX's: z·clamp(z/6 + 1/2, 0, 1)), and their derivatives, which the backward kernels take
-// at z recomputed from x, so the pre-activation never needs storing.
-INLINE float act_f(float z, int act) {
-  if (act == 1) return z > 0 ? z : 0;
-  if (act == 2) {
-    float t = z * (1.0f / 6) + 0.5f;
-    return z * (t < 0 ? 0 : (t > 1 ? 1 : t));
-  }
-  return z;
-}
-
-INLINE float act_d(float z, int act) {
-  if (act == 1) return z > 0 ? 1 : 0;
-  if (act == 2) return z < -3 ? 0 : (z > 3 ? 1 : z * (1.0f / 3) + 0.5f);
-  return 1;
-}
+// The activation fused after batch norm (the `act` argument) and its derivative.
+#ifndef ACT_INLINE  // (the emulation has act.h already, through cpu.h)
+#define ACT_INLINE INLINE
+#endif
+#include "act.h"
 
 #define THREADS 256
 

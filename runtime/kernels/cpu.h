@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "act.h"
+
 // ---- float16 conversions ----
 
 static float half_to_float(uint16_t h) {
@@ -54,23 +56,6 @@ static uint16_t float_to_half(float f) {
   return (uint16_t)(s | r);
 }
 
-// The activation after batch norm and its derivative (bn.cu's act_f and act_d): 0 none,
-// 1 ReLU, 2 HardSwish (ONNX's: z·clamp(z/6 + 1/2, 0, 1)).
-static float cpu_act(float z, int act) {
-  if (act == 1) return z > 0 ? z : 0;
-  if (act == 2) {
-    float t = z * (1.0f / 6) + 0.5f;
-    return z * (t < 0 ? 0 : (t > 1 ? 1 : t));
-  }
-  return z;
-}
-
-static float cpu_act_d(float z, int act) {
-  if (act == 1) return z > 0 ? 1 : 0;
-  if (act == 2) return z < -3 ? 0 : (z > 3 ? 1 : z * (1.0f / 3) + 0.5f);
-  return 1;
-}
-
 // cpu_bn_forward: y = act((x−μ)·γ/√(σ²+ε) + β) with the batch's mean μ and biased variance σ²
 // per channel of x [N,C,HW].
 static void cpu_bn_forward(const uint16_t* x, const float* gamma, const float* beta, uint16_t* y, float* mean, float* var, int N,
@@ -91,7 +76,7 @@ static void cpu_bn_forward(const uint16_t* x, const float* gamma, const float* b
     float scale = gamma[c] / sqrtf(var[c] + eps), shift = beta[c] - mean[c] * scale;
     for (int n = 0; n < N; n++) {
       int64_t o = ((int64_t)n * C + c) * HW;
-      for (int i = 0; i < HW; i++) y[o + i] = float_to_half(cpu_act(half_to_float(x[o + i]) * scale + shift, act));
+      for (int i = 0; i < HW; i++) y[o + i] = float_to_half(act_f(half_to_float(x[o + i]) * scale + shift, act));
     }
   }
 }
@@ -109,7 +94,7 @@ static void cpu_bn_backward(const uint16_t* dy, const uint16_t* x, const float* 
       int64_t o = ((int64_t)n * C + c) * HW;
       for (int i = 0; i < HW; i++) {
         float xv = half_to_float(x[o + i]);
-        double t = half_to_float(dy[o + i]) * cpu_act_d(xv * scale + shift, act);
+        double t = half_to_float(dy[o + i]) * act_d(xv * scale + shift, act);
         s1 += t;
         s2 += t * (xv - mean[c]);
       }
@@ -123,7 +108,7 @@ static void cpu_bn_backward(const uint16_t* dy, const uint16_t* x, const float* 
       int64_t o = ((int64_t)n * C + c) * HW;
       for (int i = 0; i < HW; i++) {
         float xv = half_to_float(x[o + i]);
-        dx[o + i] = float_to_half(a * half_to_float(dy[o + i]) * cpu_act_d(xv * scale + shift, act) + bb * (xv - mean[c]) + dd);
+        dx[o + i] = float_to_half(a * half_to_float(dy[o + i]) * act_d(xv * scale + shift, act) + bb * (xv - mean[c]) + dd);
       }
     }
   }

@@ -127,32 +127,7 @@ func testBatchNormKernels(t *testing.T, scalar bool) {
 	for _, b := range bnCases() {
 		name := fmt.Sprintf("N%d C%d HW%d S%d act %d scalar %v", b.N, b.C, b.HW, b.Splits, b.Act, scalar)
 		before := Launches()
-		x := bnInput(r, b)
-		g, be := floats(r, b.C, 0.5, 1.5), floats(r, b.C, -0.5, 0.5)
-		dy := halves(r, len(x), 0, 1)
-		y, mean, variance, err := BNForward(GPU, b, x, g, be)
-		if err != nil {
-			t.Fatalf("%s: %v", name, err)
-		}
-		wy, wmean, wvar, err := BNForward(CPU, b, x, g, be)
-		if err != nil {
-			t.Fatal(err)
-		}
-		agree(t, name+" y", toF32(y), toF32(wy), 1.0/1024, 1e-3)
-		agree(t, name+" mean", f32to64(mean), f32to64(wmean), 1e-5, 1e-5)
-		agree(t, name+" var", f32to64(variance), f32to64(wvar), 1e-5, 1e-5)
-		// the backward from the CPU's statistics, so that only its own arithmetic differs
-		dx, dg, db, err := BNBackward(GPU, b, dy, x, g, be, wmean, wvar)
-		if err != nil {
-			t.Fatalf("%s: %v", name, err)
-		}
-		wdx, wdg, wdb, err := BNBackward(CPU, b, dy, x, g, be, wmean, wvar)
-		if err != nil {
-			t.Fatal(err)
-		}
-		agree(t, name+" dx", toF32(dx), toF32(wdx), 1.0/1024, 1e-3)
-		agree(t, name+" dgamma", f32to64(dg), f32to64(wdg), 1e-4, 1e-4)
-		agree(t, name+" dbeta", f32to64(db), f32to64(wdb), 1e-4, 1e-4)
+		compareBN(t, r, name, b, true, true)
 		ran := launchedSince(before)
 		vec := !scalar && b.HW%8 == 0
 		for _, k := range []string{"bn_fwd_partial8", "bn_fwd_apply8", "bn_bwd_partial8", "bn_bwd_apply8"} {
@@ -161,6 +136,89 @@ func testBatchNormKernels(t *testing.T, scalar bool) {
 			}
 		}
 	}
+}
+
+// compareBN runs the layer's forward (fwd) and backward (bwd) on random data with the emulated
+// GPU kernels and the CPU kernels and compares every output. The backward gets the CPU's
+// statistics, so that only its own arithmetic differs.
+func compareBN(t *testing.T, r *rand.Rand, name string, b BN, fwd, bwd bool) {
+	t.Helper()
+	x := bnInput(r, b)
+	g, be := floats(r, b.C, 0.5, 1.5), floats(r, b.C, -0.5, 0.5)
+	wy, wmean, wvar, err := BNForward(CPU, b, x, g, be)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fwd {
+		y, mean, variance, err := BNForward(GPU, b, x, g, be)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		agree(t, name+" y", toF32(y), toF32(wy), 1.0/1024, 1e-3)
+		agree(t, name+" mean", f32to64(mean), f32to64(wmean), 1e-5, 1e-5)
+		agree(t, name+" var", f32to64(variance), f32to64(wvar), 1e-5, 1e-5)
+	}
+	if !bwd {
+		return
+	}
+	dy := halves(r, len(x), 0, 1)
+	dx, dg, db, err := BNBackward(GPU, b, dy, x, g, be, wmean, wvar)
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	wdx, wdg, wdb, err := BNBackward(CPU, b, dy, x, g, be, wmean, wvar)
+	if err != nil {
+		t.Fatal(err)
+	}
+	agree(t, name+" dx", toF32(dx), toF32(wdx), 1.0/1024, 1e-3)
+	agree(t, name+" dgamma", f32to64(dg), f32to64(wdg), 1e-4, 1e-4)
+	agree(t, name+" dbeta", f32to64(db), f32to64(wdb), 1e-4, 1e-4)
+}
+
+// compareDWConv runs DWConv on both kernels and compares; it reports whether a strip kernel ran.
+func compareDWConv(t *testing.T, name string, g Geo, grad bool, in, w []uint16) (strip bool) {
+	t.Helper()
+	before := Launches()
+	got, err := DWConv(GPU, g, grad, in, w)
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	strip = launched(before, "dws", "dwd2")
+	want, err := DWConv(CPU, g, grad, in, w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	agree(t, name, toF32(got), toF32(want), 1.0/1024, 1e-3)
+	return strip
+}
+
+// compareDWGrad runs DWGrad on both kernels and compares; it reports whether a strip kernel ran.
+func compareDWGrad(t *testing.T, name string, g Geo, splits int, x, dy []uint16) (strip bool) {
+	t.Helper()
+	before := Launches()
+	got, err := DWGrad(GPU, g, splits, x, dy)
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	strip = launched(before, "dwg_")
+	want, err := DWGrad(CPU, g, splits, x, dy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	agree(t, name+" dW", toF32(got), toF32(want), 1.0/1024, 1e-3)
+	return strip
+}
+
+// launched reports whether a kernel whose name has one of the prefixes ran since before.
+func launched(before map[string]int64, prefixes ...string) bool {
+	for k := range launchedSince(before) {
+		for _, p := range prefixes {
+			if strings.HasPrefix(k, p) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // dwCases: the network's depthwise geometries (kernel, stride, dilation; padding d·(k−1)/2).
@@ -197,44 +255,16 @@ func testDepthwiseKernels(t *testing.T, scalar bool) {
 				if grad {
 					in = dy
 				}
-				before := Launches()
-				got, err := DWConv(GPU, g, grad, in, w)
-				if err != nil {
-					t.Fatalf("%s grad %v: %v", name, grad, err)
-				}
-				strip := false
-				for k := range launchedSince(before) {
-					strip = strip || strings.HasPrefix(k, "dws") || strings.HasPrefix(k, "dwd2")
-				}
-				if strip == scalar {
+				if strip := compareDWConv(t, fmt.Sprintf("%s grad %v", name, grad), g, grad, in, w); strip == scalar {
 					t.Errorf("%s grad %v: strip kernel launched %v", name, grad, strip)
 				}
-				want, err := DWConv(CPU, g, grad, in, w)
-				if err != nil {
-					t.Fatal(err)
-				}
-				agree(t, fmt.Sprintf("%s grad %v", name, grad), toF32(got), toF32(want), 1.0/1024, 1e-3)
 			}
 			splitsList := []int{1, 3, min(int(graphs.BNSplits(int64(g.N), int64(g.C), int64(g.Ho*g.Wo))), g.Ho*g.Wo)}
 			slices.Sort(splitsList)
 			for _, splits := range slices.Compact(splitsList) {
-				before := Launches()
-				got, err := DWGrad(GPU, g, splits, x, dy)
-				if err != nil {
-					t.Fatalf("%s splits %d: %v", name, splits, err)
-				}
-				strip := false
-				for k := range launchedSince(before) {
-					strip = strip || strings.HasPrefix(k, "dwg_")
-				}
-				if strip == scalar {
+				if strip := compareDWGrad(t, fmt.Sprintf("%s splits %d", name, splits), g, splits, x, dy); strip == scalar {
 					t.Errorf("%s splits %d: strip kernel launched %v", name, splits, strip)
 				}
-				want, err := DWGrad(CPU, g, splits, x, dy)
-				if err != nil {
-					t.Fatal(err)
-				}
-				agree(t, fmt.Sprintf("%s splits %d dW", name, splits), toF32(got), toF32(want), 1.0/1024, 1e-3)
 			}
 		}
 	}

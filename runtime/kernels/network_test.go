@@ -106,38 +106,7 @@ func runNode(t *testing.T, r *rand.Rand, nd *graphs.Node) {
 		}
 		b := BN{N: int(x4[0]), C: int(x4[1]), HW: int(x4[2] * x4[3]), Splits: int(attr(t, nd, "splits")), Eps: attrFloat(t, nd, "epsilon"),
 			Act: int(attr(t, nd, "activation"))}
-		x := bnInput(r, b)
-		gm, be := floats(r, b.C, 0.5, 1.5), floats(r, b.C, -0.5, 0.5)
-		if nd.Op == "BatchNormTrain16" {
-			y, m, v, err := BNForward(GPU, b, x, gm, be)
-			if err != nil {
-				t.Fatalf("%s: %v", name, err)
-			}
-			wy, wm, wv, err := BNForward(CPU, b, x, gm, be)
-			if err != nil {
-				t.Fatal(err)
-			}
-			agree(t, name+" y", toF32(y), toF32(wy), 1.0/1024, 1e-3)
-			agree(t, name+" mean", f32to64(m), f32to64(wm), 1e-5, 1e-5)
-			agree(t, name+" var", f32to64(v), f32to64(wv), 1e-5, 1e-5)
-			return
-		}
-		_, wm, wv, err := BNForward(CPU, b, x, gm, be)
-		if err != nil {
-			t.Fatal(err)
-		}
-		dy := halves(r, len(x), 0, 1)
-		dx, dg, db, err := BNBackward(GPU, b, dy, x, gm, be, wm, wv)
-		if err != nil {
-			t.Fatalf("%s: %v", name, err)
-		}
-		wdx, wdg, wdb, err := BNBackward(CPU, b, dy, x, gm, be, wm, wv)
-		if err != nil {
-			t.Fatal(err)
-		}
-		agree(t, name+" dx", toF32(dx), toF32(wdx), 1.0/1024, 1e-3)
-		agree(t, name+" dgamma", f32to64(dg), f32to64(wdg), 1e-4, 1e-4)
-		agree(t, name+" dbeta", f32to64(db), f32to64(wdb), 1e-4, 1e-4)
+		compareBN(t, r, name, b, nd.Op == "BatchNormTrain16", nd.Op == "BatchNormTrain16Grad")
 	case "DepthwiseConv16", "DepthwiseConvGrad16", "DepthwiseWeightGrad16":
 		k := int(attr(t, nd, "kh"))
 		if kw := int(attr(t, nd, "kw")); kw != k {
@@ -157,16 +126,7 @@ func runNode(t *testing.T, r *rand.Rand, nd *graphs.Node) {
 		x := halves(r, g.N*g.C*g.H*g.W, 0, 1)
 		dy := halves(r, g.N*g.C*g.Ho*g.Wo, 0, 1)
 		if nd.Op == "DepthwiseWeightGrad16" {
-			splits := int(attr(t, nd, "splits"))
-			got, err := DWGrad(GPU, g, splits, x, dy)
-			if err != nil {
-				t.Fatalf("%s: %v", name, err)
-			}
-			want, err := DWGrad(CPU, g, splits, x, dy)
-			if err != nil {
-				t.Fatal(err)
-			}
-			agree(t, name+" dW", toF32(got), toF32(want), 1.0/1024, 1e-3)
+			compareDWGrad(t, name, g, int(attr(t, nd, "splits")), x, dy)
 			return
 		}
 		grad := nd.Op == "DepthwiseConvGrad16"
@@ -174,16 +134,7 @@ func runNode(t *testing.T, r *rand.Rand, nd *graphs.Node) {
 		if grad {
 			in = dy
 		}
-		fw := halves(r, g.C*g.K*g.K, 0, 0.5)
-		got, err := DWConv(GPU, g, grad, in, fw)
-		if err != nil {
-			t.Fatalf("%s: %v", name, err)
-		}
-		want, err := DWConv(CPU, g, grad, in, fw)
-		if err != nil {
-			t.Fatal(err)
-		}
-		agree(t, name, toF32(got), toF32(want), 1.0/1024, 1e-3)
+		compareDWConv(t, name, g, grad, in, halves(r, g.C*g.K*g.K, 0, 0.5))
 	default:
 		t.Errorf("%s: an ai.cardseg operator this test does not know", name)
 	}
