@@ -246,9 +246,10 @@ extern "C" __global__ void bn_bwd_apply(const u16* dy, const u16* x, const float
 //
 // The same arithmetic as the kernels above for planes of a multiple of 8 elements on 16-byte
 // aligned tensors (every layer of the network at the GPU preset's sizes): each load and store
-// moves eight float16 values, where the kernels above move one, and the element-wise kernels
-// walk the whole tensor as one array (grid-stride), so that small planes still fill whole
-// blocks. launch.h picks these when the shapes and pointers allow.
+// moves eight float16 values, where the kernels above move one; a block's threads walk all N
+// planes of its channel as one range, so that small planes still fill whole blocks; and the
+// element-wise kernels add up the partial sums themselves, so the finish kernels' launches go.
+// launch.h picks these when the shapes and pointers allow.
 
 typedef unsigned int u32x4 __attribute__((vector_size(16)));
 
@@ -297,19 +298,47 @@ extern "C" __global__ void bn_fwd_partial8(const u16* x, float* part, int N, int
   }
 }
 
-// bn_fwd_apply8: grid-stride over the tensor's total = N·C·HW/8 vectors (below 2^31); y = act((x−μ)·γ/√(σ²+ε) + β).
-extern "C" __global__ void bn_fwd_apply8(const u16* x, const float* gamma, const float* beta, const float* mean,
-                                         const float* var, u16* y, int C, int HW, unsigned total, float eps, int act) {
+// partial_totals: every thread of the block gets channel c's totals of the S partial sums
+// (fixed order: each block of the channel gets the same bits).
+INLINE void partial_totals(const float* part, int c, int S, float* s1, float* s2) {
+  float a = 0, b = 0;
+  for (int s = (int)tid(); s < S; s += THREADS) {
+    a += part[((long)c * S + s) * 2];
+    b += part[((long)c * S + s) * 2 + 1];
+  }
+  block_sum2(&a, &b);
+  *s1 = a;
+  *s2 = b;
+}
+
+// bn_fwd_apply8: grid (X, C): blocks of channel c share its N·HW/8 vectors. Each block first
+// takes the channel's mean and biased variance from bn_fwd_partial8's sums (what
+// bn_fwd_finish computes, without a launch of its own; block 0 writes them out), then
+// y = act((x−μ)·γ/√(σ²+ε) + β).
+extern "C" __global__ void bn_fwd_apply8(const u16* x, const float* part, const float* gamma, const float* beta, float* mean,
+                                         float* var, u16* y, int N, int C, int HW, int S, float count, float eps, int act) {
+  int c = (int)by();
+  float s1, s2;
+  partial_totals(part, c, S, &s1, &s2);
+  float k = h2f(x[(long)c * HW]);
+  float m = s1 / count;
+  float v = s2 / count - m * m;
+  float mu = k + m, sigma2 = v > 0 ? v : 0;
+  if (bx() == 0 && tid() == 0) {
+    mean[c] = mu;
+    var[c] = sigma2;
+  }
+  float scale = gamma[c] / sqrt_rn(sigma2 + eps);
+  float shift = beta[c] - mu * scale;
   const u32x4* p = (const u32x4*)x;
   u32x4* q = (u32x4*)y;
-  unsigned HW8 = (unsigned)HW >> 3, step = nbx() * THREADS;
-  for (unsigned i = bx() * THREADS + tid(); i < total; i += step) {
-    int c = (int)(i / HW8 % (unsigned)C);
-    float scale = gamma[c] / sqrt_rn(var[c] + eps);
-    float shift = beta[c] - mean[c] * scale;
-    u32x4 v = p[i], r;
+  int HW8 = HW >> 3, items = N * HW8;
+  for (int it = (int)(bx() * THREADS + tid()); it < items; it += (int)(nbx() * THREADS)) {
+    int n = it / HW8;
+    long i = ((long)n * C + c) * HW8 + (it - n * HW8);
+    u32x4 v8 = p[i], r;
 #pragma unroll
-    for (int j = 0; j < 4; j++) r[j] = pack_h(act_f(lo_h(v[j]) * scale + shift, act), act_f(hi_h(v[j]) * scale + shift, act));
+    for (int j = 0; j < 4; j++) r[j] = pack_h(act_f(lo_h(v8[j]) * scale + shift, act), act_f(hi_h(v8[j]) * scale + shift, act));
     q[i] = r;
   }
 }
@@ -346,24 +375,33 @@ extern "C" __global__ void bn_bwd_partial8(const u16* dy, const u16* x, const fl
   }
 }
 
-// bn_bwd_apply8: grid-stride over the vectors; bn_bwd_apply's arithmetic.
-extern "C" __global__ void bn_bwd_apply8(const u16* dy, const u16* x, const float* gamma, const float* beta, const float* mean,
-                                         const float* var, const float* dgamma, const float* dbeta, u16* dx, int C, int HW,
-                                         unsigned total, float eps, float count, int act) {
+// bn_bwd_apply8: grid (X, C), as bn_fwd_apply8: each block takes dβ = Σdz and dγ = Σdz·(x−μ)/σ
+// from bn_bwd_partial8's sums (block 0 writes them out), then bn_bwd_apply's arithmetic.
+extern "C" __global__ void bn_bwd_apply8(const u16* dy, const u16* x, const float* part, const float* gamma, const float* beta,
+                                         const float* mean, const float* var, float* dgamma, float* dbeta, u16* dx, int N, int C,
+                                         int HW, int S, float count, float eps, int act) {
+  int c = (int)by();
+  float sdz, sdzx;
+  partial_totals(part, c, S, &sdz, &sdzx);
+  float sd = sqrt_rn(var[c] + eps);
+  if (bx() == 0 && tid() == 0) {
+    dbeta[c] = sdz;
+    dgamma[c] = sdzx / sd;
+  }
+  float inv = 1 / sd;
+  float a = gamma[c] * inv;
+  float b = -a * inv * inv * sdzx / count;
+  float d = -a * sdz / count;
+  float m = mean[c];
+  float scale = gamma[c] / sd;
+  float shift = beta[c] - m * scale;
   const u32x4* g = (const u32x4*)dy;
   const u32x4* p = (const u32x4*)x;
   u32x4* q = (u32x4*)dx;
-  unsigned HW8 = (unsigned)HW >> 3, step = nbx() * THREADS;
-  for (unsigned i = bx() * THREADS + tid(); i < total; i += step) {
-    int c = (int)(i / HW8 % (unsigned)C);
-    float sd = sqrt_rn(var[c] + eps);
-    float inv = 1 / sd;
-    float a = gamma[c] * inv;
-    float b = -a * inv * inv * (dgamma[c] * sd) / count;
-    float d = -a * dbeta[c] / count;
-    float m = mean[c];
-    float scale = gamma[c] / sd;
-    float shift = beta[c] - m * scale;
+  int HW8 = HW >> 3, items = N * HW8;
+  for (int it = (int)(bx() * THREADS + tid()); it < items; it += (int)(nbx() * THREADS)) {
+    int n = it / HW8;
+    long i = ((long)n * C + c) * HW8 + (it - n * HW8);
     u32x4 gv = g[i], xv = p[i], r;
 #pragma unroll
     for (int j = 0; j < 4; j++) {

@@ -204,10 +204,10 @@ void run_block() {
 }
 
 // The kernels' parameter counts, and which meet at barriers (they need coroutines).
-const int nparams[KF_COUNT] = {5,  8,  10, 12, 7,  14, 15, 15, 5,  14, 14, 14, 14, 5,  11, 12,
-                               15, 12, 12, 12, 12, 12, 12, 12, 12, 12, 12, 11, 11, 11, 11, 11};
+const int nparams[KF_COUNT] = {5,  8,  10, 12, 7,  14, 15, 15, 5,  14, 14, 14, 14, 5,  14, 12,
+                               17, 12, 12, 12, 12, 12, 12, 12, 12, 12, 12, 11, 11, 11, 11, 11};
 const bool barrier_kernels[KF_COUNT] = {true,  false, false, true,  false, false, true,  true,  false, false, false,
-                                        false, false, true,  false, true,  false, false, false, false, false, false,
+                                        false, false, true,  true,  true,  true,  false, false, false, false, false,
                                         false, false, false, false, false, true,  true,  true,  true,  true};
 
 struct Ctx {
@@ -299,8 +299,8 @@ int launch(void* ctxp, int f, unsigned gx, unsigned gy, void** a) {
         break;
       case KF_FWD_APPLY8:
         body = [=] {
-          bn_fwd_apply8(arg<CH>(a, 0), arg<CF>(a, 1), arg<CF>(a, 2), arg<CF>(a, 3), arg<CF>(a, 4), arg<H>(a, 5), arg<int>(a, 6),
-                        arg<int>(a, 7), arg<unsigned>(a, 8), arg<float>(a, 9), arg<int>(a, 10));
+          bn_fwd_apply8(arg<CH>(a, 0), arg<CF>(a, 1), arg<CF>(a, 2), arg<CF>(a, 3), arg<F>(a, 4), arg<F>(a, 5), arg<H>(a, 6), arg<int>(a, 7),
+                        arg<int>(a, 8), arg<int>(a, 9), arg<int>(a, 10), arg<float>(a, 11), arg<float>(a, 12), arg<int>(a, 13));
         };
         break;
       case KF_BWD_PARTIAL8:
@@ -312,8 +312,8 @@ int launch(void* ctxp, int f, unsigned gx, unsigned gy, void** a) {
       case KF_BWD_APPLY8:
         body = [=] {
           bn_bwd_apply8(arg<CH>(a, 0), arg<CH>(a, 1), arg<CF>(a, 2), arg<CF>(a, 3), arg<CF>(a, 4), arg<CF>(a, 5), arg<CF>(a, 6),
-                        arg<CF>(a, 7), arg<H>(a, 8), arg<int>(a, 9), arg<int>(a, 10), arg<unsigned>(a, 11), arg<float>(a, 12),
-                        arg<float>(a, 13), arg<int>(a, 14));
+                        arg<F>(a, 7), arg<F>(a, 8), arg<H>(a, 9), arg<int>(a, 10), arg<int>(a, 11), arg<int>(a, 12), arg<int>(a, 13),
+                        arg<float>(a, 14), arg<float>(a, 15), arg<int>(a, 16));
         };
         break;
       case KF_DW_K3:
@@ -361,13 +361,19 @@ int launch(void* ctxp, int f, unsigned gx, unsigned gy, void** a) {
         };
         break;
       }
-      default: {
+      case KF_CONV_K3:
+      case KF_CONV_K5:
+      case KF_DGRAD_K3:
+      case KF_DGRAD_K5: {
         auto fn = f == KF_CONV_K3 ? dwconv_fwd_k3 : f == KF_CONV_K5 ? dwconv_fwd_k5 : f == KF_DGRAD_K3 ? dwconv_dgrad_k3 : dwconv_dgrad_k5;
         body = [=] {
           fn(arg<CH>(a, 0), arg<CH>(a, 1), arg<H>(a, 2), arg<int>(a, 3), arg<int>(a, 4), arg<int>(a, 5), arg<int>(a, 6), arg<int>(a, 7),
              arg<int>(a, 8), arg<int>(a, 9), arg<int>(a, 10), arg<int>(a, 11), arg<int>(a, 12), arg<int>(a, 13));
         };
+        break;
       }
+      default:
+        throw Fault("the emulation has no case for this kernel");
     }
     E.launches[f]++;
     return run_grid(ctx, name, barrier_kernels[f], gx, gy, body);

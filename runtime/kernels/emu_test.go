@@ -135,6 +135,11 @@ func testBatchNormKernels(t *testing.T, scalar bool) {
 				t.Errorf("%s: %s launched %v, want %v", name, k, ran[k], vec)
 			}
 		}
+		for _, k := range []string{"bn_fwd_finish", "bn_bwd_finish"} { // the vector kernels sum the partials themselves
+			if ran[k] == vec {
+				t.Errorf("%s: %s launched %v, want %v", name, k, ran[k], !vec)
+			}
+		}
 	}
 }
 

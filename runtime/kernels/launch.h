@@ -74,10 +74,12 @@ static unsigned k_per_thread(int64_t n) { return (unsigned)((n + K_THREADS - 1) 
 static int k_scalar_only;
 
 // k_vectors: whether tensors of N·C planes of hw elements at these addresses can take the
-// 8-wide kernels: planes of a multiple of 8 elements, 16-byte aligned, fewer than 2^31 vectors.
+// 8-wide kernels: planes of a multiple of 8 elements, 16-byte aligned, fewer than 2^31 vectors
+// per channel.
 static int k_vectors(int64_t n, int64_t c, int64_t hw, const void* a, const void* b, const void* d, const void* e) {
   uintptr_t bits = (uintptr_t)a | (uintptr_t)b | (uintptr_t)d | (uintptr_t)e;
-  return !k_scalar_only && hw % 8 == 0 && (bits & 15) == 0 && n * c * hw / 8 < ((int64_t)1 << 31);
+  (void)c;
+  return !k_scalar_only && hw % 8 == 0 && (bits & 15) == 0 && n * hw / 8 < ((int64_t)1 << 31);
 }
 
 // k_stride_blocks is the grid of a grid-stride kernel over total items: about two per thread.
@@ -106,13 +108,10 @@ static int k_bn_forward(k_launch L, void* ctx, const void* x, const float* gamma
   float count = (float)((int64_t)N * HW);
   int rc;
   if (k_vectors(N, C, HW, x, y, x, y)) {
-    unsigned total = (unsigned)((int64_t)N * C * HW / 8);
     void* v1[] = {&x, &part, &N, &C, &HW, NULL};
     if ((rc = L(ctx, KF_FWD_PARTIAL8, (unsigned)S, (unsigned)C, v1))) return rc;
-    void* v2[] = {&x, &part, &mean, &var, &C, &HW, &S, &count, NULL};
-    if ((rc = L(ctx, KF_FWD_FINISH, k_per_thread(C), 1, v2))) return rc;
-    void* v3[] = {&x, &gamma, &beta, &mean, &var, &y, &C, &HW, &total, &eps, &act, NULL};
-    return L(ctx, KF_FWD_APPLY8, k_stride_blocks(total), 1, v3);
+    void* v2[] = {&x, &part, &gamma, &beta, &mean, &var, &y, &N, &C, &HW, &S, &count, &eps, &act, NULL};
+    return L(ctx, KF_FWD_APPLY8, k_stride_blocks((int64_t)N * HW / 8), (unsigned)C, v2);
   }
   void* a1[] = {&x, &part, &N, &C, &HW, NULL};
   if ((rc = L(ctx, KF_FWD_PARTIAL, (unsigned)S, (unsigned)C, a1))) return rc;
@@ -129,13 +128,10 @@ static int k_bn_backward(k_launch L, void* ctx, const void* dy, const void* x, c
   float count = (float)((int64_t)N * HW);
   int rc;
   if (k_vectors(N, C, HW, dy, x, dx, x)) {
-    unsigned total = (unsigned)((int64_t)N * C * HW / 8);
     void* v1[] = {&dy, &x, &gamma, &beta, &mean, &var, &part, &N, &C, &HW, &eps, &act, NULL};
     if ((rc = L(ctx, KF_BWD_PARTIAL8, (unsigned)S, (unsigned)C, v1))) return rc;
-    void* v2[] = {&part, &var, &dgamma, &dbeta, &C, &S, &eps, NULL};
-    if ((rc = L(ctx, KF_BWD_FINISH, k_per_thread(C), 1, v2))) return rc;
-    void* v3[] = {&dy, &x, &gamma, &beta, &mean, &var, &dgamma, &dbeta, &dx, &C, &HW, &total, &eps, &count, &act, NULL};
-    return L(ctx, KF_BWD_APPLY8, k_stride_blocks(total), 1, v3);
+    void* v2[] = {&dy, &x, &part, &gamma, &beta, &mean, &var, &dgamma, &dbeta, &dx, &N, &C, &HW, &S, &count, &eps, &act, NULL};
+    return L(ctx, KF_BWD_APPLY8, k_stride_blocks((int64_t)N * HW / 8), (unsigned)C, v2);
   }
   void* a1[] = {&dy, &x, &gamma, &beta, &mean, &var, &part, &N, &C, &HW, &eps, &act, NULL};
   if ((rc = L(ctx, KF_BWD_PARTIAL, (unsigned)S, (unsigned)C, a1))) return rc;
