@@ -197,6 +197,9 @@ type BenchDeviceResult struct {
 	CUDAGraph bool   `json:"cuda_graph"` // steps replay captured CUDA graphs
 	Fused     string `json:"fused"`      // our fused operators in the step (FusedSet)
 	DWGrad    string `json:"dw_grad"`    // the depthwise weight-gradient form (step.Config)
+	// Kernels is the CUDA kernel set of the fused operators (runtime.CUDAKernels), when they run
+	// on CUDA.
+	Kernels string `json:"cuda_kernels,omitempty"`
 	// DeviceMemMB is the device memory the session holds after the run (CUDA; the provider's
 	// arena only grows, so this is its peak), besides what was in use before it started.
 	DeviceMemMB float64 `json:"device_mem_mb"`
@@ -215,6 +218,9 @@ func BenchDeviceTrain(cfg step.Config, opts runtime.DeviceOptions, warmup, steps
 		DWGrad: cfg.DepthwiseWeightGrad}
 	if len(opts.CUDAOptions) > 0 {
 		res.Options = fmt.Sprint(opts.CUDAOptions)
+	}
+	if opts.Provider == runtime.ProviderCUDA && fusedSetOf(cfg) != (FusedSet{}) {
+		res.Kernels = runtime.CUDAKernels()
 	}
 	if steps < 1 {
 		return res, fmt.Errorf("bench train: need at least one step")
