@@ -73,12 +73,11 @@ static unsigned k_per_thread(int64_t n) { return (unsigned)((n + K_THREADS - 1) 
 // (CARDSEG_CUDA_KERNELS=scalar) and for testing both.
 static int k_scalar_only;
 
-// k_vectors: whether tensors of N·C planes of hw elements at these addresses can take the
-// 8-wide kernels: planes of a multiple of 8 elements, 16-byte aligned, fewer than 2^31 vectors
-// per channel.
-static int k_vectors(int64_t n, int64_t c, int64_t hw, const void* a, const void* b, const void* d, const void* e) {
+// k_vectors: whether tensors of N planes of hw elements per channel at these addresses can take
+// the 8-wide kernels: planes of a multiple of 8 elements, 16-byte aligned, fewer than 2^31
+// vectors per channel.
+static int k_vectors(int64_t n, int64_t hw, const void* a, const void* b, const void* d, const void* e) {
   uintptr_t bits = (uintptr_t)a | (uintptr_t)b | (uintptr_t)d | (uintptr_t)e;
-  (void)c;
   return !k_scalar_only && hw % 8 == 0 && (bits & 15) == 0 && n * hw / 8 < ((int64_t)1 << 31);
 }
 
@@ -107,7 +106,7 @@ static int k_bn_forward(k_launch L, void* ctx, const void* x, const float* gamma
                         float* part, int N, int C, int HW, int S, float eps, int act) {
   float count = (float)((int64_t)N * HW);
   int rc;
-  if (k_vectors(N, C, HW, x, y, x, y)) {
+  if (k_vectors(N, HW, x, y, x, y)) {
     void* v1[] = {&x, &part, &N, &C, &HW, NULL};
     if ((rc = L(ctx, KF_FWD_PARTIAL8, (unsigned)S, (unsigned)C, v1))) return rc;
     void* v2[] = {&x, &part, &gamma, &beta, &mean, &var, &y, &N, &C, &HW, &S, &count, &eps, &act, NULL};
@@ -127,7 +126,7 @@ static int k_bn_backward(k_launch L, void* ctx, const void* dy, const void* x, c
                          int act) {
   float count = (float)((int64_t)N * HW);
   int rc;
-  if (k_vectors(N, C, HW, dy, x, dx, x)) {
+  if (k_vectors(N, HW, dy, x, dx, x)) {
     void* v1[] = {&dy, &x, &gamma, &beta, &mean, &var, &part, &N, &C, &HW, &eps, &act, NULL};
     if ((rc = L(ctx, KF_BWD_PARTIAL8, (unsigned)S, (unsigned)C, v1))) return rc;
     void* v2[] = {&dy, &x, &part, &gamma, &beta, &mean, &var, &dgamma, &dbeta, &dx, &N, &C, &HW, &S, &count, &eps, &act, NULL};
