@@ -413,6 +413,114 @@ extern "C" __global__ void bn_bwd_apply8(const u16* dy, const u16* x, const floa
   }
 }
 
+// ---- batch norm of small channels in one pass ----
+//
+// A channel of at most 256·8·SMALL_R elements (N·H·W; at 480×640 every 30×40 layer, a third
+// of the network's batch-norm traffic) fits in one block's registers: each thread loads its
+// SMALL_R vectors once, the block sums them, and the output is computed from the registers.
+// Forward one read and one write instead of two reads and one write, backward two reads and
+// one write instead of four and one, one launch each instead of two. grid (1, C).
+
+#define SMALL_R 6  // launch.h's K_SMALL_VECTORS
+
+// bn_fwd_small8: BatchNormTrain16 for one channel per block (mean, biased variance, y).
+extern "C" __global__ void bn_fwd_small8(const u16* x, const float* gamma, const float* beta, float* mean, float* var, u16* y, int N,
+                                         int C, int HW, float count, float eps, int act) {
+  int c = (int)by(), HW8 = HW >> 3, items = N * HW8;
+  const u32x4* p = (const u32x4*)x;
+  u32x4* q = (u32x4*)y;
+  float k = h2f(x[(long)c * HW]);
+  float s1 = 0, s2 = 0;
+  u32x4 v[SMALL_R];
+#pragma unroll
+  for (int r = 0; r < SMALL_R; r++) {
+    int it = (int)tid() + r * THREADS;
+    if (it < items) {
+      int n = it / HW8;
+      v[r] = p[((long)n * C + c) * HW8 + (it - n * HW8)];
+      moments8(v[r], k, &s1, &s2);
+    }
+  }
+  block_sum2(&s1, &s2);
+  float m = s1 / count;
+  float d = s2 / count - m * m;
+  float mu = k + m, sigma2 = d > 0 ? d : 0;
+  if (tid() == 0) {
+    mean[c] = mu;
+    var[c] = sigma2;
+  }
+  float scale = gamma[c] / sqrt_rn(sigma2 + eps);
+  float shift = beta[c] - mu * scale;
+#pragma unroll
+  for (int r = 0; r < SMALL_R; r++) {
+    int it = (int)tid() + r * THREADS;
+    if (it < items) {
+      int n = it / HW8;
+      u32x4 o;
+#pragma unroll
+      for (int j = 0; j < 4; j++) o[j] = pack_h(act_f(lo_h(v[r][j]) * scale + shift, act), act_f(hi_h(v[r][j]) * scale + shift, act));
+      q[((long)n * C + c) * HW8 + (it - n * HW8)] = o;
+    }
+  }
+}
+
+// bn_bwd_small8: BatchNormTrain16Grad for one channel per block (dγ, dβ, dx).
+extern "C" __global__ void bn_bwd_small8(const u16* dy, const u16* x, const float* gamma, const float* beta, const float* mean,
+                                         const float* var, float* dgamma, float* dbeta, u16* dx, int N, int C, int HW, float count,
+                                         float eps, int act) {
+  int c = (int)by(), HW8 = HW >> 3, items = N * HW8;
+  const u32x4* g = (const u32x4*)dy;
+  const u32x4* p = (const u32x4*)x;
+  u32x4* q = (u32x4*)dx;
+  float m = mean[c];
+  float sd = sqrt_rn(var[c] + eps);
+  float scale = gamma[c] / sd;
+  float shift = beta[c] - m * scale;
+  float s1 = 0, s2 = 0;
+  u32x4 gv[SMALL_R], xv[SMALL_R];
+#pragma unroll
+  for (int r = 0; r < SMALL_R; r++) {
+    int it = (int)tid() + r * THREADS;
+    if (it < items) {
+      int n = it / HW8;
+      long i = ((long)n * C + c) * HW8 + (it - n * HW8);
+      gv[r] = g[i];
+      xv[r] = p[i];
+#pragma unroll
+      for (int j = 0; j < 4; j++) {
+        float x0 = lo_h(xv[r][j]), x1 = hi_h(xv[r][j]);
+        float a = lo_h(gv[r][j]) * act_d(x0 * scale + shift, act), b = hi_h(gv[r][j]) * act_d(x1 * scale + shift, act);
+        s1 += a + b;
+        s2 += a * (x0 - m) + b * (x1 - m);
+      }
+    }
+  }
+  block_sum2(&s1, &s2);
+  if (tid() == 0) {
+    dbeta[c] = s1;
+    dgamma[c] = s2 / sd;
+  }
+  float inv = 1 / sd;
+  float a = gamma[c] * inv;
+  float b = -a * inv * inv * s2 / count;
+  float d = -a * s1 / count;
+#pragma unroll
+  for (int r = 0; r < SMALL_R; r++) {
+    int it = (int)tid() + r * THREADS;
+    if (it < items) {
+      int n = it / HW8;
+      u32x4 o;
+#pragma unroll
+      for (int j = 0; j < 4; j++) {
+        float x0 = lo_h(xv[r][j]), x1 = hi_h(xv[r][j]);
+        o[j] = pack_h(a * lo_h(gv[r][j]) * act_d(x0 * scale + shift, act) + b * (x0 - m) + d,
+                      a * hi_h(gv[r][j]) * act_d(x1 * scale + shift, act) + b * (x1 - m) + d);
+      }
+      q[((long)n * C + c) * HW8 + (it - n * HW8)] = o;
+    }
+  }
+}
+
 // ---- depthwise convolution weight gradient ----
 //
 // dW[c,0,a,b] = Σ_{n,y,x} dy[n,c,y,x] · x[n,c, y·sh + a·dh − ph, x·sw + b·dw − pw] (zero outside),

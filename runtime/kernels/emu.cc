@@ -204,11 +204,11 @@ void run_block() {
 }
 
 // The kernels' parameter counts, and which meet at barriers (they need coroutines).
-const int nparams[KF_COUNT] = {5,  8,  10, 12, 7,  14, 15, 15, 5,  14, 14, 14, 14, 5,  14, 12,
-                               17, 12, 12, 12, 12, 12, 12, 12, 12, 12, 12, 11, 11, 11, 11, 11};
-const bool barrier_kernels[KF_COUNT] = {true,  false, false, true,  false, false, true,  true,  false, false, false,
-                                        false, false, true,  true,  true,  true,  false, false, false, false, false,
-                                        false, false, false, false, false, true,  true,  true,  true,  true};
+const int nparams[KF_COUNT] = {5,  8,  10, 12, 7,  14, 15, 15, 5,  14, 14, 14, 14, 5,  14, 12, 17,
+                               12, 12, 12, 12, 12, 12, 12, 12, 12, 12, 11, 11, 11, 11, 11, 12, 15};
+const bool barrier_kernels[KF_COUNT] = {true,  false, false, true,  false, false, true,  true,  false, false, false, false,
+                                        false, true,  true,  true,  true,  false, false, false, false, false, false, false,
+                                        false, false, false, true,  true,  true,  true,  true,  true,  true};
 
 struct Ctx {
   std::string err;
@@ -327,6 +327,19 @@ int launch(void* ctxp, int f, unsigned gx, unsigned gy, void** a) {
       }
       case KF_DW_FINISH:
         body = [=] { dw_finish(arg<CF>(a, 0), arg<H>(a, 1), arg<int>(a, 2), arg<int>(a, 3), arg<int>(a, 4)); };
+        break;
+      case KF_FWD_SMALL8:
+        body = [=] {
+          bn_fwd_small8(arg<CH>(a, 0), arg<CF>(a, 1), arg<CF>(a, 2), arg<F>(a, 3), arg<F>(a, 4), arg<H>(a, 5), arg<int>(a, 6), arg<int>(a, 7),
+                        arg<int>(a, 8), arg<float>(a, 9), arg<float>(a, 10), arg<int>(a, 11));
+        };
+        break;
+      case KF_BWD_SMALL8:
+        body = [=] {
+          bn_bwd_small8(arg<CH>(a, 0), arg<CH>(a, 1), arg<CF>(a, 2), arg<CF>(a, 3), arg<CF>(a, 4), arg<CF>(a, 5), arg<F>(a, 6), arg<F>(a, 7),
+                        arg<H>(a, 8), arg<int>(a, 9), arg<int>(a, 10), arg<int>(a, 11), arg<float>(a, 12), arg<float>(a, 13),
+                        arg<int>(a, 14));
+        };
         break;
       case KF_DWS_K3S1D1:
       case KF_DWS_K3S2D1:

@@ -86,11 +86,12 @@ func agree(t *testing.T, what string, got, want []float64, rel, abs float64) {
 }
 
 // bnCases: planes smaller than a block, odd sizes, planes of a multiple of 8 (the vector
-// kernels), more splits than some slices can fill, and layers of the network (with the
-// graph's splits).
+// kernels; channels of up to 12288 elements take the one-pass ones), more splits than some
+// slices can fill, and layers of the network (with the graph's splits).
 func bnCases() []BN {
 	cases := []BN{{N: 2, C: 3, HW: 4 * 5, Splits: 1}, {N: 2, C: 5, HW: 9 * 11, Splits: 7}, {N: 1, C: 2, HW: 13, Splits: 13},
-		{N: 3, C: 4, HW: 1031, Splits: 3}, {N: 3, C: 5, HW: 24, Splits: 4}, {N: 2, C: 7, HW: 320, Splits: 3}}
+		{N: 3, C: 4, HW: 1031, Splits: 3}, {N: 3, C: 5, HW: 24, Splits: 4}, {N: 2, C: 7, HW: 320, Splits: 3},
+		{N: 2, C: 3, HW: 6144, Splits: 2}, {N: 2, C: 3, HW: 6152, Splits: 2}} // the largest one-pass channel, and one vector more
 	for _, l := range []struct{ n, c, hw int }{{4, 16, 120 * 160}, {4, 72, 60 * 80}, {8, 160, 15 * 20}, {8, 96, 30 * 40}} {
 		cases = append(cases, BN{N: l.n, C: l.c, HW: l.hw, Splits: int(graphs.BNSplits(int64(l.n), int64(l.c), int64(l.hw)))})
 	}
@@ -130,9 +131,15 @@ func testBatchNormKernels(t *testing.T, scalar bool) {
 		compareBN(t, r, name, b, true, true)
 		ran := launchedSince(before)
 		vec := !scalar && b.HW%8 == 0
+		small := vec && b.N*b.HW <= 256*8*6
 		for _, k := range []string{"bn_fwd_partial8", "bn_fwd_apply8", "bn_bwd_partial8", "bn_bwd_apply8"} {
-			if ran[k] != vec {
-				t.Errorf("%s: %s launched %v, want %v", name, k, ran[k], vec)
+			if ran[k] != (vec && !small) {
+				t.Errorf("%s: %s launched %v, want %v", name, k, ran[k], vec && !small)
+			}
+		}
+		for _, k := range []string{"bn_fwd_small8", "bn_bwd_small8"} {
+			if ran[k] != small {
+				t.Errorf("%s: %s launched %v, want %v", name, k, ran[k], small)
 			}
 		}
 		for _, k := range []string{"bn_fwd_finish", "bn_bwd_finish"} { // the vector kernels sum the partials themselves

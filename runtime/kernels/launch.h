@@ -41,6 +41,8 @@ enum {
   KF_DWG_K5S1D1,
   KF_DWG_K5S2D1,
   KF_DWG_K5S1D2,
+  KF_FWD_SMALL8,  // batch norm of a small channel in one pass
+  KF_BWD_SMALL8,
   KF_COUNT
 };
 
@@ -50,9 +52,13 @@ static const char* const kf_names[KF_COUNT] = {
     "bn_fwd_partial8", "bn_fwd_apply8", "bn_bwd_partial8", "bn_bwd_apply8",   "dws_k3s1d1",     "dws_k3s2d1",      "dws_k5s1d1",
     "dws_k5s2d1",     "dws_k5s1d2",    "dwsf_k3s1d1",    "dwsf_k5s1d1",     "dwsf_k5s1d2",    "dwd2_k3",         "dwd2_k5",
     "dwg_k3s1d1",     "dwg_k3s2d1",    "dwg_k5s1d1",     "dwg_k5s2d1",      "dwg_k5s1d2",
+    "bn_fwd_small8",  "bn_bwd_small8",
 };
 
-enum { K_THREADS = 256 };  // threads per block: bn.cu's THREADS
+enum {
+  K_THREADS = 256,       // threads per block: bn.cu's THREADS
+  K_SMALL_VECTORS = 6,   // bn.cu's SMALL_R: bn_*_small8 take channels of up to K_THREADS·8·6 elements
+};
 
 // k_launch runs kernel f on a gx × gy grid of K_THREADS-thread blocks; args point at the
 // kernel's arguments in order, then NULL (the driver reads as many as the kernel takes; the
@@ -106,6 +112,10 @@ static int k_bn_forward(k_launch L, void* ctx, const void* x, const float* gamma
                         float* part, int N, int C, int HW, int S, float eps, int act) {
   float count = (float)((int64_t)N * HW);
   int rc;
+  if (k_vectors(N, HW, x, y, x, y) && (int64_t)N * HW <= K_THREADS * 8 * K_SMALL_VECTORS) {
+    void* s1[] = {&x, &gamma, &beta, &mean, &var, &y, &N, &C, &HW, &count, &eps, &act, NULL};
+    return L(ctx, KF_FWD_SMALL8, 1, (unsigned)C, s1);  // (part is left unused)
+  }
   if (k_vectors(N, HW, x, y, x, y)) {
     void* v1[] = {&x, &part, &N, &C, &HW, NULL};
     if ((rc = L(ctx, KF_FWD_PARTIAL8, (unsigned)S, (unsigned)C, v1))) return rc;
@@ -126,6 +136,10 @@ static int k_bn_backward(k_launch L, void* ctx, const void* dy, const void* x, c
                          int act) {
   float count = (float)((int64_t)N * HW);
   int rc;
+  if (k_vectors(N, HW, dy, x, dx, x) && (int64_t)N * HW <= K_THREADS * 8 * K_SMALL_VECTORS) {
+    void* s1[] = {&dy, &x, &gamma, &beta, &mean, &var, &dgamma, &dbeta, &dx, &N, &C, &HW, &count, &eps, &act, NULL};
+    return L(ctx, KF_BWD_SMALL8, 1, (unsigned)C, s1);
+  }
   if (k_vectors(N, HW, dy, x, dx, x)) {
     void* v1[] = {&dy, &x, &gamma, &beta, &mean, &var, &part, &N, &C, &HW, &eps, &act, NULL};
     if ((rc = L(ctx, KF_BWD_PARTIAL8, (unsigned)S, (unsigned)C, v1))) return rc;
