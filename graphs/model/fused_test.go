@@ -226,7 +226,8 @@ func TestFusedBatchNormGradientFiniteDifferences(t *testing.T) {
 }
 
 // TestFusedBatchNormCUDA runs the fused operators' CUDA kernels against their CPU kernels on
-// a shape with several partial sums per channel and one with many channels. Needs a GPU.
+// shapes with several partial sums per channel, many channels, planes that are not a multiple
+// of 8, and channels small enough for one pass. Needs a GPU.
 func TestFusedBatchNormCUDA(t *testing.T) {
 	if err := runtime.Init(); err != nil {
 		t.Fatal(err)
@@ -237,7 +238,8 @@ func TestFusedBatchNormCUDA(t *testing.T) {
 	for _, tc := range []struct {
 		shape graphs.Shape
 		a     act
-	}{{graphs.Shape{4, 16, 120, 160}, actHardSwish}, {graphs.Shape{8, 960, 15, 20}, actReLU}, {graphs.Shape{2, 3, 5, 7}, actNone}, {graphs.Shape{8, 40, 60, 80}, actNone}} {
+	}{{graphs.Shape{4, 16, 120, 160}, actHardSwish}, {graphs.Shape{8, 960, 15, 20}, actReLU}, {graphs.Shape{2, 3, 5, 7}, actNone}, {graphs.Shape{8, 40, 60, 80}, actNone},
+		{graphs.Shape{8, 96, 30, 40}, actHardSwish}} { // the vector kernels, the first ones, and the one-pass ones (runtime/kernels/launch.h)
 		shape := tc.shape
 		x, gamma, beta, w := fusedBNData(shape, 11)
 		in := fusedInputs(shape, x, gamma, beta)
