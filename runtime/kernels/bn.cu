@@ -1,17 +1,21 @@
-// Batch norm (with the activation after it) for the FP16 train step on the GPU: float16
-// activations in NCHW, float32 statistics and parameters. ONNX Runtime's inference build has no training-mode batch norm, so
-// the decomposed form costs about fifteen full-tensor passes per layer (forward and backward,
-// float32 casts included); these kernels do it in five: statistics and normalisation forward
-// (two reads, one write), reductions and input gradient backward (four reads, one write).
+// CUDA kernels of our custom operators (ai.cardseg) for the FP16 train step: batch norm with
+// the activation after it, and depthwise convolutions, forward and backward; float16
+// activations in NCHW, float32 statistics, parameters and sums. ONNX Runtime's inference build
+// has no training-mode batch norm, so the decomposed form costs about fifteen full-tensor passes
+// per layer (forward and backward, float32 casts included); these kernels do it in five or
+// fewer: statistics and normalisation forward (two reads, one write; one and one for small
+// channels), reductions and input gradient backward (four reads, one write; two and one).
+// launch.h says which kernels each operator runs; cpu.h has the CPU kernels they are tested
+// against, on the GPU and through the CPU emulation of these kernels (emu.cc).
 //
 // Compiled to PTX by clang (no CUDA toolkit needed), without CUDA's headers:
 //   go run ./tools/gen/ptx      (writes runtime/bn_ptx.h; see there for the command)
 // The driver JIT-compiles the PTX for the GPU it runs on (sm_80 and newer).
 //
-// Reductions are two-stage and deterministic: bn_*_partial writes per-block partial sums for
-// each channel (grid: splits × channels), bn_*_finish adds them in a fixed order. Sums are taken
-// around a per-channel pivot (the channel's first element) so that the variance's one-pass
-// formula does not cancel when the mean is large against the spread.
+// Reductions are deterministic: per-block partial sums for each channel (grid: splits ×
+// channels), then a fixed-order sum of them (bn_*_finish, or each block of the vector
+// kernels). Sums are taken around a per-channel pivot (the channel's first element) so that
+// the variance's one-pass formula does not cancel when the mean is large against the spread.
 
 #if defined(__CUDA__)  // clang -x cuda: the GPU build
 #define __global__ __attribute__((global))
