@@ -708,6 +708,17 @@ INLINE void store_strip(u16* o, const float* acc, int n, int vec) {
     if (j < n) o[j] = f2h(acc[j]);
 }
 
+// load_window: win[i] = row[i0 + i] as a float, 0 outside [0, n), for i < L (a kernel row's
+// window of the input a strip needs).
+template <int L>
+INLINE void load_window(const u16* row, int i0, int n, float* win) {
+#pragma unroll
+  for (int i = 0; i < L; i++) {
+    int ix = i0 + i;
+    win[i] = ix >= 0 && ix < n ? h2f(row[ix]) : 0.0f;
+  }
+}
+
 template <int K, int S, int D, int FLIP>
 INLINE void dw_strip(const u16* in, const u16* w, u16* out, int C, int Hin, int Win, int Hout, int Wout, int ph, int pw,
                      unsigned total, int vec) {
@@ -729,11 +740,7 @@ INLINE void dw_strip(const u16* in, const u16* w, u16* out, int C, int Hin, int 
       if (iy < 0 || iy >= Hin) continue;
       const u16* row = plane + (long)iy * Win;
       float win[L];
-#pragma unroll
-      for (int i = 0; i < L; i++) {
-        int ix = ix0 + i;
-        win[i] = ix >= 0 && ix < Win ? h2f(row[ix]) : 0.0f;
-      }
+      load_window<L>(row, ix0, Win, win);
 #pragma unroll
       for (int b = 0; b < K; b++) {
         float kv = h2f(wc[FLIP ? K * K - 1 - (a * K + b) : a * K + b]);
@@ -772,11 +779,7 @@ INLINE void dw_dgrad_s2(const u16* dy, const u16* w, u16* dx, int C, int H, int 
       if (ty < 0 || (ty & 1) || (ty >> 1) >= Ho) continue;
       const u16* row = plane + (long)(ty >> 1) * Wo;
       float win[L];
-#pragma unroll
-      for (int i = 0; i < L; i++) {
-        int ox = ox0 + i;
-        win[i] = ox >= 0 && ox < Wo ? h2f(row[ox]) : 0.0f;
-      }
+      load_window<L>(row, ox0, Wo, win);
 #pragma unroll
       for (int b = 0; b < K; b++) {
         float kv = h2f(wc[a * K + b]);
@@ -833,11 +836,7 @@ INLINE void dw_wgrad_strip(const u16* x, const u16* dy, float* part, int N, int 
       if (iy < 0 || iy >= H) continue;
       const u16* row = xs + (long)iy * W;
       float win[L];
-#pragma unroll
-      for (int i = 0; i < L; i++) {
-        int ix = ix0 + i;
-        win[i] = ix >= 0 && ix < W ? h2f(row[ix]) : 0.0f;
-      }
+      load_window<L>(row, ix0, W, win);
 #pragma unroll
       for (int b = 0; b < K; b++) {
         float s = 0;
