@@ -19,7 +19,7 @@
 # then compare the training run's IoU with 0.762 (FP32 on the CPU) and the step times with
 # PyTorch's eager FP32 from the same sitting. ANCHOR_AMP=1 (the default) adds PyTorch's AMP row.
 # Next sitting (the vector and strip kernels, never run on a GPU yet; about 7 minutes):
-#   CHECKS="fused bench bench_scalar torch train_matrix ncu ncu_scalar" \
+#   CHECKS="fused bench bench_scalar torch train_matrix ncu nsys ncu_scalar" \
 #   TRAIN_MATRIX="all:42 all:43 bn,dwgrad:43" TRAIN_LIMIT=120
 # fused: the CUDA kernels against the CPU kernels (a failure there: rerun with
 # CARDSEG_CUDA_KERNELS=scalar exported, which restores the kernels of the last sitting);
@@ -181,6 +181,23 @@ check_ncu_scalar() {
     bin/cardseg-ort bench train --device $DEV --fp16 $B --steps 1 --warmup 2 >> "$LOG" 2>&1
   note "ncu scalar rc=$? $(wc -l < "$OUT/ncu_scalar.csv" 2>/dev/null) lines"
   gzip -f "$OUT/ncu_scalar.csv"
+}
+# Nsight Systems on one replayed step, graph nodes traced one by one: memory copies as well as
+# kernels. ncu sees only kernels, and sitting 3's step took 0.55 ms longer than its kernels;
+# ONNX Runtime's CUDA Concat and Split build a host table with one int64 per row of the joined
+# axis and copy it to the device on every run, which in a captured graph is a copy node per
+# replay (the optimizer's packing: three tables of about 400,000 rows, ~10 MB a step).
+check_nsys() {
+  local nsys; nsys=$(command -v nsys || ls /opt/nvidia/nsight-systems/*/bin/nsys /usr/local/cuda*/bin/nsys 2>/dev/null | head -1)
+  [ -n "$nsys" ] || { note "no nsys"; return; }
+  note "nsys: one FP16 step, CUDA graph nodes traced"
+  CARDSEG_CUDA_PROFILE_LAST=1 timeout 200 "$nsys" profile -o /tmp/nsys_step --force-overwrite true --trace cuda \
+    --cuda-graph-trace node --capture-range cudaProfilerApi --capture-range-end stop \
+    bin/cardseg-ort bench train --device $DEV --fp16 $B --steps 1 --warmup 2 >> "$LOG" 2>&1
+  note "nsys rc=$?"
+  timeout 120 "$nsys" stats --report cuda_gpu_mem_time_sum,cuda_gpu_mem_size_sum,cuda_gpu_kern_sum --format csv \
+    --output "$OUT/nsys" /tmp/nsys_step.nsys-rep >> "$LOG" 2>&1
+  note "nsys stats rc=$? $(ls "$OUT"/nsys_* 2>/dev/null | tr '\n' ' ')"
 }
 check_nograph() { bench fp16_nograph 150 --device $DEV --fp16 --no-cuda-graph $B --steps 30 --warmup 5; }
 check_fp32() { bench fp32_graph 150 --device $DEV $B --steps 30 --warmup 5; }
