@@ -8,8 +8,8 @@
 // It checks what a GPU would only show as wrong numbers or hangs: argument counts against the
 // kernel's parameters, grid limits, threads that return while others wait at a barrier,
 // __syncthreads and shuffles met out of step, kernels that write outside their outputs or into
-// their inputs (guard zones around every buffer), and outputs left unwritten (outputs start
-// as NaN). It does not model memory ordering or timing.
+// their inputs (guard zones around every buffer), reads past an input (its guard zones are NaN),
+// and outputs left unwritten (outputs start as NaN). It does not model memory ordering or timing.
 #include <stdint.h>
 #include <ucontext.h>
 
@@ -397,16 +397,19 @@ int launch(void* ctxp, int f, unsigned gx, unsigned gy, void** a) {
 }
 
 // Buf is a copy of a caller's buffer between guard zones; outputs start as all-ones bytes
-// (NaN in float16 and float32).
+// (NaN in float16 and float32). An input's guard zones are all-ones too, so a kernel that reads
+// past an input gets NaN, which the comparison with the CPU kernels reports; an output's hold
+// another pattern, so a write past it shows.
 struct Buf {
   static constexpr size_t kGuard = 256;
-  static constexpr unsigned char kPattern = 0xa5;
   const char* name;
   size_t n;
   const void* src;  // the input it copies, or nullptr for an output
+  unsigned char pattern;
   std::vector<unsigned char> mem;
 
-  Buf(const char* name, size_t n, const void* src) : name(name), n(n), src(src), mem(n + 2 * kGuard, kPattern) {
+  Buf(const char* name, size_t n, const void* src)
+      : name(name), n(n), src(src), pattern(src ? 0xff : 0xa5), mem(n + 2 * kGuard, pattern) {
     if (src) {
       memcpy(p(), src, n);
     } else {
@@ -418,7 +421,7 @@ struct Buf {
   // check returns what is wrong with the buffer after the kernels ran, or "".
   std::string check() {
     for (size_t i = 0; i < kGuard; i++)
-      if (mem[i] != kPattern || mem[kGuard + n + i] != kPattern) return std::string("a kernel wrote outside ") + name;
+      if (mem[i] != pattern || mem[kGuard + n + i] != pattern) return std::string("a kernel wrote outside ") + name;
     if (src && memcmp(p(), src, n) != 0) return std::string("a kernel wrote into its input ") + name;
     return "";
   }
