@@ -87,6 +87,9 @@ static int k_vectors(int64_t n, int64_t hw, const void* a, const void* b, const 
   return !k_scalar_only && hw % 8 == 0 && (bits & 15) == 0 && n * hw / 8 < ((int64_t)1 << 31);
 }
 
+// k_small: whether a channel of N planes of hw elements fits the one-pass kernels (bn_*_small8).
+static int k_small(int64_t n, int64_t hw) { return n * hw <= K_THREADS * 8 * K_SMALL_VECTORS; }
+
 // k_stride_blocks is the grid of a grid-stride kernel over total items: about two per thread.
 static unsigned k_stride_blocks(int64_t total) {
   int64_t b = (total + 2 * K_THREADS - 1) / (2 * K_THREADS);
@@ -112,11 +115,12 @@ static int k_bn_forward(k_launch L, void* ctx, const void* x, const float* gamma
                         float* part, int N, int C, int HW, int S, float eps, int act) {
   float count = (float)((int64_t)N * HW);
   int rc;
-  if (k_vectors(N, HW, x, y, x, y) && (int64_t)N * HW <= K_THREADS * 8 * K_SMALL_VECTORS) {
+  int vec = k_vectors(N, HW, x, y, x, y);
+  if (vec && k_small(N, HW)) {
     void* s1[] = {&x, &gamma, &beta, &mean, &var, &y, &N, &C, &HW, &count, &eps, &act, NULL};
     return L(ctx, KF_FWD_SMALL8, 1, (unsigned)C, s1);  // (part is left unused)
   }
-  if (k_vectors(N, HW, x, y, x, y)) {
+  if (vec) {
     void* v1[] = {&x, &part, &N, &C, &HW, NULL};
     if ((rc = L(ctx, KF_FWD_PARTIAL8, (unsigned)S, (unsigned)C, v1))) return rc;
     void* v2[] = {&x, &part, &gamma, &beta, &mean, &var, &y, &N, &C, &HW, &S, &count, &eps, &act, NULL};
@@ -136,11 +140,12 @@ static int k_bn_backward(k_launch L, void* ctx, const void* dy, const void* x, c
                          int act) {
   float count = (float)((int64_t)N * HW);
   int rc;
-  if (k_vectors(N, HW, dy, x, dx, x) && (int64_t)N * HW <= K_THREADS * 8 * K_SMALL_VECTORS) {
+  int vec = k_vectors(N, HW, dy, x, dx, x);
+  if (vec && k_small(N, HW)) {
     void* s1[] = {&dy, &x, &gamma, &beta, &mean, &var, &dgamma, &dbeta, &dx, &N, &C, &HW, &count, &eps, &act, NULL};
     return L(ctx, KF_BWD_SMALL8, 1, (unsigned)C, s1);
   }
-  if (k_vectors(N, HW, dy, x, dx, x)) {
+  if (vec) {
     void* v1[] = {&dy, &x, &gamma, &beta, &mean, &var, &part, &N, &C, &HW, &eps, &act, NULL};
     if ((rc = L(ctx, KF_BWD_PARTIAL8, (unsigned)S, (unsigned)C, v1))) return rc;
     void* v2[] = {&dy, &x, &part, &gamma, &beta, &mean, &var, &dgamma, &dbeta, &dx, &N, &C, &HW, &S, &count, &eps, &act, NULL};
