@@ -170,3 +170,69 @@ func gradDepthwiseConv16(n *Node, dy []*Value, want []bool) []*Value {
 	}
 	return out
 }
+
+// PackRowsWidth is the width of PackRows's matrix.
+const PackRowsWidth = 8
+
+// PackRows lays vs (float32 or float16, any shapes) end to end, in float32, as the rows of a
+// [rows, PackRowsWidth] matrix, zeros after them: one CardsegDomain node (one kernel launch per
+// 96 tensors on the GPU) instead of a Cast per float16 tensor, Reshapes, a Concat, and ONNX
+// Runtime's per-row index table for it. rows·PackRowsWidth must hold them all.
+func PackRows(rows int64, vs ...*Value) *Value {
+	if len(vs) == 0 {
+		panic("graphs: PackRows of no tensors")
+	}
+	var n int64
+	for _, v := range vs {
+		if v.dtype != Float && v.dtype != Float16 {
+			panic(fmt.Sprintf("graphs: PackRows(%v): float32 and float16 tensors only", v))
+		}
+		n += v.shape.Size()
+	}
+	if n > rows*PackRowsWidth {
+		panic(fmt.Sprintf("graphs: PackRows: %d elements do not fit %d rows of %d", n, rows, PackRowsWidth))
+	}
+	out := vs[0].g.addNode("PackRows", vs, []Attr{{"rows", rows}}, []outSpec{{Float, Shape{rows, PackRowsWidth}}})
+	out[0].node.Domain = CardsegDomain
+	return out[0]
+}
+
+// UnpackRows is PackRows's inverse: tensors of the given shapes taken one after another from
+// the float32 [rows, PackRowsWidth] matrix m, as dt (Float, or Float16 rounded to nearest even:
+// the cast of each tensor, in the same node). It has no gradient rule, and Grad does not
+// differentiate through it: differentiate with respect to its outputs (the FP16 step's
+// weights), whose gradients PackRows lays out again. Grad reports a loss that depends through
+// it on a value differentiated for.
+func UnpackRows(m *Value, dt DType, shapes []Shape) []*Value {
+	if m.dtype != Float || m.Rank() != 2 || m.shape[1] != PackRowsWidth {
+		panic(fmt.Sprintf("graphs: UnpackRows(%v): want a float32 [rows, %d] matrix", m, PackRowsWidth))
+	}
+	op := "UnpackRows"
+	switch dt {
+	case Float:
+	case Float16:
+		op = "UnpackRows16"
+	default:
+		panic(fmt.Sprintf("graphs: UnpackRows to %v: float32 and float16 only", dt))
+	}
+	if len(shapes) == 0 {
+		panic("graphs: UnpackRows to no tensors")
+	}
+	var n int64
+	ranks := make([]int64, len(shapes))
+	var dims []int64
+	outs := make([]outSpec, len(shapes))
+	for i, s := range shapes {
+		n += s.Size()
+		ranks[i] = int64(len(s))
+		dims = append(dims, s...)
+		outs[i] = outSpec{dt, s}
+	}
+	if n > m.shape.Size() {
+		panic(fmt.Sprintf("graphs: UnpackRows: %d elements from a matrix of %d", n, m.shape.Size()))
+	}
+	vs := m.g.addNode(op, []*Value{m}, []Attr{{"ranks", ranks}, {"dims", dims}}, outs)
+	vs[0].node.Domain = CardsegDomain
+	vs[0].node.noGrad = true
+	return vs
+}

@@ -13,12 +13,17 @@
 //       scratch f32 [C·splits·kh·kw]   (3×3 and 5×5 kernels)
 //   DepthwiseConv16(x f16, w f16 [C,1,kh,kw]) -> y f16 [N,C,out_h,out_w]   (no bias; strides 1, 2)
 //   DepthwiseConvGrad16(dy f16, w f16) -> dx f16 [N,C,in_h,in_w]
+//   PackRows(t0, t1, … f32 or f16) -> m f32 [rows, 8]: the tensors end to end, float32, zeros
+//       after them (the optimizer's layout of all parameters; graphs/step)
+//   UnpackRows(m f32 [rows, 8]) -> t0, t1, … f32;  UnpackRows16(m) -> t0, t1, … f16: the
+//       tensors back out of m, in the shapes of their attributes (float16 rounds to nearest even)
 // Attributes: epsilon (float; batch norm), activation (int; batch norm: 0 none, 1 ReLU,
 // 2 HardSwish, applied after it and differentiated at the recomputed pre-activation); kh, kw,
 // stride_h, stride_w, dilation_h, dilation_w, pad_top, pad_left (ints; depthwise ops), out_h,
 // out_w or in_h, in_w (the depthwise convolution and its gradient: the other plane's size);
 // splits (int: blocks per channel for the GPU's partial sums; the graph fixes it so that the
-// scratch output has a static shape).
+// scratch output has a static shape); rows (int; PackRows), ranks and dims (ints; UnpackRows:
+// each output's rank, and all their dimensions in order).
 #include "ortc.h"
 #include "ortapi_index.h"
 #include "bn_ptx.h"
@@ -70,7 +75,8 @@ struct OrtCustomOp {
   void* ReleaseAliasMap;
 };
 
-enum { T_FLOAT = 1, T_FLOAT16 = 10, ORT_FAIL_CODE = 1 };
+enum { T_UNDEFINED = 0, T_FLOAT = 1, T_FLOAT16 = 10, ORT_FAIL_CODE = 1 };
+enum { IO_REQUIRED = 0, IO_VARIADIC = 2 };
 
 static void* const* api;  // set by ortc_custom_ops from ortc.c's table
 #define SLOT(name) (api[ORTC_SLOT_##name])
@@ -94,13 +100,25 @@ typedef struct {
   int64_t splits;
   int64_t geo[10];  // depthwise ops: kh, kw, stride h, w, dilation h, w, pad top, left; the
                     // convolutions also the other side's plane: out_h, out_w (forward), in_h, in_w (gradient)
+  int64_t rows;     // PackRows: the matrix's rows
+  int half;         // UnpackRows16: float16 outputs
+  size_t nout;      // UnpackRows*: outputs, their ranks and their dimensions (all in a row)
+  int64_t* ranks;
+  int64_t* dims;
 } Kernel;
 
 typedef struct {
   void* data;
   int64_t dims[8];
   size_t rank;
+  int type;  // ONNX element type
 } Tensor;
+
+static int64_t elements(const Tensor* t) {
+  int64_t n = 1;
+  for (size_t i = 0; i < t->rank; i++) n *= t->dims[i];
+  return n;
+}
 
 static OrtStatus* shape_of(const OrtValue* v, Tensor* t) {
   OrtTensorTypeAndShapeInfo* info = NULL;
@@ -110,7 +128,8 @@ static OrtStatus* shape_of(const OrtValue* v, Tensor* t) {
   OrtStatus* (*gc)(const OrtTensorTypeAndShapeInfo*, size_t*) = SLOT(GetDimensionsCount);
   OrtStatus* (*gd)(const OrtTensorTypeAndShapeInfo*, int64_t*, size_t) = SLOT(GetDimensions);
   void (*rel)(OrtTensorTypeAndShapeInfo*) = SLOT(ReleaseTensorTypeAndShapeInfo);
-  if (!(st = gc(info, &t->rank))) {
+  OrtStatus* (*ge)(const OrtTensorTypeAndShapeInfo*, int*) = SLOT(GetTensorElementType);
+  if (!(st = ge(info, &t->type)) && !(st = gc(info, &t->rank))) {
     if (t->rank > 8) {
       st = fail("tensor of rank %zu", t->rank);
     } else {
@@ -401,19 +420,159 @@ static OrtStatus* dw_conv(const Kernel* k, OrtKernelContext* ctx, int grad) {
 static OrtStatus* dw_conv_fwd(void* k, OrtKernelContext* ctx) { return dw_conv(k, ctx, 0); }
 static OrtStatus* dw_conv_dgrad(void* k, OrtKernelContext* ctx) { return dw_conv(k, ctx, 1); }
 
+// ---- PackRows, UnpackRows and UnpackRows16 ----
+
+// packing holds one call's tensors for k_pack / cpu_pack.
+typedef struct {
+  size_t n;
+  void** ptrs;
+  int64_t* sizes;
+  unsigned char* half;
+} Packing;
+
+static OrtStatus* packing(Packing* p, size_t n) {
+  p->n = n;
+  p->ptrs = calloc(n ? n : 1, sizeof(void*));
+  p->sizes = calloc(n ? n : 1, sizeof(int64_t));
+  p->half = calloc(n ? n : 1, 1);
+  return p->ptrs && p->sizes && p->half ? NULL : fail("PackRows: out of memory for %zu tensors", n);
+}
+
+static void packing_free(Packing* p) {
+  free(p->ptrs);
+  free(p->sizes);
+  free(p->half);
+}
+
+static OrtStatus* run_packing(const Kernel* k, OrtKernelContext* ctx, Packing* p, float* m, int64_t total, int unpack) {
+  if (k->cuda) {
+    Launch l = {0};
+    OrtStatus* st = cuda_stream(ctx, &l.stream);
+    if (st) return st;
+    return launched(&l, k_pack(drv_launch, &l, (int)p->n, p->ptrs, p->sizes, p->half, m, total, unpack));
+  }
+  cpu_pack((int)p->n, p->ptrs, p->sizes, p->half, m, total, unpack);
+  return NULL;
+}
+
+static OrtStatus* pack_rows(void* kp, OrtKernelContext* ctx) {
+  const Kernel* k = kp;
+  size_t n = 0;
+  OrtStatus* (*count)(const OrtKernelContext*, size_t*) = SLOT(KernelContext_GetInputCount);
+  OrtStatus* st = count(ctx, &n);
+  if (st) return st;
+  Packing p;
+  if ((st = packing(&p, n))) goto out;
+  int64_t sum = 0;
+  for (size_t j = 0; j < n; j++) {
+    Tensor t;
+    if ((st = input(ctx, j, &t))) goto out;
+    if (t.type != T_FLOAT && t.type != T_FLOAT16) {
+      st = fail("PackRows: input %zu has element type %d (float and float16 only)", j, t.type);
+      goto out;
+    }
+    p.ptrs[j] = t.data;
+    p.sizes[j] = elements(&t);
+    p.half[j] = t.type == T_FLOAT16;
+    sum += p.sizes[j];
+  }
+  if (sum > k->rows * 8) {
+    st = fail("PackRows: %lld elements in %lld rows of 8", (long long)sum, (long long)k->rows);
+    goto out;
+  }
+  int64_t dims[2] = {k->rows, 8};
+  void* m;
+  if ((st = output(ctx, 0, dims, 2, &m))) goto out;
+  st = run_packing(k, ctx, &p, m, k->rows * 8, 0);
+out:
+  packing_free(&p);
+  return st;
+}
+
+static OrtStatus* unpack_rows(void* kp, OrtKernelContext* ctx) {
+  const Kernel* k = kp;
+  const char* op = k->half ? "UnpackRows16" : "UnpackRows";
+  Tensor m;
+  OrtStatus* st = input(ctx, 0, &m);
+  if (st) return st;
+  if (m.type != T_FLOAT || m.rank != 2 || m.dims[1] != 8) return fail("%s: the matrix must be float32 [rows, 8]", op);
+  size_t nout = 0;
+  OrtStatus* (*count)(const OrtKernelContext*, size_t*) = SLOT(KernelContext_GetOutputCount);
+  if ((st = count(ctx, &nout))) return st;
+  if (nout != k->nout) return fail("%s: %zu outputs, the attributes describe %zu", op, nout, k->nout);
+  Packing p;
+  if ((st = packing(&p, k->nout))) goto out;
+  const int64_t* dims = k->dims;
+  int64_t sum = 0;
+  for (size_t j = 0; j < k->nout; j++) {
+    p.sizes[j] = 1;
+    for (int64_t i = 0; i < k->ranks[j]; i++) p.sizes[j] *= dims[i];
+    p.half[j] = (unsigned char)k->half;
+    sum += p.sizes[j];
+    if (sum > elements(&m)) {
+      st = fail("%s: the outputs need more than the matrix's %lld elements", op, (long long)elements(&m));
+      goto out;
+    }
+    if ((st = output(ctx, j, dims, (size_t)k->ranks[j], &p.ptrs[j]))) goto out;
+    dims += k->ranks[j];
+  }
+  st = run_packing(k, ctx, &p, m.data, elements(&m), 1);
+out:
+  packing_free(&p);
+  return st;
+}
+
+// unpack_attributes reads UnpackRows's ranks and dims into k.
+static OrtStatus* unpack_attributes(const OrtKernelInfo* info, Kernel* k, const char* name) {
+  OrtStatus* (*ga)(const OrtKernelInfo*, const char*, int64_t*, size_t*) = SLOT(KernelInfoGetAttributeArray_int64);
+  size_t nr = 0, nd = 0;
+  OrtStatus* st;
+  if ((st = ga(info, "ranks", NULL, &nr)) || (st = ga(info, "dims", NULL, &nd))) return st;
+  k->ranks = calloc(nr ? nr : 1, sizeof(int64_t));
+  k->dims = calloc(nd ? nd : 1, sizeof(int64_t));
+  if (!k->ranks || !k->dims) return fail("%s: out of memory", name);
+  if ((st = ga(info, "ranks", k->ranks, &nr)) || (st = ga(info, "dims", k->dims, &nd))) return st;
+  size_t want = 0;
+  for (size_t j = 0; j < nr; j++) {
+    if (k->ranks[j] < 0 || k->ranks[j] > 8) return fail("%s: output %zu has rank %lld", name, j, (long long)k->ranks[j]);
+    want += (size_t)k->ranks[j];
+  }
+  if (want != nd) return fail("%s: ranks add up to %zu dimensions, dims has %zu", name, want, nd);
+  for (size_t i = 0; i < nd; i++)
+    if (k->dims[i] < 0) return fail("%s: negative dimension", name);
+  k->nout = nr;
+  return NULL;
+}
+
 // ---- OrtCustomOp plumbing ----
+
+static void destroy(void* kp) {
+  Kernel* k = kp;
+  if (k) {
+    free(k->ranks);
+    free(k->dims);
+  }
+  free(k);
+}
 
 static OrtStatus* create_kernel(const OrtCustomOp* op, const void* api_unused, const OrtKernelInfo* info, void** out, int cuda) {
   (void)api_unused;
   const char* name = op->GetName(op);
   int dw = strcmp(name, "DepthwiseWeightGrad16") == 0, fwd = strcmp(name, "DepthwiseConv16") == 0,
-      dgrad = strcmp(name, "DepthwiseConvGrad16") == 0;
+      dgrad = strcmp(name, "DepthwiseConvGrad16") == 0, pack = strcmp(name, "PackRows") == 0, unpack = strncmp(name, "UnpackRows", 10) == 0;
   Kernel* k = calloc(1, sizeof(Kernel));
+  if (k == NULL) return fail("%s: out of memory", name);
   k->cuda = cuda;
   OrtStatus* (*gf)(const OrtKernelInfo*, const char*, float*) = SLOT(KernelInfoGetAttribute_float);
   OrtStatus* (*gi)(const OrtKernelInfo*, const char*, int64_t*) = SLOT(KernelInfoGetAttribute_int64);
   OrtStatus* st = NULL;
-  if (dw || fwd || dgrad) {
+  if (pack) {
+    st = gi(info, "rows", &k->rows);
+    if (!st && k->rows < 0) st = fail("PackRows: rows %lld", (long long)k->rows);
+  } else if (unpack) {
+    k->half = strcmp(name, "UnpackRows16") == 0;
+    st = unpack_attributes(info, k, name);
+  } else if (dw || fwd || dgrad) {
     const char* names[10] = {"kh", "kw", "stride_h", "stride_w", "dilation_h", "dilation_w", "pad_top", "pad_left",
                              fwd ? "out_h" : "in_h", fwd ? "out_w" : "in_w"};
     for (int i = 0; i < (dw ? 8 : 10) && !st; i++) st = gi(info, names[i], &k->geo[i]);
@@ -428,9 +587,9 @@ static OrtStatus* create_kernel(const OrtCustomOp* op, const void* api_unused, c
     if (!st) st = gi(info, "activation", &k->act);
     if (!st && (k->act < 0 || k->act > 2)) st = fail("%s: activation %lld (0 none, 1 ReLU, 2 HardSwish)", op->GetName(op), (long long)k->act);
   }
-  if (!st && !fwd && !dgrad) st = gi(info, "splits", &k->splits);
+  if (!st && !fwd && !dgrad && !pack && !unpack) st = gi(info, "splits", &k->splits);
   if (st) {
-    free(k);
+    destroy(k);
     return st;
   }
   *out = k;
@@ -444,7 +603,6 @@ static OrtStatus* create_cuda(const OrtCustomOp* op, const void* a, const OrtKer
   return st ? st : create_kernel(op, a, i, out, 1);
 }
 static void* create_v1(const OrtCustomOp* op, const void* a, const OrtKernelInfo* i) { (void)op; (void)a; (void)i; return NULL; }
-static void destroy(void* k) { free(k); }
 static void compute_v1(void* k, OrtKernelContext* c) { (void)k; (void)c; }
 
 static const char* name_fwd(const OrtCustomOp* op) { (void)op; return "BatchNormTrain16"; }
@@ -471,6 +629,15 @@ static size_t one(const OrtCustomOp* op) { (void)op; return 1; }
 static int required(const OrtCustomOp* op, size_t i) { (void)op; (void)i; return 0; }
 static int mem_default(const OrtCustomOp* op, size_t i) { (void)op; (void)i; return 0; }
 static int arity(const OrtCustomOp* op) { (void)op; return 1; }
+// PackRows: any number of float32 and float16 tensors -> the float32 matrix.
+static const char* name_pack(const OrtCustomOp* op) { (void)op; return "PackRows"; }
+static int any_type(const OrtCustomOp* op, size_t i) { (void)op; (void)i; return T_UNDEFINED; }
+static int all_f32(const OrtCustomOp* op, size_t i) { (void)op; (void)i; return T_FLOAT; }
+static int variadic(const OrtCustomOp* op, size_t i) { (void)op; (void)i; return IO_VARIADIC; }
+static int mixed(const OrtCustomOp* op) { (void)op; return 0; }
+// UnpackRows (float32 outputs) and UnpackRows16 (float16 outputs): the matrix -> any number of tensors.
+static const char* name_unpack(const OrtCustomOp* op) { (void)op; return "UnpackRows"; }
+static const char* name_unpack16(const OrtCustomOp* op) { (void)op; return "UnpackRows16"; }
 
 #define OP(ep, create, name, in, nin, out, nout, compute)                                                  \
   {                                                                                                       \
@@ -479,6 +646,19 @@ static int arity(const OrtCustomOp* op) { (void)op; return 1; }
     .KernelCompute = compute_v1, .KernelDestroy = destroy, .GetInputCharacteristic = required,           \
     .GetOutputCharacteristic = required, .GetInputMemoryType = mem_default,                               \
     .GetVariadicInputMinArity = arity, .GetVariadicInputHomogeneity = arity,                              \
+    .GetVariadicOutputMinArity = arity, .GetVariadicOutputHomogeneity = arity,                            \
+    .CreateKernelV2 = create, .KernelComputeV2 = compute,                                                 \
+  }
+
+// VAROP is OP for the packing operators: PackRows's input and UnpackRows's outputs are
+// variadic (the input of mixed types, the outputs of one).
+#define VAROP(ep, create, name, in, out, incar, outcar, compute)                                        \
+  {                                                                                                       \
+    .version = 16, .CreateKernel = create_v1, .GetName = name, .GetExecutionProviderType = ep,          \
+    .GetInputType = in, .GetInputTypeCount = one, .GetOutputType = out, .GetOutputTypeCount = one,       \
+    .KernelCompute = compute_v1, .KernelDestroy = destroy, .GetInputCharacteristic = incar,              \
+    .GetOutputCharacteristic = outcar, .GetInputMemoryType = mem_default,                                 \
+    .GetVariadicInputMinArity = arity, .GetVariadicInputHomogeneity = mixed,                              \
     .GetVariadicOutputMinArity = arity, .GetVariadicOutputHomogeneity = arity,                            \
     .CreateKernelV2 = create, .KernelComputeV2 = compute,                                                 \
   }
@@ -494,6 +674,12 @@ static OrtCustomOp ops[] = {
     OP(ep_cuda, create_cuda, name_conv, all_f16, two, all_f16, one, dw_conv_fwd),
     OP(ep_cpu, create_cpu, name_dgrad, all_f16, two, all_f16, one, dw_conv_dgrad),
     OP(ep_cuda, create_cuda, name_dgrad, all_f16, two, all_f16, one, dw_conv_dgrad),
+    VAROP(ep_cpu, create_cpu, name_pack, any_type, all_f32, variadic, required, pack_rows),
+    VAROP(ep_cuda, create_cuda, name_pack, any_type, all_f32, variadic, required, pack_rows),
+    VAROP(ep_cpu, create_cpu, name_unpack, all_f32, all_f32, required, variadic, unpack_rows),
+    VAROP(ep_cuda, create_cuda, name_unpack, all_f32, all_f32, required, variadic, unpack_rows),
+    VAROP(ep_cpu, create_cpu, name_unpack16, all_f32, all_f16, required, variadic, unpack_rows),
+    VAROP(ep_cuda, create_cuda, name_unpack16, all_f32, all_f16, required, variadic, unpack_rows),
 };
 
 static OrtCustomOpDomain* domain;  // one for the process: sessions keep pointers into it

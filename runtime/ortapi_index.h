@@ -54,6 +54,10 @@
 #define ORTC_SLOT_AddCustomOpDomain 28
 #define ORTC_SLOT_KernelInfoGetAttribute_float 85
 #define ORTC_SLOT_KernelInfoGetAttribute_int64 86
+#define ORTC_SLOT_KernelInfoGetAttributeArray_int64 163
+#define ORTC_SLOT_KernelContext_GetInputCount 88
+#define ORTC_SLOT_KernelContext_GetOutputCount 89
+#define ORTC_SLOT_GetTensorElementType 60
 #define ORTC_SLOT_KernelContext_GetInput 90
 #define ORTC_SLOT_KernelContext_GetOutput 91
 #define ORTC_SLOT_KernelContext_GetGPUComputeStream 193

@@ -71,6 +71,7 @@ INLINE float shfl_down(float v, int off) { return emu_shfl_down(v, off); }
 #define ACT_INLINE INLINE
 #endif
 #include "act.h"
+#include "pack.h"
 
 #define THREADS 256
 
@@ -868,3 +869,41 @@ extern "C" __global__ void dwg_k3s2d1(WGRAD_ARGS) { dw_wgrad_strip<3, 2, 1>(WGRA
 extern "C" __global__ void dwg_k5s1d1(WGRAD_ARGS) { dw_wgrad_strip<5, 1, 1>(WGRAD_PASS); }
 extern "C" __global__ void dwg_k5s2d1(WGRAD_ARGS) { dw_wgrad_strip<5, 2, 1>(WGRAD_PASS); }
 extern "C" __global__ void dwg_k5s1d2(WGRAD_ARGS) { dw_wgrad_strip<5, 1, 2>(WGRAD_PASS); }
+
+// ---- PackRows / UnpackRows: the optimizer's [rows, 8] float32 matrix and the tensors in it ----
+//
+// Grid (X, t.count): block row j moves tensor j, X blocks striding over its elements (a short
+// tensor leaves most of its row idle: they return at once). The table stays in the parameter
+// space: clang addresses it there (ld.param through a register), no local copy.
+
+// pack_rows: out[start[j] + i] = tensor j's element i, as float32 (0 for a NULL tensor).
+extern "C" __global__ void pack_rows(KPackTable t, float* out) {
+  int j = (int)by();
+  long long lo = t.start[j], n = t.start[j + 1] - lo;
+  const void* p = t.ptr[j];
+  int half = t.half[j];
+  float* o = out + lo;
+  long long step = (long long)nbx() * THREADS;
+  for (long long i = (long long)bx() * THREADS + tid(); i < n; i += step) {
+    float v = 0;
+    if (p) v = half ? h2f(((const u16*)p)[i]) : ((const float*)p)[i];
+    o[i] = v;
+  }
+}
+
+// unpack_rows: tensor j's element i = in[start[j] + i], as float16 (rounded to nearest even)
+// where t.half[j], else float32.
+extern "C" __global__ void unpack_rows(KPackTable t, const float* in) {
+  int j = (int)by();
+  long long lo = t.start[j], n = t.start[j + 1] - lo;
+  void* p = t.ptr[j];
+  const float* s = in + lo;
+  long long step = (long long)nbx() * THREADS;
+  if (t.half[j]) {
+    u16* o = (u16*)p;
+    for (long long i = (long long)bx() * THREADS + tid(); i < n; i += step) o[i] = f2h(s[i]);
+  } else {
+    float* o = (float*)p;
+    for (long long i = (long long)bx() * THREADS + tid(); i < n; i += step) o[i] = s[i];
+  }
+}

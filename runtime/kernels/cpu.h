@@ -177,3 +177,27 @@ static void cpu_dw_conv(const uint16_t* in, const uint16_t* w, uint16_t* out, DW
     }
   }
 }
+
+// ---- PackRows / UnpackRows ----
+
+// cpu_pack: the n tensors ptrs[j] (sizes[j] elements, float16 where half[j]) laid end to end in
+// the float32 m of total elements, zeros after them (unpack 0); or m's elements back into the
+// tensors (unpack 1).
+static void cpu_pack(int n, void* const* ptrs, const int64_t* sizes, const unsigned char* half, float* m, int64_t total, int unpack) {
+  int64_t at = 0;
+  for (int j = 0; j < n; j++) {
+    for (int64_t i = 0; i < sizes[j]; i++) {
+      if (unpack) {
+        if (half[j]) {
+          ((uint16_t*)ptrs[j])[i] = float_to_half(m[at + i]);
+        } else {
+          ((float*)ptrs[j])[i] = m[at + i];
+        }
+      } else {
+        m[at + i] = half[j] ? half_to_float(((const uint16_t*)ptrs[j])[i]) : ((const float*)ptrs[j])[i];
+      }
+    }
+    at += sizes[j];
+  }
+  if (!unpack && at < total) memset(m + at, 0, (size_t)(total - at) * sizeof(float));
+}

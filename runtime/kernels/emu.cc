@@ -19,6 +19,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <stdexcept>
 #include <string>
@@ -204,11 +205,12 @@ void run_block() {
 }
 
 // The kernels' parameter counts, and which meet at barriers (they need coroutines).
-const int nparams[KF_COUNT] = {5,  8,  10, 12, 7,  14, 15, 15, 5,  14, 14, 14, 14, 5,  14, 12, 17,
-                               12, 12, 12, 12, 12, 12, 12, 12, 12, 12, 11, 11, 11, 11, 11, 12, 15};
+const int nparams[KF_COUNT] = {5,  8,  10, 12, 7,  14, 15, 15, 5,  14, 14, 14, 14, 5,  14, 12, 17, 12,
+                               12, 12, 12, 12, 12, 12, 12, 12, 12, 11, 11, 11, 11, 11, 12, 15, 2,  2};
 const bool barrier_kernels[KF_COUNT] = {true,  false, false, true,  false, false, true,  true,  false, false, false, false,
                                         false, true,  true,  true,  true,  false, false, false, false, false, false, false,
-                                        false, false, false, true,  true,  true,  true,  true,  true,  true};
+                                        false, false, false, true,  true,  true,  true,  true,  true,  true,
+                                        false, false};
 
 struct Ctx {
   std::string err;
@@ -385,6 +387,18 @@ int launch(void* ctxp, int f, unsigned gx, unsigned gy, void** a) {
         };
         break;
       }
+      case KF_PACK: {
+        KPackTable t = arg<KPackTable>(a, 0);
+        F m = arg<F>(a, 1);
+        body = [=] { pack_rows(t, m); };
+        break;
+      }
+      case KF_UNPACK: {
+        KPackTable t = arg<KPackTable>(a, 0);
+        CF m = arg<CF>(a, 1);
+        body = [=] { unpack_rows(t, m); };
+        break;
+      }
       default:
         throw Fault("the emulation has no case for this kernel");
     }
@@ -519,6 +533,35 @@ int emu_dw_conv(int gpu, const uint16_t* in, const uint16_t* w, uint16_t* out, E
   }
   if (finish(ctx, rc, {&bin, &bw, &bout}, err, errlen)) return 1;
   memcpy(out, bout.p(), grad ? nx : ny);
+  return 0;
+}
+
+int emu_pack(int gpu, int n, void* const* ptrs, const int64_t* sizes, const unsigned char* half, float* m, int64_t total, int unpack,
+             char* err, int errlen) {
+  std::lock_guard<std::mutex> lock(mu);
+  std::vector<std::unique_ptr<Buf>> ts;
+  std::vector<void*> tp;
+  std::vector<Buf*> bufs;
+  for (int j = 0; j < n; j++) {
+    ts.push_back(std::make_unique<Buf>("a tensor", (size_t)sizes[j] * (half[j] ? 2 : 4), unpack ? nullptr : ptrs[j]));
+    tp.push_back(ts.back()->p());
+    bufs.push_back(ts.back().get());
+  }
+  Buf bm("the matrix", (size_t)total * 4, unpack ? m : nullptr);
+  bufs.push_back(&bm);
+  Ctx ctx;
+  int rc = 0;
+  if (gpu) {
+    rc = k_pack(launch, &ctx, n, tp.data(), sizes, half, (float*)bm.p(), total, unpack);
+  } else {
+    cpu_pack(n, tp.data(), sizes, half, (float*)bm.p(), total, unpack);
+  }
+  if (finish(ctx, rc, bufs, err, errlen)) return 1;
+  if (unpack) {
+    for (int j = 0; j < n; j++) memcpy(ptrs[j], tp[(size_t)j], (size_t)sizes[j] * (half[j] ? 2 : 4));
+  } else {
+    memcpy(m, bm.p(), (size_t)total * 4);
+  }
   return 0;
 }
 

@@ -162,6 +162,95 @@ func DWConv(w Where, g Geo, grad bool, in, filter []uint16) ([]uint16, error) {
 	return out, err
 }
 
+// Packed is one tensor of PackRows and UnpackRows: float16 bits (Half) or float32 (Float).
+type Packed struct {
+	Half  []uint16
+	Float []float32
+}
+
+func (p Packed) len() int {
+	if p.Half != nil {
+		return len(p.Half)
+	}
+	return len(p.Float)
+}
+
+// packCall runs emu_pack with the tensors copied to C memory (a table of Go pointers cannot
+// cross into C): in pack mode ts are the inputs and m the result; in unpack mode m is the
+// input and ts are overwritten.
+func packCall(w Where, ts []Packed, m []float32, unpack bool) error {
+	n := len(ts)
+	ptrs := (*[1 << 20]unsafe.Pointer)(C.malloc(C.size_t(max(n, 1)) * C.size_t(unsafe.Sizeof(unsafe.Pointer(nil)))))[:n:n]
+	sizes := make([]int64, n)
+	half := make([]uint8, n)
+	defer func() {
+		for _, p := range ptrs {
+			C.free(p)
+		}
+		C.free(unsafe.Pointer(unsafe.SliceData(ptrs)))
+	}()
+	for j, t := range ts {
+		sizes[j] = int64(t.len())
+		bytes := C.size_t(t.len()) * 4
+		if t.Half != nil {
+			half[j] = 1
+			bytes = C.size_t(t.len()) * 2
+		}
+		ptrs[j] = C.malloc(max(bytes, 1))
+		if t.Half != nil {
+			copy(unsafe.Slice((*uint16)(ptrs[j]), t.len()), t.Half)
+		} else {
+			copy(unsafe.Slice((*float32)(ptrs[j]), t.len()), t.Float)
+		}
+	}
+	err := call(func(e *C.char) C.int {
+		return C.emu_pack(b2i(w == GPU), C.int(n), (*unsafe.Pointer)(unsafe.SliceData(ptrs)), (*C.int64_t)(unsafe.SliceData(sizes)),
+			(*C.uchar)(unsafe.SliceData(half)), f32p(m), C.int64_t(len(m)), b2i(unpack), e, errLen)
+	})
+	if err == nil && unpack {
+		for j, t := range ts {
+			if t.Half != nil {
+				copy(t.Half, unsafe.Slice((*uint16)(ptrs[j]), t.len()))
+			} else {
+				copy(t.Float, unsafe.Slice((*float32)(ptrs[j]), t.len()))
+			}
+		}
+	}
+	return err
+}
+
+// Pack runs PackRows: the tensors end to end in a float32 matrix of total elements (at least
+// their sizes' sum), zeros after them.
+func Pack(w Where, ts []Packed, total int) ([]float32, error) {
+	sum := 0
+	for _, t := range ts {
+		sum += t.len()
+	}
+	if total < sum {
+		return nil, errors.New("emu: pack: the matrix is smaller than the tensors")
+	}
+	m := make([]float32, total)
+	return m, packCall(w, ts, m, false)
+}
+
+// Unpack runs UnpackRows: m's elements into new tensors of like's types and sizes.
+func Unpack(w Where, m []float32, like []Packed) ([]Packed, error) {
+	out := make([]Packed, len(like))
+	sum := 0
+	for j, t := range like {
+		if t.Half != nil {
+			out[j].Half = make([]uint16, len(t.Half))
+		} else {
+			out[j].Float = make([]float32, len(t.Float))
+		}
+		sum += t.len()
+	}
+	if len(m) < sum {
+		return nil, errors.New("emu: unpack: the matrix is smaller than the tensors")
+	}
+	return out, packCall(w, out, m, true)
+}
+
 // selftest runs emu_selftest(which): nil for the correct kernel, the emulation's report for
 // the faulty ones.
 func selftest(which int) error {

@@ -21,6 +21,10 @@ int emu_bn_backward(int gpu, const uint16_t* dy, const uint16_t* x, const float*
                     char* err, int errlen);
 int emu_dw_grad(int gpu, const uint16_t* x, const uint16_t* dy, uint16_t* dW, EmuGeo g, int S, char* err, int errlen);
 int emu_dw_conv(int gpu, const uint16_t* in, const uint16_t* w, uint16_t* out, EmuGeo g, int grad, char* err, int errlen);
+// emu_pack runs PackRows (unpack 0: the n tensors into the float32 matrix m of total elements)
+// or UnpackRows (unpack 1: m back into the tensors); half[j] marks float16 tensors.
+int emu_pack(int gpu, int n, void* const* ptrs, const int64_t* sizes, const unsigned char* half, float* m, int64_t total, int unpack,
+             char* err, int errlen);
 
 // emu_selftest runs deliberately faulty kernels (which 1…6) through the emulation, which must
 // report each, and a correct one (which 0), which must pass.

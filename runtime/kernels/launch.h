@@ -6,6 +6,9 @@
 #pragma once
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
+
+#include "pack.h"
 
 // The kernels, in the order of kf_names (the PTX's entry points).
 enum {
@@ -43,6 +46,8 @@ enum {
   KF_DWG_K5S1D2,
   KF_FWD_SMALL8,  // batch norm of a small channel in one pass
   KF_BWD_SMALL8,
+  KF_PACK,  // PackRows and UnpackRows
+  KF_UNPACK,
   KF_COUNT
 };
 
@@ -52,7 +57,7 @@ static const char* const kf_names[KF_COUNT] = {
     "bn_fwd_partial8", "bn_fwd_apply8", "bn_bwd_partial8", "bn_bwd_apply8",   "dws_k3s1d1",     "dws_k3s2d1",      "dws_k5s1d1",
     "dws_k5s2d1",     "dws_k5s1d2",    "dwsf_k3s1d1",    "dwsf_k5s1d1",     "dwsf_k5s1d2",    "dwd2_k3",         "dwd2_k5",
     "dwg_k3s1d1",     "dwg_k3s2d1",    "dwg_k5s1d1",     "dwg_k5s2d1",      "dwg_k5s1d2",
-    "bn_fwd_small8",  "bn_bwd_small8",
+    "bn_fwd_small8",  "bn_bwd_small8",  "pack_rows",      "unpack_rows",
 };
 
 enum {
@@ -195,4 +200,41 @@ static int k_dw_conv(k_launch L, void* ctx, const void* in, const void* w, void*
   void* args[] = {&in, &w, &out, &C, &H, &W, &Ho, &Wo, &sh, &sw, &dh, &dw, &ph, &pw, NULL};
   f = grad ? (k == 3 ? KF_DGRAD_K3 : KF_DGRAD_K5) : (k == 3 ? KF_CONV_K3 : KF_CONV_K5);
   return L(ctx, f, k_apply_blocks(grad ? (int64_t)H * W : (int64_t)Ho * Wo), (unsigned)(N * C), args);
+}
+
+// k_pack_flush launches the packing kernel f on table t (if it holds any tensor) and empties it.
+static int k_pack_flush(k_launch L, void* ctx, int f, KPackTable* t, float** m, int64_t longest) {
+  if (t->count == 0) return 0;
+  int64_t b = (longest + 4 * K_THREADS - 1) / (4 * K_THREADS);  // about 4 elements per thread
+  unsigned gx = (unsigned)(b < 1 ? 1 : b > 1024 ? 1024 : b);
+  void* args[] = {t, m, NULL};
+  int rc = L(ctx, f, gx, (unsigned)t->count, args);
+  memset(t, 0, sizeof *t);
+  return rc;
+}
+
+// k_pack: PackRows (unpack 0: the n tensors ptrs[j] of sizes[j] elements, float16 where half[j],
+// into the float32 matrix m of total elements, zeros after them) or UnpackRows (unpack 1: m's
+// elements back into the tensors). Tables of up to K_PACK_MAX tensors, one launch each.
+static int k_pack(k_launch L, void* ctx, int n, void* const* ptrs, const int64_t* sizes, const unsigned char* half, float* m,
+                  int64_t total, int unpack) {
+  int f = unpack ? KF_UNPACK : KF_PACK, rc;
+  KPackTable t;
+  memset(&t, 0, sizeof t);
+  int64_t at = 0, longest = 0;
+  for (int j = 0; j <= n; j++) {
+    int64_t size = j < n ? sizes[j] : total - at;  // j == n: the padding (pack only)
+    if (size <= 0 || (j == n && unpack)) continue;
+    if (t.count == K_PACK_MAX) {
+      if ((rc = k_pack_flush(L, ctx, f, &t, &m, longest))) return rc;
+      longest = 0;
+    }
+    if (t.count == 0) t.start[0] = at;
+    t.ptr[t.count] = j < n ? ptrs[j] : NULL;
+    t.half[t.count] = j < n ? half[j] : 0;
+    at += size;
+    t.start[++t.count] = at;
+    if (size > longest) longest = size;
+  }
+  return k_pack_flush(L, ctx, f, &t, &m, longest);
 }

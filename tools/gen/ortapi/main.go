@@ -37,7 +37,8 @@ var wanted = []string{
 	"CreateRunOptions", "ReleaseRunOptions", "AddRunConfigEntry",
 	// custom operators (runtime/customops.c)
 	"CreateStatus", "CreateCustomOpDomain", "CustomOpDomain_Add", "AddCustomOpDomain",
-	"KernelInfoGetAttribute_float", "KernelInfoGetAttribute_int64",
+	"KernelInfoGetAttribute_float", "KernelInfoGetAttribute_int64", "KernelInfoGetAttributeArray_int64",
+	"KernelContext_GetInputCount", "KernelContext_GetOutputCount", "GetTensorElementType",
 	"KernelContext_GetInput", "KernelContext_GetOutput", "KernelContext_GetGPUComputeStream",
 	"GetTensorTypeAndShape", "GetDimensionsCount", "GetDimensions", "ReleaseTensorTypeAndShapeInfo",
 }
