@@ -2,6 +2,7 @@ package graphs
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -88,8 +89,15 @@ func Grad(loss *Value, wrt []*Value) (grads []*Value, err error) {
 		}
 		dependsOnParam[p] = true
 	}
+	isWrt := map[*Value]bool{}
+	for _, p := range wrt {
+		isWrt[p] = true
+	}
 	nodes := g.nodes
 	for _, n := range nodes {
+		if n.noGrad {
+			continue
+		}
 		for _, in := range n.Inputs {
 			if dependsOnParam[in] {
 				for _, out := range n.Outputs {
@@ -116,6 +124,16 @@ func Grad(loss *Value, wrt []*Value) (grads []*Value, err error) {
 		}
 	}
 	active := func(v *Value) bool { return dependsOnParam[v] && reachesLoss[v] && v.dtype.IsFloat() }
+	for _, n := range nodes {
+		if !n.noGrad || !slices.ContainsFunc(n.Inputs, active) {
+			continue
+		}
+		for _, out := range n.Outputs {
+			if reachesLoss[out] && !isWrt[out] {
+				return nil, fmt.Errorf("grad: %s (op %s) carries no gradient, but the loss reaches its output %s from a value differentiated for: differentiate with respect to its outputs", n.Name, n.Op, out.name)
+			}
+		}
+	}
 
 	defer g.Scope("grad")()
 	acc := map[*Value]*Value{loss: OnesLike(loss)}
@@ -136,6 +154,9 @@ func Grad(loss *Value, wrt []*Value) (grads []*Value, err error) {
 			continue
 		}
 		n := nodes[i]
+		if n.noGrad {
+			continue
+		}
 		var dys []*Value
 		any := false
 		for _, out := range n.Outputs {

@@ -165,6 +165,28 @@ func TestMissingRuleNamesNode(t *testing.T) {
 	}
 }
 
+// TestUnpackRowsCarriesNoGradient: Grad takes gradients with respect to UnpackRows's outputs
+// (the FP16 step's weights) but reports a loss that reaches them from a value it differentiates
+// for, rather than a silent zero; an unused output does not count.
+func TestUnpackRowsCarriesNoGradient(t *testing.T) {
+	g := graphs.New("unpack")
+	a := g.Input("a", graphs.Float, graphs.Shape{2, 3})
+	b := g.Input("b", graphs.Float, graphs.Shape{5})
+	m := graphs.PackRows(2, a, b)
+	ua := graphs.UnpackRows(m, graphs.Float16, []graphs.Shape{{2, 3}, {5}})[0]
+	loss := graphs.Add(graphs.ReduceSum(graphs.Cast(ua, graphs.Float), false), graphs.ReduceSum(graphs.Mul(b, b), false))
+	grads, err := graphs.Grad(loss, []*graphs.Value{ua, b})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if grads[0].DType() != graphs.Float16 || !grads[0].Shape().Equal(graphs.Shape{2, 3}) || !grads[1].Shape().Equal(graphs.Shape{5}) {
+		t.Errorf("gradients %v, %v", grads[0], grads[1])
+	}
+	if _, err := graphs.Grad(loss, []*graphs.Value{a, b}); err == nil || !strings.Contains(err.Error(), "carries no gradient") {
+		t.Errorf("a loss through UnpackRows differentiated for its packed input: error %v", err)
+	}
+}
+
 func TestShapeErrorsPanicInsideBuild(t *testing.T) {
 	err := graphs.Build(func() error {
 		g := graphs.New("bad")

@@ -146,6 +146,10 @@ type Node struct {
 	Outputs []*Value
 	Attrs   []Attr
 	Domain  string
+	// noGrad: Grad does not differentiate through the node (UnpackRows): its outputs may be
+	// differentiated with respect to, but a loss that reaches them from a value Grad
+	// differentiates with respect to is an error, not a zero gradient.
+	noGrad bool
 }
 
 // Int returns an int attribute, or def.
