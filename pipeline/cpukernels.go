@@ -23,7 +23,7 @@ const EnvEmulateHalf = "CARDSEG_EMULATE_HALF"
 // with float16 rounding emulated when CARDSEG_EMULATE_HALF=1.
 func marshalFor(g *graphs.Graph, cfg step.Config, p runtime.Provider) ([]byte, error) {
 	if cfg.FP16 && onCPU(p) && os.Getenv(EnvEmulateHalf) == "1" {
-		if cfg.FusedBN || cfg.FusedDepthwise || cfg.DepthwiseWeightGrad == "fused" {
+		if cfg.CustomOps() {
 			return nil, fmt.Errorf("%s=1 emulates float16 in float32 operators; our fused operators take float16 only (set %s=0)", EnvEmulateHalf, EnvFusedOps)
 		}
 		return g.MarshalEmulatingHalf(nil)

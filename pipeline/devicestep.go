@@ -30,14 +30,16 @@ const EnvFusedOps = "CARDSEG_FUSED_OPS"
 //   - dwconv: depthwise convolutions and their input gradients (FusedDepthwise), whose weight
 //     gradients are then ours as well;
 //   - dwgrad: the depthwise weight gradient of ONNX convolutions (DepthwiseWeightGrad "fused",
-//     instead of k² unfolded copies of the input).
-type FusedSet struct{ BN, Act, DWConv, DWGrad bool }
+//     instead of k² unfolded copies of the input);
+//   - pack: the optimizer's packing of parameters and gradients and the float16 copies of the
+//     weights (FusedPack), instead of a Cast per tensor each way, Concats and Splits.
+type FusedSet struct{ BN, Act, DWConv, DWGrad, Pack bool }
 
 // AllFused is every fused operator: the default for FP16 on CUDA.
-var AllFused = FusedSet{BN: true, Act: true, DWConv: true, DWGrad: true}
+var AllFused = FusedSet{BN: true, Act: true, DWConv: true, DWGrad: true, Pack: true}
 
-// ParseFusedSet reads "all", "none" (or "0"), or a comma-separated list of bn, act, dwconv
-// and dwgrad.
+// ParseFusedSet reads "all", "none" (or "0"), or a comma-separated list of bn, act, dwconv,
+// dwgrad and pack.
 func ParseFusedSet(s string) (FusedSet, error) {
 	switch strings.TrimSpace(s) {
 	case "", "all", "1":
@@ -56,8 +58,10 @@ func ParseFusedSet(s string) (FusedSet, error) {
 			f.DWConv = true
 		case "dwgrad":
 			f.DWGrad = true
+		case "pack":
+			f.Pack = true
 		default:
-			return FusedSet{}, fmt.Errorf("fused operators %q: unknown name %q (want all, none, or a list of bn, act, dwconv, dwgrad)", s, name)
+			return FusedSet{}, fmt.Errorf("fused operators %q: unknown name %q (want all, none, or a list of bn, act, dwconv, dwgrad, pack)", s, name)
 		}
 	}
 	if f.Act && !f.BN {
@@ -72,7 +76,7 @@ func (f FusedSet) String() string {
 	for _, n := range []struct {
 		on   bool
 		name string
-	}{{f.BN, "bn"}, {f.Act, "act"}, {f.DWConv, "dwconv"}, {f.DWGrad, "dwgrad"}} {
+	}{{f.BN, "bn"}, {f.Act, "act"}, {f.DWConv, "dwconv"}, {f.DWGrad, "dwgrad"}, {f.Pack, "pack"}} {
 		if n.on {
 			names = append(names, n.name)
 		}
@@ -98,7 +102,7 @@ func FusedOps(p runtime.Provider, fp16 bool) (FusedSet, error) {
 
 // fusedSetOf is the set of fused operators cfg uses.
 func fusedSetOf(cfg step.Config) FusedSet {
-	return FusedSet{BN: cfg.FusedBN, Act: cfg.FusedActivation, DWConv: cfg.FusedDepthwise, DWGrad: cfg.DepthwiseWeightGrad == "fused"}
+	return FusedSet{BN: cfg.FusedBN, Act: cfg.FusedActivation, DWConv: cfg.FusedDepthwise, DWGrad: cfg.DepthwiseWeightGrad == "fused", Pack: cfg.FusedPack}
 }
 
 // UseFusedOps sets cfg to use the fused operators in f, leaving an explicitly chosen depthwise
@@ -107,6 +111,7 @@ func UseFusedOps(cfg *step.Config, f FusedSet) {
 	cfg.FusedBN = f.BN
 	cfg.FusedActivation = f.Act
 	cfg.FusedDepthwise = f.DWConv
+	cfg.FusedPack = f.Pack
 	if f.DWGrad && cfg.DepthwiseWeightGrad == "" {
 		cfg.DepthwiseWeightGrad = "fused"
 	}
@@ -192,7 +197,7 @@ type DeviceTrainSession struct {
 // NewDeviceTrainSession builds the train step for cfg, opens it on the device and uploads st.
 func NewDeviceTrainSession(cfg step.Config, opts runtime.DeviceOptions, st *State) (*DeviceTrainSession, error) {
 	cfg = cpuKernels(cfg, opts.Provider)
-	opts.CustomOps = opts.CustomOps || cfg.FusedBN || cfg.FusedDepthwise || cfg.DepthwiseWeightGrad == "fused"
+	opts.CustomOps = opts.CustomOps || cfg.CustomOps()
 	opts.DisableMemPattern = opts.DisableMemPattern || noMemPattern(opts.Provider)
 	b, err := trainStepModel(cfg, opts.Provider)
 	if err != nil {

@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"github.com/cardseg-ort/cardseg-ort/internal/f16"
 	"math"
 	"strings"
 	"testing"
@@ -204,4 +205,88 @@ func TestParseFusedSet(t *testing.T) {
 	if _, err := FusedOps(runtime.ProviderCUDA, true); err == nil || !strings.Contains(err.Error(), EnvFusedOps) {
 		t.Errorf("bad %s: error %v", EnvFusedOps, err)
 	}
+}
+
+// TestPackedStepMatchesUnpacked: the FP16 train step with the packing operators (FusedPack:
+// PackRows, UnpackRows, UnpackRows16) against the step with Concat, Split and a Cast per
+// tensor, on the CPU provider. They are not equal bit for bit there: ORT's CPU provider runs a
+// float16 Conv in float32 between casts it inserts and folds our Cast to float16 into them, so
+// the step without the packing operators convolves with unrounded weights and keeps unrounded
+// gradients (a 1×1 convolution of 1 with the weight 1.0001 gives 1.0001), while the operators
+// round both as the GPU does. So the weights start float16-exact: then the forward must be
+// the same bit for bit (loss, batch statistics and so the running statistics), and the
+// gradients, moments and updated weights the same within float16 rounding of the gradients.
+func TestPackedStepMatchesUnpacked(t *testing.T) {
+	if err := runtime.Init(); err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultTrainConfig()
+	cfg.Batch, cfg.Height, cfg.Width, cfg.Precision = 2, 64, 96, "fp16"
+	const lr = 2e-3
+	var states [2]*State
+	var losses, norms [2]float32
+	for k, packed := range []bool{false, true} {
+		sc := cfg.StepConfig()
+		UseFusedOps(&sc, FusedSet{Pack: packed})
+		st, _ := NewState(sc.Arch, model.Init(sc.Arch, 5))
+		for _, ws := range st.Weights.Tensors {
+			for i := range ws {
+				ws[i] = f16.ToFloat32(f16.FromFloat32(ws[i]))
+			}
+		}
+		st.LossScale = 1024
+		dev, err := NewDeviceTrainSession(sc, runtime.DeviceOptions{Provider: runtime.ProviderCPU, IntraOpThreads: 2}, st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		img, tgt := randomBatch(sc, 20)
+		r, err := dev.Step(st, img, tgt, lr)
+		if err != nil || r.Skipped {
+			t.Fatalf("packed %v: %v (skipped %v)", packed, err, r.Skipped)
+		}
+		losses[k], norms[k] = r.Loss, r.GradNorm
+		if err := dev.Pull(st); err != nil {
+			t.Fatal(err)
+		}
+		dev.Close()
+		states[k] = st
+	}
+	want, got := states[0], states[1]
+	if losses[0] != losses[1] {
+		t.Errorf("loss: packed step %.9g, unpacked %.9g", losses[1], losses[0])
+	}
+	if rel(norms[1], norms[0]) > 1e-4 {
+		t.Errorf("gradient norm: packed step %.9g, unpacked %.9g", norms[1], norms[0])
+	}
+	// close checks |a − b| ≤ rel·|b| + abs element by element, and that the tensors are not all zero.
+	close := func(what string, a, b []float32, rel, abs float64) {
+		t.Helper()
+		if len(a) != len(b) {
+			t.Fatalf("%s: %d values, want %d", what, len(a), len(b))
+		}
+		nonzero := false
+		for i := range b {
+			nonzero = nonzero || b[i] != 0
+			if d := math.Abs(float64(a[i] - b[i])); d > rel*math.Abs(float64(b[i]))+abs || math.IsNaN(float64(a[i])) {
+				t.Fatalf("%s[%d]: packed step %.9g, unpacked %.9g", what, i, a[i], b[i])
+			}
+		}
+		if !nonzero {
+			t.Fatalf("%s is all zero", what)
+		}
+	}
+	var gmax float64
+	for _, v := range want.M {
+		gmax = math.Max(gmax, math.Abs(float64(v)))
+	}
+	for _, p := range want.Arch.Params() {
+		a, b := got.Weights.Tensors[p.Name], want.Weights.Tensors[p.Name]
+		if p.Kind.Trainable() {
+			close(p.Name, a, b, 1e-6, 1e-3*lr) // a step of lr·m̂/(√v̂+ε): the gradient's rounding moves it by ≤ 2^-11 of lr
+		} else {
+			close(p.Name, a, b, 0, 0) // running statistics: the same forward
+		}
+	}
+	close("adam.m", got.M, want.M, 1.0/1024, 1e-6*gmax)
+	close("adam.v", got.V, want.V, 2.0/1024, 1e-12*gmax*gmax)
 }

@@ -20,6 +20,9 @@ type rowLayout struct {
 	groups [][]int // consecutive tensor indices; each group but the last spans whole rows
 	total  int64   // P
 	rows   int64
+	// fused packs and unpacks with our PackRows and UnpackRows operators (Config.FusedPack):
+	// one node each way, whatever the sizes, float16 tensors converted on the way in.
+	fused bool
 }
 
 func newRowLayout(shapes []graphs.Shape) rowLayout {
@@ -65,6 +68,9 @@ func (l rowLayout) groupRows(k int) int64 {
 
 // pack lays vs (the layout's tensors, in order) out as the [rows, rowWidth] matrix.
 func (l rowLayout) pack(vs []*graphs.Value) *graphs.Value {
+	if l.fused {
+		return graphs.PackRows(l.rows, vs...)
+	}
 	blocks := make([]*graphs.Value, len(l.groups))
 	for k, grp := range l.groups {
 		parts := make([]*graphs.Value, len(grp))
@@ -88,6 +94,9 @@ func (l rowLayout) pack(vs []*graphs.Value) *graphs.Value {
 
 // unpack is pack's inverse: the tensors, in their shapes.
 func (l rowLayout) unpack(m *graphs.Value) []*graphs.Value {
+	if l.fused {
+		return graphs.UnpackRows(m, graphs.Float, l.shapes)
+	}
 	blocks := []*graphs.Value{m}
 	if len(l.groups) > 1 {
 		rows := make([]int64, len(l.groups))

@@ -52,6 +52,11 @@ type Config struct {
 	// FusedDepthwise (FP16 only) builds the train step's depthwise convolutions from our
 	// operators (model.Options.FusedDepthwise); like FusedBN it needs CustomOps sessions.
 	FusedDepthwise bool
+	// FusedPack (FP16 only) lays the parameters and gradients out for the optimizer with our
+	// PackRows and UnpackRows operators instead of Concat, Split and a Cast per tensor, and hands
+	// the forward its float16 weights straight from the packed parameters (packedSource); like
+	// FusedBN it needs CustomOps sessions. The results are the same bit for bit.
+	FusedPack bool
 	// NCHWcBlock > 0 builds the float32 depthwise convolutions of the train and eval steps on
 	// ONNX Runtime's blocked CPU kernels with that block size (graphs.Graph.NCHWcBlock), for
 	// in-process CPU sessions only: such graphs are not standard ONNX. 0 leaves the choice to
@@ -124,6 +129,12 @@ func (s *inputSource) Param(g *graphs.Graph, spec model.ParamSpec) *graphs.Value
 	return v
 }
 
+// CustomOps reports whether the step's graphs use our operators (CardsegDomain), so that
+// sessions for them need runtime.DeviceOptions.CustomOps.
+func (c Config) CustomOps() bool {
+	return c.FusedBN || c.FusedDepthwise || c.FusedPack || c.DepthwiseWeightGrad == "fused"
+}
+
 func (c Config) validate() error {
 	if d := c.DepthwiseWeightGrad; d != "" && d != "conv" && d != "taps" && d != "im2col" && d != "gather" && d != "fused" {
 		return fmt.Errorf("step: depthwise weight gradient %q: want conv, taps, im2col, gather or fused", d)
@@ -145,6 +156,9 @@ func (c Config) validate() error {
 	}
 	if (c.FusedBN || c.FusedDepthwise) && !c.FP16 {
 		return fmt.Errorf("step: fused batch norm and depthwise convolutions are for the FP16 step only (the operators take float16)")
+	}
+	if c.FusedPack && !c.FP16 {
+		return fmt.Errorf("step: the packing operators are for the FP16 step only")
 	}
 	if l := c.LossScale.WithDefaults(); c.FP16 && !(l.Init > 0 && l.Growth >= 1 && l.Backoff > 0 && l.Backoff < 1 && l.Interval >= 1) {
 		return fmt.Errorf("step: loss scaling %+v: want init > 0, growth >= 1, 0 < backoff < 1, interval >= 1", l)
@@ -180,16 +194,15 @@ func TrainStep(c Config) (*graphs.Graph, error) {
 		// (the moments live flat, in the same order), so the update is a dozen large
 		// elementwise ops instead of a dozen per tensor. The layout is a [P/8, 8] matrix
 		// rather than a [P] vector for the CUDA provider's sake (rowLayout).
-		shapes := make([]graphs.Shape, len(trainable))
-		for i, s := range trainable {
-			shapes[i] = s.Shape
-		}
-		layout := newRowLayout(shapes)
+		layout := fb.layout
 		flatGrad := layout.pack(grads)
 		if fb.scaler != nil {
 			flatGrad = fb.scaler.unscale(flatGrad)
 		}
-		flatParam := layout.pack(params)
+		flatParam := fb.packedParams
+		if flatParam == nil {
+			flatParam = layout.pack(params)
+		}
 		total := layout.total
 		var mask *graphs.Value
 		if c.Masked {
@@ -247,6 +260,7 @@ func TrainStep(c Config) (*graphs.Graph, error) {
 		}
 		if len(running) > 0 {
 			bn := newRowLayout(bnShapes)
+			bn.fused = c.FusedPack
 			keepFrac = append(keepFrac, make([]float32, bn.pad())...)
 			batchFrac = append(batchFrac, make([]float32, bn.pad())...)
 			old := bn.pack(running)
@@ -321,6 +335,9 @@ func GradGraph(c Config) (*graphs.Graph, error) {
 		g.Output(OutCE, loss.CE)
 		g.Output(OutDice, loss.Dice)
 		for i, d := range grads {
+			if d.DType() != graphs.Float { // the float16 weights of a FusedPack step
+				d = graphs.Cast(d, graphs.Float)
+			}
 			if fb.scaler != nil {
 				d = fb.scaler.unscale(d)
 			}
@@ -339,9 +356,60 @@ type fwdBwd struct {
 	out       *model.Output
 	loss      Loss
 	trainable []model.ParamSpec
-	params    []*graphs.Value // graph inputs of the trainable tensors, in trainable's order
-	grads     []*graphs.Value // multiplied by the loss scale when scaler is set
-	scaler    *lossScaler     // FP16 only
+	// params are what the forward took for the trainable tensors, in trainable's order: their
+	// graph inputs, or with FusedPack the float16 weights unpacked from packedParams.
+	params       []*graphs.Value
+	grads        []*graphs.Value // with respect to params; multiplied by the loss scale when scaler is set
+	scaler       *lossScaler     // FP16 only
+	layout       rowLayout       // the trainable tensors' optimizer layout
+	packedParams *graphs.Value   // FusedPack: the trainable inputs already in layout
+}
+
+// packedSource is the FusedPack step's ParamSource: every network tensor is declared as a
+// graph input up front, the trainable ones are packed into the optimizer's matrix at once
+// (PackRows), and the forward gets the convolutions' weights and biases as float16 straight
+// from that matrix (UnpackRows16): two nodes instead of a Cast per tensor. Gradients are then
+// taken with respect to those float16 values, which PackRows turns into the float32 matrix
+// the optimizer wants, again instead of a Cast per tensor and a Concat.
+type packedSource struct {
+	vals   map[string]*graphs.Value // what Param hands out
+	matrix *graphs.Value
+}
+
+// halfInForward reports whether the FP16 forward takes tensors of kind k in float16.
+func halfInForward(k model.Kind) bool {
+	return k == model.ConvWeight || k == model.ConvWeightPT || k == model.ConvBias || k == model.ConvBiasPT
+}
+
+func newPackedSource(g *graphs.Graph, arch model.Arch, layout rowLayout) *packedSource {
+	ps := &packedSource{vals: map[string]*graphs.Value{}}
+	var trainable []*graphs.Value
+	var specs []model.ParamSpec
+	for _, s := range arch.Params() {
+		in := g.Input(s.Name, graphs.Float, s.Shape)
+		ps.vals[s.Name] = in
+		if s.Kind.Trainable() {
+			trainable = append(trainable, in)
+			specs = append(specs, s)
+		}
+	}
+	ps.matrix = layout.pack(trainable)
+	// UnpackRows16 takes tensors from the matrix's start one after another, so it unpacks them
+	// all; the batch-norm parameters' float16 copies (a few thousand values) go unused.
+	for i, h := range graphs.UnpackRows(ps.matrix, graphs.Float16, layout.shapes) {
+		if halfInForward(specs[i].Kind) {
+			ps.vals[specs[i].Name] = h
+		}
+	}
+	return ps
+}
+
+func (ps *packedSource) Param(g *graphs.Graph, spec model.ParamSpec) *graphs.Value {
+	v, ok := ps.vals[spec.Name]
+	if !ok {
+		panic(fmt.Sprintf("step: the forward asks for %s, which is not among the architecture's parameters", spec.Name))
+	}
+	return v
 }
 
 // forwardBackward declares image, target and every network tensor as inputs, builds the
@@ -353,14 +421,25 @@ func forwardBackward(g *graphs.Graph, c Config) (fwdBwd, error) {
 	g.NCHWcBlock = max(c.NCHWcBlock, 0)
 	image := g.Input(InputImage, graphs.Float, graphs.Shape{int64(c.Batch), 3, int64(c.Height), int64(c.Width)})
 	target := g.Input(InputTarget, graphs.Int64, graphs.Shape{int64(c.Batch), int64(c.Height), int64(c.Width)})
-	src := &inputSource{vals: map[string]*graphs.Value{}}
-	fb.out = model.ForwardWith(g, computeInput(image, c), c.Arch, src, model.Train, model.Options{FusedBN: c.FusedBN, FusedActivation: c.FusedActivation, FusedDepthwise: c.FusedDepthwise})
-	fb.loss = SegLoss(lossInput(fb.out.Logits), target, c.Loss)
+	var shapes []graphs.Shape
 	for _, s := range c.Arch.Params() {
 		if s.Kind.Trainable() {
-			fb.params = append(fb.params, src.vals[s.Name])
 			fb.trainable = append(fb.trainable, s)
+			shapes = append(shapes, s.Shape)
 		}
+	}
+	fb.layout = newRowLayout(shapes)
+	fb.layout.fused = c.FusedPack
+	src := &inputSource{vals: map[string]*graphs.Value{}}
+	var params model.ParamSource = src
+	if c.FusedPack {
+		ps := newPackedSource(g, c.Arch, fb.layout)
+		src.vals, params, fb.packedParams = ps.vals, ps, ps.matrix
+	}
+	fb.out = model.ForwardWith(g, computeInput(image, c), c.Arch, params, model.Train, model.Options{FusedBN: c.FusedBN, FusedActivation: c.FusedActivation, FusedDepthwise: c.FusedDepthwise})
+	fb.loss = SegLoss(lossInput(fb.out.Logits), target, c.Loss)
+	for _, s := range fb.trainable {
+		fb.params = append(fb.params, src.vals[s.Name])
 	}
 	seed := fb.loss.Total
 	if c.FP16 {

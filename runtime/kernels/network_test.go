@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"testing"
 
 	"github.com/cardseg-ort/cardseg-ort/graphs"
@@ -24,7 +25,7 @@ func TestNetworkOperators(t *testing.T) {
 		}
 	}
 	cfg := step.Config{Arch: model.MobileNetV3Large(1, 2), Batch: n, Height: h, Width: w, Loss: step.DefaultLoss, Adam: step.DefaultAdamW,
-		FP16: true, FusedBN: true, FusedActivation: true, FusedDepthwise: true, DepthwiseWeightGrad: "fused"}
+		FP16: true, FusedBN: true, FusedActivation: true, FusedDepthwise: true, DepthwiseWeightGrad: "fused", FusedPack: true}
 	g, err := step.TrainStep(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -56,7 +57,8 @@ func networkOperators(t *testing.T, g *graphs.Graph) {
 		ops[nd.Op]++
 		runNode(t, r, nd)
 	}
-	for _, op := range []string{"BatchNormTrain16", "BatchNormTrain16Grad", "DepthwiseConv16", "DepthwiseConvGrad16", "DepthwiseWeightGrad16"} {
+	for _, op := range []string{"BatchNormTrain16", "BatchNormTrain16Grad", "DepthwiseConv16", "DepthwiseConvGrad16", "DepthwiseWeightGrad16",
+		"PackRows", "UnpackRows", "UnpackRows16"} {
 		if ops[op] == 0 {
 			t.Errorf("no %s node in the FP16 train step", op)
 		}
@@ -135,7 +137,56 @@ func runNode(t *testing.T, r *rand.Rand, nd *graphs.Node) {
 			in = dy
 		}
 		compareDWConv(t, name, g, grad, in, halves(r, g.C*g.K*g.K, 0, 0.5))
+	case "PackRows", "UnpackRows", "UnpackRows16":
+		comparePacking(t, r, name, nd)
 	default:
 		t.Errorf("%s: an ai.cardseg operator this test does not know", name)
+	}
+}
+
+// comparePacking runs a packing node with random tensors of its shapes and types through the
+// emulated kernels and the CPU kernels: the same bits.
+func comparePacking(t *testing.T, r *rand.Rand, name string, nd *graphs.Node) {
+	t.Helper()
+	tensors := nd.Inputs
+	if nd.Op != "PackRows" {
+		tensors = nd.Outputs
+	}
+	ts := make([]Packed, len(tensors))
+	for j, v := range tensors {
+		if v.DType() == graphs.Float16 {
+			ts[j].Half = halves(r, int(v.Shape().Size()), 0, 1)
+		} else {
+			ts[j].Float = floats(r, int(v.Shape().Size()), -1, 1)
+		}
+	}
+	if nd.Op == "PackRows" {
+		total := int(nd.Outputs[0].Shape().Size())
+		cpu, err := Pack(CPU, ts, total)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		gpu, err := Pack(GPU, ts, total)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if i := firstDiff(gpu, cpu); i >= 0 {
+			t.Errorf("%s: element %d of the matrix differs", name, i)
+		}
+		return
+	}
+	m := floats(r, int(nd.Inputs[0].Shape().Size()), -3, 3)
+	cpu, err := Unpack(CPU, m, ts)
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	gpu, err := Unpack(GPU, m, ts)
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	for j := range cpu {
+		if !slices.Equal(cpu[j].Half, gpu[j].Half) || firstDiff(cpu[j].Float, gpu[j].Float) >= 0 {
+			t.Errorf("%s: output %d differs", name, j)
+		}
 	}
 }
