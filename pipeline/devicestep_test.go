@@ -174,7 +174,7 @@ func TestFusedOpsStepOnCPU(t *testing.T) {
 func TestParseFusedSet(t *testing.T) {
 	for in, want := range map[string]FusedSet{
 		"": AllFused, "all": AllFused, "none": {}, "0": {},
-		"bn,dwgrad": {BN: true, DWGrad: true}, " bn , act ": {BN: true, Act: true}, "dwconv": {DWConv: true},
+		"bn,dwgrad": {BN: true, DWGrad: true}, " bn , act ": {BN: true, Act: true}, "dwconv": {DWConv: true}, "pack,dwgrad": {DWGrad: true, Pack: true},
 	} {
 		got, err := ParseFusedSet(in)
 		if err != nil || got != want {
