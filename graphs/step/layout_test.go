@@ -6,6 +6,7 @@ import (
 
 	"github.com/cardseg-ort/cardseg-ort/graphs"
 	"github.com/cardseg-ort/cardseg-ort/graphs/internal/gradcheck"
+	"github.com/cardseg-ort/cardseg-ort/graphs/model"
 	"github.com/cardseg-ort/cardseg-ort/runtime"
 )
 
@@ -92,5 +93,64 @@ func TestRowLayout(t *testing.T) {
 				off += int(sh.Size())
 			}
 		})
+	}
+}
+
+// TestFusedPackGraphs: with FusedPack the train step has no Concat, Split or per-tensor Cast
+// left around the optimizer (one UnpackRows16 feeds the forward), and the gradient graph still
+// outputs every gradient in float32 under the same names and shapes as without it.
+func TestFusedPackGraphs(t *testing.T) {
+	c := Config{Arch: model.MobileNetV3Large(1, 2), Batch: 2, Height: 64, Width: 96, Loss: DefaultLoss, Adam: DefaultAdamW, FP16: true}
+	count := func(g *graphs.Graph) map[string]int {
+		h := map[string]int{}
+		for _, n := range g.Nodes() {
+			h[n.Op]++
+		}
+		return h
+	}
+	plain, err := TrainStep(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := c
+	p.FusedPack = true
+	packed, err := TrainStep(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hp, hk := count(plain), count(packed)
+	if hk["Concat"] != 0 || hk["Split"] != 0 || hk["UnpackRows16"] != 1 || hk["PackRows"] != 4 || hk["UnpackRows"] != 2 {
+		t.Errorf("packed step: %d Concat, %d Split, %d PackRows, %d UnpackRows, %d UnpackRows16", hk["Concat"], hk["Split"], hk["PackRows"], hk["UnpackRows"], hk["UnpackRows16"])
+	}
+	half := 0
+	for _, s := range c.Arch.Params() {
+		if halfInForward(s.Kind) {
+			half++
+		}
+	}
+	// Two Casts per float16 weight or bias (its forward copy, its gradient back) go.
+	if hp["Cast"]-hk["Cast"] != 2*half {
+		t.Errorf("Casts: %d without packing operators, %d with (%d float16 tensors)", hp["Cast"], hk["Cast"], half)
+	}
+	if len(packed.Outputs()) != len(plain.Outputs()) {
+		t.Fatalf("packed step has %d outputs, want %d", len(packed.Outputs()), len(plain.Outputs()))
+	}
+	for i, o := range plain.Outputs() {
+		if q := packed.Outputs()[i]; q.Name() != o.Name() || q.DType() != o.DType() || !q.Shape().Equal(o.Shape()) {
+			t.Errorf("train output %d: %v, want %v", i, q, o)
+		}
+	}
+	gPlain, err := GradGraph(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gPacked, err := GradGraph(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, o := range gPlain.Outputs() {
+		if q := gPacked.Outputs()[i]; q.Name() != o.Name() || q.DType() != graphs.Float || !q.Shape().Equal(o.Shape()) {
+			t.Errorf("gradient output %d: %v, want %v", i, q, o)
+		}
 	}
 }
