@@ -236,3 +236,29 @@ func UnpackRows(m *Value, dt DType, shapes []Shape) []*Value {
 	vs[0].node.noGrad = true
 	return vs
 }
+
+// AdamW is torch.optim.AdamW's step on the packed parameters p and gradients g ([rows,
+// PackRowsWidth] float32; g is multiplied by the scalar gscale first) with the flat moments m
+// and v (float32 [P], P ≤ p's size: the rest of p is padding), given the step's scalars
+// decay = 1 − lr·wd, stepSize = lr/(1 − β1^t) and invSqBC2 = 1/√(1 − β2^t): m' = β1·m + (1−β1)·g,
+// v' = β2·v + (1−β2)·g², p' = p·decay − m'/(√v'·invSqBC2 + ε)·stepSize, each operation rounded
+// once, in this order. Where the bool scalar skip holds, p, m and v come back unchanged. One
+// CardsegDomain node, one pass over the tensors, instead of about twenty element-wise nodes.
+func AdamW(p, g, m, v, decay, stepSize, invSqBC2, gscale, skip *Value, beta1, beta2, eps float32) (p2, m2, v2 *Value) {
+	if p.dtype != Float || g.dtype != Float || !g.shape.Equal(p.shape) || m.dtype != Float || v.dtype != Float || m.Rank() != 1 ||
+		!v.shape.Equal(m.shape) || m.shape[0] > p.shape.Size() {
+		panic(fmt.Sprintf("graphs: AdamW(%v, %v, %v, %v): want float32 p and g alike, flat m and v alike and no larger", p, g, m, v))
+	}
+	for _, s := range []*Value{decay, stepSize, invSqBC2, gscale} {
+		if s.dtype != Float || s.shape.Size() != 1 {
+			panic(fmt.Sprintf("graphs: AdamW: %v must be a float32 scalar", s))
+		}
+	}
+	if skip.dtype != Bool || skip.shape.Size() != 1 {
+		panic(fmt.Sprintf("graphs: AdamW: skip %v must be a bool scalar", skip))
+	}
+	outs := p.g.addNode("AdamW", []*Value{p, g, m, v, decay, stepSize, invSqBC2, gscale, skip},
+		[]Attr{{"beta1", beta1}, {"beta2", beta2}, {"epsilon", eps}}, []outSpec{{Float, p.shape}, {Float, m.shape}, {Float, v.shape}})
+	outs[0].node.Domain = CardsegDomain
+	return outs[0], outs[1], outs[2]
+}

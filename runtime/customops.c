@@ -17,13 +17,17 @@
 //       after them (the optimizer's layout of all parameters; graphs/step)
 //   UnpackRows(m f32 [rows, 8]) -> t0, t1, … f32;  UnpackRows16(m) -> t0, t1, … f16: the
 //       tensors back out of m, in the shapes of their attributes (float16 rounds to nearest even)
+//   AdamW(p f32 [rows, 8], g f32 [rows, 8], m f32 [P], v f32 [P], decay, step_size, inv_sq_bc2,
+//       gscale f32 [], skip bool []) -> p f32 [rows, 8], m f32 [P], v f32 [P]: AdamW on the
+//       packed parameters in one pass (kernels/bn.cu's adamw)
 // Attributes: epsilon (float; batch norm), activation (int; batch norm: 0 none, 1 ReLU,
 // 2 HardSwish, applied after it and differentiated at the recomputed pre-activation); kh, kw,
 // stride_h, stride_w, dilation_h, dilation_w, pad_top, pad_left (ints; depthwise ops), out_h,
 // out_w or in_h, in_w (the depthwise convolution and its gradient: the other plane's size);
 // splits (int: blocks per channel for the GPU's partial sums; the graph fixes it so that the
 // scratch output has a static shape); rows (int; PackRows), ranks and dims (ints; UnpackRows:
-// each output's rank, and all their dimensions in order).
+// each output's rank, and all their dimensions in order); beta1, beta2 (floats; AdamW, with
+// epsilon).
 #include "ortc.h"
 #include "ortapi_index.h"
 #include "bn_ptx.h"
@@ -75,7 +79,7 @@ struct OrtCustomOp {
   void* ReleaseAliasMap;
 };
 
-enum { T_UNDEFINED = 0, T_FLOAT = 1, T_FLOAT16 = 10, ORT_FAIL_CODE = 1 };
+enum { T_UNDEFINED = 0, T_FLOAT = 1, T_BOOL = 9, T_FLOAT16 = 10, ORT_FAIL_CODE = 1 };
 enum { IO_REQUIRED = 0, IO_VARIADIC = 2 };
 
 static void* const* api;  // set by ortc_custom_ops from ortc.c's table
@@ -96,6 +100,7 @@ static OrtStatus* fail(const char* fmt, ...) {
 typedef struct {
   int cuda;  // 1: the CUDA kernel
   float eps;
+  float beta1, beta2;  // AdamW
   int64_t act;  // batch norm: the activation after it (0 none, 1 ReLU, 2 HardSwish)
   int64_t splits;
   int64_t geo[10];  // depthwise ops: kh, kw, stride h, w, dilation h, w, pad top, left; the
@@ -544,6 +549,39 @@ static OrtStatus* unpack_attributes(const OrtKernelInfo* info, Kernel* k, const 
   return NULL;
 }
 
+// ---- AdamW ----
+
+static OrtStatus* adamw(void* kp, OrtKernelContext* ctx) {
+  const Kernel* k = kp;
+  const char* op = "AdamW";
+  Tensor in[9];
+  OrtStatus* st;
+  for (size_t i = 0; i < 9; i++)
+    if ((st = input(ctx, i, &in[i]))) return st;
+  int64_t total = elements(&in[0]), P = elements(&in[2]);
+  if (elements(&in[1]) != total || elements(&in[3]) != P || P > total || total > 0x7fffffff)
+    return fail("%s: p and g must have the same size, m and v the same, at most p's (%lld, %lld, %lld, %lld)", op, (long long)total,
+                (long long)elements(&in[1]), (long long)P, (long long)elements(&in[3]));
+  for (int i = 4; i < 9; i++)
+    if (elements(&in[i]) != 1) return fail("%s: input %d must be a scalar", op, i);
+  void *p2, *m2, *v2;
+  if ((st = output(ctx, 0, in[0].dims, in[0].rank, &p2)) || (st = output(ctx, 1, in[2].dims, in[2].rank, &m2)) ||
+      (st = output(ctx, 2, in[3].dims, in[3].rank, &v2)))
+    return st;
+  if (k->cuda) {
+    Launch l = {0};
+    if ((st = cuda_stream(ctx, &l.stream))) return st;
+    const float* sc[4] = {in[4].data, in[5].data, in[6].data, in[7].data};
+    return launched(&l, k_adamw(drv_launch, &l, in[0].data, in[1].data, in[2].data, in[3].data, p2, m2, v2, sc, in[8].data, (int)total, (int)P,
+                                k->beta1, k->beta2, k->eps));
+  }
+  float sc[4];
+  for (int i = 0; i < 4; i++) sc[i] = *(const float*)in[4 + i].data;
+  cpu_adamw(in[0].data, in[1].data, in[2].data, in[3].data, p2, m2, v2, sc, *(const unsigned char*)in[8].data != 0, total, P, k->beta1,
+            k->beta2, k->eps);
+  return NULL;
+}
+
 // ---- OrtCustomOp plumbing ----
 
 static void destroy(void* kp) {
@@ -559,14 +597,19 @@ static OrtStatus* create_kernel(const OrtCustomOp* op, const void* api_unused, c
   (void)api_unused;
   const char* name = op->GetName(op);
   int dw = strcmp(name, "DepthwiseWeightGrad16") == 0, fwd = strcmp(name, "DepthwiseConv16") == 0,
-      dgrad = strcmp(name, "DepthwiseConvGrad16") == 0, pack = strcmp(name, "PackRows") == 0, unpack = strncmp(name, "UnpackRows", 10) == 0;
+      dgrad = strcmp(name, "DepthwiseConvGrad16") == 0, pack = strcmp(name, "PackRows") == 0, unpack = strncmp(name, "UnpackRows", 10) == 0,
+      adam = strcmp(name, "AdamW") == 0;
   Kernel* k = calloc(1, sizeof(Kernel));
   if (k == NULL) return fail("%s: out of memory", name);
   k->cuda = cuda;
   OrtStatus* (*gf)(const OrtKernelInfo*, const char*, float*) = SLOT(KernelInfoGetAttribute_float);
   OrtStatus* (*gi)(const OrtKernelInfo*, const char*, int64_t*) = SLOT(KernelInfoGetAttribute_int64);
   OrtStatus* st = NULL;
-  if (pack) {
+  if (adam) {
+    st = gf(info, "beta1", &k->beta1);
+    if (!st) st = gf(info, "beta2", &k->beta2);
+    if (!st) st = gf(info, "epsilon", &k->eps);
+  } else if (pack) {
     st = gi(info, "rows", &k->rows);
     if (!st && k->rows < 0) st = fail("PackRows: rows %lld", (long long)k->rows);
   } else if (unpack) {
@@ -587,7 +630,7 @@ static OrtStatus* create_kernel(const OrtCustomOp* op, const void* api_unused, c
     if (!st) st = gi(info, "activation", &k->act);
     if (!st && (k->act < 0 || k->act > 2)) st = fail("%s: activation %lld (0 none, 1 ReLU, 2 HardSwish)", op->GetName(op), (long long)k->act);
   }
-  if (!st && !fwd && !dgrad && !pack && !unpack) st = gi(info, "splits", &k->splits);
+  if (!st && !fwd && !dgrad && !pack && !unpack && !adam) st = gi(info, "splits", &k->splits);
   if (st) {
     destroy(k);
     return st;
@@ -638,6 +681,11 @@ static int mixed(const OrtCustomOp* op) { (void)op; return 0; }
 // UnpackRows (float32 outputs) and UnpackRows16 (float16 outputs): the matrix -> any number of tensors.
 static const char* name_unpack(const OrtCustomOp* op) { (void)op; return "UnpackRows"; }
 static const char* name_unpack16(const OrtCustomOp* op) { (void)op; return "UnpackRows16"; }
+// AdamW: p, g, m, v and four scalars f32, skip bool -> p, m, v f32.
+static const char* name_adamw(const OrtCustomOp* op) { (void)op; return "AdamW"; }
+static int in_adamw(const OrtCustomOp* op, size_t i) { (void)op; return i == 8 ? T_BOOL : T_FLOAT; }
+static size_t nin_adamw(const OrtCustomOp* op) { (void)op; return 9; }
+static size_t three(const OrtCustomOp* op) { (void)op; return 3; }
 
 #define OP(ep, create, name, in, nin, out, nout, compute)                                                  \
   {                                                                                                       \
@@ -680,6 +728,8 @@ static OrtCustomOp ops[] = {
     VAROP(ep_cuda, create_cuda, name_unpack, all_f32, all_f32, required, variadic, unpack_rows),
     VAROP(ep_cpu, create_cpu, name_unpack16, all_f32, all_f16, required, variadic, unpack_rows),
     VAROP(ep_cuda, create_cuda, name_unpack16, all_f32, all_f16, required, variadic, unpack_rows),
+    OP(ep_cpu, create_cpu, name_adamw, in_adamw, nin_adamw, all_f32, three, adamw),
+    OP(ep_cuda, create_cuda, name_adamw, in_adamw, nin_adamw, all_f32, three, adamw),
 };
 
 static OrtCustomOpDomain* domain;  // one for the process: sessions keep pointers into it

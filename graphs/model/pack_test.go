@@ -160,3 +160,116 @@ func TestFusedPackRowsCUDA(t *testing.T) {
 		sameBits(t, "CUDA "+name, runtime.Data[float32](cuda[name]), runtime.Data[float32](want))
 	}
 }
+
+// adamModel: AdamW on inputs p, g [rows, 8], m, v [P], the four scalars and skip (a float
+// input, > ½ skips), outputs p2, m2, v2.
+func adamModel(t *testing.T, rows, P int64) []byte {
+	g := graphs.New("adamw")
+	return buildModel(t, g, func() error {
+		f := func(name string, s graphs.Shape) *graphs.Value { return g.Input(name, graphs.Float, s) }
+		p, gr := f("p", graphs.Shape{rows, graphs.PackRowsWidth}), f("g", graphs.Shape{rows, graphs.PackRowsWidth})
+		m, v := f("m", graphs.Shape{P}), f("v", graphs.Shape{P})
+		sc := []*graphs.Value{f("decay", graphs.Shape{}), f("step_size", graphs.Shape{}), f("inv_sq_bc2", graphs.Shape{}), f("gscale", graphs.Shape{})}
+		skip := graphs.Greater(f("skip", graphs.Shape{}), graphs.Scalar(g, 0.5))
+		p2, m2, v2 := graphs.AdamW(p, gr, m, v, sc[0], sc[1], sc[2], sc[3], skip, 0.9, 0.999, 1e-8)
+		g.Output("p2", p2)
+		g.Output("m2", m2)
+		g.Output("v2", v2)
+		return nil
+	})
+}
+
+func runAdam(t *testing.T, m []byte, p runtime.Provider, in map[string]*runtime.Tensor) map[string]*runtime.Tensor {
+	t.Helper()
+	opts := runtime.DeviceOptions{Provider: p, CustomOps: true}
+	if p == runtime.ProviderCUDA {
+		opts.ConfigEntries = map[string]string{"session.disable_cpu_ep_fallback": "1"}
+	}
+	s, err := runtime.NewDeviceSession("adamw", m, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	out, err := runDevice(s, in)
+	if err != nil {
+		t.Fatalf("%v: %v", p, err)
+	}
+	return out
+}
+
+// TestFusedAdamWModel: the AdamW node in ONNX Runtime (CPU kernel): a skipped step gives back
+// its inputs; a step moves p by at most about lr, and the padding past the moments stays zero.
+// (TestFusedAdamStepMatches in pipeline ties its arithmetic to AdamW in ONNX operators.)
+func TestFusedAdamWModel(t *testing.T) {
+	const rows, P = 5, 37
+	m := adamModel(t, rows, P)
+	r := rand.New(rand.NewPCG(4, 4))
+	p := make([]float32, rows*8)
+	for i := range p[:P] {
+		p[i] = float32(r.NormFloat64())
+	}
+	gr := make([]float32, rows*8)
+	for i := range gr[:P] {
+		gr[i] = float32(r.NormFloat64()) * 1024
+	}
+	for _, skip := range []float32{0, 1} {
+		in := map[string]*runtime.Tensor{"p": runtime.MustNew([]int64{rows, 8}, p), "g": runtime.MustNew([]int64{rows, 8}, gr),
+			"m": runtime.MustNew([]int64{P}, make([]float32, P)), "v": runtime.MustNew([]int64{P}, make([]float32, P)),
+			"decay": runtime.MustNew([]int64{}, []float32{1}), "step_size": runtime.MustNew([]int64{}, []float32{1e-3 / 0.1}),
+			"inv_sq_bc2": runtime.MustNew([]int64{}, []float32{1 / float32(math.Sqrt(0.001))}),
+			"gscale":     runtime.MustNew([]int64{}, []float32{1.0 / 1024}), "skip": runtime.MustNew([]int64{}, []float32{skip})}
+		out := runAdam(t, m, runtime.ProviderCPU, in)
+		p2, m2 := runtime.Data[float32](out["p2"]), runtime.Data[float32](out["m2"])
+		for i := range p {
+			d := math.Abs(float64(p2[i] - p[i]))
+			switch {
+			case skip == 1 && (p2[i] != p[i] || (i < P && m2[i] != 0)):
+				t.Fatalf("skipped step changed element %d", i)
+			case skip == 0 && i < P && (d < 0.9e-3 || d > 1.1e-3): // a first step moves each weight by lr·sign(g)
+				t.Fatalf("element %d moved by %g, want about 1e-3", i, d)
+			case i >= P && p2[i] != 0:
+				t.Fatalf("padding element %d became %g", i, p2[i])
+			}
+		}
+	}
+}
+
+// TestFusedAdamWCUDA: the AdamW operator's CUDA kernel against its CPU kernel, bit for bit
+// (each operation rounded once on both), stepping and skipping.
+func TestFusedAdamWCUDA(t *testing.T) {
+	if err := runtime.Init(); err != nil {
+		t.Fatal(err)
+	}
+	if r := runtime.CheckCUDA(); !r.Usable {
+		t.Skip("no usable CUDA: " + r.Problem)
+	}
+	const rows, P = 40_001, 320_005
+	r := rand.New(rand.NewPCG(3, 3))
+	gen := func(n int, scale float64) []float32 {
+		d := make([]float32, n)
+		for i := range d {
+			d[i] = float32(scale * r.NormFloat64())
+		}
+		return d
+	}
+	m := adamModel(t, rows, P)
+	for _, skip := range []float32{0, 1} {
+		in := map[string]*runtime.Tensor{
+			"p": runtime.MustNew([]int64{rows, 8}, gen(rows*8, 0.1)), "g": runtime.MustNew([]int64{rows, 8}, gen(rows*8, 300)),
+			"m": runtime.MustNew([]int64{P}, gen(P, 1e-3)), "v": runtime.MustNew([]int64{P}, gen(P, 1e-5)),
+			"decay": runtime.MustNew([]int64{}, []float32{0.99999}), "step_size": runtime.MustNew([]int64{}, []float32{3e-3}),
+			"inv_sq_bc2": runtime.MustNew([]int64{}, []float32{1.3}), "gscale": runtime.MustNew([]int64{}, []float32{1.0 / 65536}),
+			"skip": runtime.MustNew([]int64{}, []float32{skip}),
+		}
+		for i, x := range runtime.Data[float32](in["v"]) { // second moments are not negative
+			runtime.Data[float32](in["v"])[i] = float32(math.Abs(float64(x)))
+		}
+		res := map[runtime.Provider]map[string]*runtime.Tensor{}
+		for _, p := range []runtime.Provider{runtime.ProviderCPU, runtime.ProviderCUDA} {
+			res[p] = runAdam(t, m, p, in)
+		}
+		for _, k := range []string{"p2", "m2", "v2"} {
+			sameBits(t, fmt.Sprintf("skip %v: CUDA %s", skip, k), runtime.Data[float32](res[runtime.ProviderCUDA][k]), runtime.Data[float32](res[runtime.ProviderCPU][k]))
+		}
+	}
+}

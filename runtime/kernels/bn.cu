@@ -43,6 +43,21 @@ INLINE unsigned bx() { return __nvvm_read_ptx_sreg_ctaid_x(); }
 INLINE unsigned by() { return __nvvm_read_ptx_sreg_ctaid_y(); }
 INLINE unsigned nbx() { return __nvvm_read_ptx_sreg_nctaid_x(); }
 INLINE float sqrt_rn(float x) { return __nvvm_sqrt_rn_f(x); }
+// Single roundings, never contracted into fused multiply-adds: the fused AdamW computes what
+// ONNX Runtime's separate element-wise kernels compute, to the bit. Inline PTX with .rn, which
+// neither LLVM (it turns the nvvm builtins into plain fmul and fuses them) nor ptxas (it may
+// fuse a mul and add written without a rounding mode) contracts.
+INLINE float mul_rn(float a, float b) {
+  float r;
+  asm("mul.rn.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
+  return r;
+}
+INLINE float add_rn(float a, float b) {
+  float r;
+  asm("add.rn.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
+  return r;
+}
+INLINE float div_rn(float a, float b) { return __nvvm_div_rn_f(a, b); }
 INLINE void sync_block() { __syncthreads(); }
 // shfl_down: lane l gets lane l+off's v (its own where l+off ≥ 32); all 32 lanes take part.
 INLINE float shfl_down(float v, int off) { return __nvvm_shfl_sync_down_f32(0xffffffffu, v, off, 0x1f); }
@@ -62,6 +77,9 @@ INLINE unsigned bx() { return emu_bx(); }
 INLINE unsigned by() { return emu_by(); }
 INLINE unsigned nbx() { return emu_nbx(); }
 INLINE float sqrt_rn(float x) { return sqrtf(x); }
+INLINE float mul_rn(float a, float b) { return a * b; }
+INLINE float add_rn(float a, float b) { return a + b; }
+INLINE float div_rn(float a, float b) { return a / b; }
 INLINE void sync_block() { emu_sync(); }
 INLINE float shfl_down(float v, int off) { return emu_shfl_down(v, off); }
 #endif
@@ -905,5 +923,42 @@ extern "C" __global__ void unpack_rows(KPackTable t, const float* in) {
   } else {
     float* o = (float*)p;
     for (long long i = (long long)bx() * THREADS + tid(); i < n; i += step) o[i] = s[i];
+  }
+}
+
+// ---- AdamW over the packed parameters ----
+//
+// adamw: torch.optim.AdamW's step on every element at once, one pass: p, g [total] (the packed
+// matrix), m, v [P] (flat; elements P… of the matrix are its zero padding and have none),
+// the step's scalars in device memory (decay 1 − lr·wd, step size lr/(1 − β1^t), 1/√(1 − β2^t),
+// and gscale, which multiplies g: the loss scale's reciprocal, times the clipping factor), and
+// skip (the step's gradients held Inf or NaN: everything is kept). The operations and their
+// order are those of graphs/step's adamW.update, each rounded once.
+extern "C" __global__ void adamw(const float* p, const float* g, const float* m, const float* v, float* p2, float* m2, float* v2,
+                                 const float* decay, const float* step_size, const float* inv_sq_bc2, const float* gscale,
+                                 const unsigned char* skip, int total, int P, float b1, float b2, float eps) {
+  float dc = *decay, ss = *step_size, ib = *inv_sq_bc2, gs = *gscale;
+  int keep = *skip != 0;
+  float omb1 = 1.0f - b1, omb2 = 1.0f - b2;
+  int step = (int)(nbx() * THREADS);
+  for (int i = (int)(bx() * THREADS + tid()); i < total; i += step) {
+    float mi = i < P ? m[i] : 0.0f, vi = i < P ? v[i] : 0.0f;
+    if (keep) {
+      p2[i] = p[i];
+      if (i < P) {
+        m2[i] = mi;
+        v2[i] = vi;
+      }
+      continue;
+    }
+    float gi = mul_rn(g[i], gs);
+    float mn = add_rn(mul_rn(mi, b1), mul_rn(gi, omb1));
+    float vn = add_rn(mul_rn(vi, b2), mul_rn(mul_rn(gi, gi), omb2));
+    float den = add_rn(mul_rn(sqrt_rn(vn), ib), eps);
+    p2[i] = add_rn(mul_rn(p[i], dc), -mul_rn(div_rn(mn, den), ss));
+    if (i < P) {
+      m2[i] = mn;
+      v2[i] = vn;
+    }
   }
 }

@@ -10,6 +10,16 @@
 
 #include "act.h"
 
+// Every product and sum is rounded on its own, never fused into a multiply-add (GCC fuses
+// them by default where the target has the instruction): cpu_adamw must compute what ONNX
+// Runtime's separate element-wise operators compute, to the bit. This holds for the files that
+// include this one, bn.cu's host build among them.
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=off")
+#endif
+
 // ---- float16 conversions ----
 
 static float half_to_float(uint16_t h) {
@@ -200,4 +210,33 @@ static void cpu_pack(int n, void* const* ptrs, const int64_t* sizes, const unsig
     at += sizes[j];
   }
   if (!unpack && at < total) memset(m + at, 0, (size_t)(total - at) * sizeof(float));
+}
+
+// ---- AdamW ----
+
+// cpu_adamw is bn.cu's adamw (see there) on the CPU: sc holds decay, step size, 1/√(1 − β2^t)
+// and gscale.
+static void cpu_adamw(const float* p, const float* g, const float* m, const float* v, float* p2, float* m2, float* v2, const float* sc,
+                      int skip, int64_t total, int64_t P, float b1, float b2, float eps) {
+  float omb1 = 1.0f - b1, omb2 = 1.0f - b2;  // float32, as the graph's constants
+  for (int64_t i = 0; i < total; i++) {
+    float mi = i < P ? m[i] : 0.0f, vi = i < P ? v[i] : 0.0f;
+    if (skip) {
+      p2[i] = p[i];
+      if (i < P) {
+        m2[i] = mi;
+        v2[i] = vi;
+      }
+      continue;
+    }
+    float gi = g[i] * sc[3];
+    float mn = mi * b1 + gi * omb1;
+    float vn = vi * b2 + (gi * gi) * omb2;
+    float den = sqrtf(vn) * sc[2] + eps;
+    p2[i] = p[i] * sc[0] - (mn / den) * sc[1];
+    if (i < P) {
+      m2[i] = mn;
+      v2[i] = vn;
+    }
+  }
 }

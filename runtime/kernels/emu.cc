@@ -206,11 +206,11 @@ void run_block() {
 
 // The kernels' parameter counts, and which meet at barriers (they need coroutines).
 const int nparams[KF_COUNT] = {5,  8,  10, 12, 7,  14, 15, 15, 5,  14, 14, 14, 14, 5,  14, 12, 17, 12,
-                               12, 12, 12, 12, 12, 12, 12, 12, 12, 11, 11, 11, 11, 11, 12, 15, 2,  2};
+                               12, 12, 12, 12, 12, 12, 12, 12, 12, 11, 11, 11, 11, 11, 12, 15, 2,  2,  17};
 const bool barrier_kernels[KF_COUNT] = {true,  false, false, true,  false, false, true,  true,  false, false, false, false,
                                         false, true,  true,  true,  true,  false, false, false, false, false, false, false,
                                         false, false, false, true,  true,  true,  true,  true,  true,  true,
-                                        false, false};
+                                        false, false, false};
 
 struct Ctx {
   std::string err;
@@ -399,6 +399,13 @@ int launch(void* ctxp, int f, unsigned gx, unsigned gy, void** a) {
         body = [=] { unpack_rows(t, m); };
         break;
       }
+      case KF_ADAMW:
+        body = [=] {
+          adamw(arg<CF>(a, 0), arg<CF>(a, 1), arg<CF>(a, 2), arg<CF>(a, 3), arg<F>(a, 4), arg<F>(a, 5), arg<F>(a, 6), arg<CF>(a, 7), arg<CF>(a, 8),
+                arg<CF>(a, 9), arg<CF>(a, 10), arg<const unsigned char*>(a, 11), arg<int>(a, 12), arg<int>(a, 13), arg<float>(a, 14),
+                arg<float>(a, 15), arg<float>(a, 16));
+        };
+        break;
       default:
         throw Fault("the emulation has no case for this kernel");
     }
@@ -562,6 +569,37 @@ int emu_pack(int gpu, int n, void* const* ptrs, const int64_t* sizes, const unsi
   } else {
     memcpy(m, bm.p(), (size_t)total * 4);
   }
+  return 0;
+}
+
+int emu_adamw(int gpu, const float* p, const float* g, const float* m, const float* v, float* p2, float* m2, float* v2, const float* sc,
+              int skip, int total, int P, float b1, float b2, float eps, char* err, int errlen) {
+  std::lock_guard<std::mutex> lock(mu);
+  size_t nt = (size_t)total * 4, np = (size_t)P * 4;
+  Buf bp("p", nt, p), bg("g", nt, g), bm("m", np, m), bv("v", np, v), bp2("p2", nt, nullptr), bm2("m2", np, nullptr), bv2("v2", np, nullptr);
+  std::vector<std::unique_ptr<Buf>> scalars;
+  const float* sp[4];
+  for (int i = 0; i < 4; i++) {
+    scalars.push_back(std::make_unique<Buf>("a scalar", 4, sc + i));
+    sp[i] = (const float*)scalars.back()->p();
+  }
+  unsigned char flag = (unsigned char)(skip != 0);
+  Buf bs("skip", 1, &flag);
+  Ctx ctx;
+  int rc = 0;
+  if (gpu) {
+    rc = k_adamw(launch, &ctx, (const float*)bp.p(), (const float*)bg.p(), (const float*)bm.p(), (const float*)bv.p(), (float*)bp2.p(),
+                 (float*)bm2.p(), (float*)bv2.p(), sp, bs.p(), total, P, b1, b2, eps);
+  } else {
+    cpu_adamw((const float*)bp.p(), (const float*)bg.p(), (const float*)bm.p(), (const float*)bv.p(), (float*)bp2.p(), (float*)bm2.p(),
+              (float*)bv2.p(), sc, skip, total, P, b1, b2, eps);
+  }
+  std::vector<Buf*> bufs = {&bp, &bg, &bm, &bv, &bp2, &bm2, &bv2, &bs};
+  for (auto& b : scalars) bufs.push_back(b.get());
+  if (finish(ctx, rc, bufs, err, errlen)) return 1;
+  memcpy(p2, bp2.p(), nt);
+  memcpy(m2, bm2.p(), np);
+  memcpy(v2, bv2.p(), np);
   return 0;
 }
 

@@ -251,6 +251,28 @@ func Unpack(w Where, m []float32, like []Packed) ([]Packed, error) {
 	return out, packCall(w, out, m, true)
 }
 
+// Adam is one fused AdamW call: the packed p and g (Total elements), the flat moments M and V
+// (P elements), the step's scalars (decay, step size, 1/√(1 − β2^t), gscale) and the skip flag.
+type Adam struct {
+	P, G, M, V        []float32
+	Scalars           [4]float32
+	Skip              bool
+	Beta1, Beta2, Eps float32
+}
+
+// AdamW runs the fused AdamW and returns the new p, m and v.
+func AdamW(w Where, a Adam) (p2, m2, v2 []float32, err error) {
+	if len(a.G) != len(a.P) || len(a.M) != len(a.V) || len(a.M) > len(a.P) {
+		return nil, nil, nil, errors.New("emu: adamw: p and g must match, and hold at least the moments' elements")
+	}
+	p2, m2, v2 = make([]float32, len(a.P)), make([]float32, len(a.M)), make([]float32, len(a.M))
+	err = call(func(e *C.char) C.int {
+		return C.emu_adamw(b2i(w == GPU), f32p(a.P), f32p(a.G), f32p(a.M), f32p(a.V), f32p(p2), f32p(m2), f32p(v2), f32p(a.Scalars[:]),
+			b2i(a.Skip), C.int(len(a.P)), C.int(len(a.M)), C.float(a.Beta1), C.float(a.Beta2), C.float(a.Eps), e, errLen)
+	})
+	return p2, m2, v2, err
+}
+
 // selftest runs emu_selftest(which): nil for the correct kernel, the emulation's report for
 // the faulty ones.
 func selftest(which int) error {

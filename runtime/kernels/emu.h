@@ -26,6 +26,11 @@ int emu_dw_conv(int gpu, const uint16_t* in, const uint16_t* w, uint16_t* out, E
 int emu_pack(int gpu, int n, void* const* ptrs, const int64_t* sizes, const unsigned char* half, float* m, int64_t total, int unpack,
              char* err, int errlen);
 
+// emu_adamw runs the fused AdamW over total packed elements, P of them with moments; sc holds
+// decay, step size, 1/√(1 − β2^t) and gscale.
+int emu_adamw(int gpu, const float* p, const float* g, const float* m, const float* v, float* p2, float* m2, float* v2, const float* sc,
+              int skip, int total, int P, float b1, float b2, float eps, char* err, int errlen);
+
 // emu_selftest runs deliberately faulty kernels (which 1…6) through the emulation, which must
 // report each, and a correct one (which 0), which must pass.
 int emu_selftest(int which, char* err, int errlen);

@@ -48,6 +48,7 @@ enum {
   KF_BWD_SMALL8,
   KF_PACK,  // PackRows and UnpackRows
   KF_UNPACK,
+  KF_ADAMW,
   KF_COUNT
 };
 
@@ -57,7 +58,7 @@ static const char* const kf_names[KF_COUNT] = {
     "bn_fwd_partial8", "bn_fwd_apply8", "bn_bwd_partial8", "bn_bwd_apply8",   "dws_k3s1d1",     "dws_k3s2d1",      "dws_k5s1d1",
     "dws_k5s2d1",     "dws_k5s1d2",    "dwsf_k3s1d1",    "dwsf_k5s1d1",     "dwsf_k5s1d2",    "dwd2_k3",         "dwd2_k5",
     "dwg_k3s1d1",     "dwg_k3s2d1",    "dwg_k5s1d1",     "dwg_k5s2d1",      "dwg_k5s1d2",
-    "bn_fwd_small8",  "bn_bwd_small8",  "pack_rows",      "unpack_rows",
+    "bn_fwd_small8",  "bn_bwd_small8",  "pack_rows",      "unpack_rows",     "adamw",
 };
 
 enum {
@@ -237,4 +238,13 @@ static int k_pack(k_launch L, void* ctx, int n, void* const* ptrs, const int64_t
     if (size > longest) longest = size;
   }
   return k_pack_flush(L, ctx, f, &t, &m, longest);
+}
+
+// k_adamw: the fused AdamW over total elements of the packed p and g, P of them with moments
+// (sc: device pointers to decay, step size, 1/√(1 − β2^t) and gscale; skip: a device bool).
+static int k_adamw(k_launch L, void* ctx, const float* p, const float* g, const float* m, const float* v, float* p2, float* m2, float* v2,
+                   const float* const* sc, const void* skip, int total, int P, float b1, float b2, float eps) {
+  const float *dc = sc[0], *ss = sc[1], *ib = sc[2], *gs = sc[3];
+  void* args[] = {&p, &g, &m, &v, &p2, &m2, &v2, &dc, &ss, &ib, &gs, &skip, &total, &P, &b1, &b2, &eps, NULL};
+  return L(ctx, KF_ADAMW, k_stride_blocks(total), 1, args);
 }

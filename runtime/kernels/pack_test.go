@@ -126,3 +126,57 @@ func firstDiff(a, b []float32) int {
 	}
 	return -1
 }
+
+// TestAdamWKernel: bn.cu's adamw, emulated, against the CPU kernel and against AdamW written
+// out here step by step in float32, bit for bit; a skipped step keeps everything. The matrix
+// has padding past the moments, as the optimizer's does.
+func TestAdamWKernel(t *testing.T) {
+	r := rand.New(rand.NewPCG(9, 10))
+	const P, total = 5_003, 5_008
+	a := Adam{P: floats(r, total, -1, 1), G: floats(r, total, -3e-3, 3e-3), M: floats(r, P, -1e-3, 1e-3), V: floats(r, P, 0, 1e-5),
+		Scalars: [4]float32{1 - 1e-3*0.01, 1e-3 / 0.3, 1 / float32(math.Sqrt(0.02)), 1.0 / 1024}, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8}
+	for i := P; i < total; i++ {
+		a.P[i], a.G[i] = 0, 0
+	}
+	a.G[7] = 0 // a zero gradient: the update is m/(√v·c + ε) of the old moments alone
+	for _, skip := range []bool{false, true} {
+		a.Skip = skip
+		cp, cm, cv, err := AdamW(CPU, a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gp, gm, gv, err := AdamW(GPU, a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for name, pair := range map[string][2][]float32{"p": {gp, cp}, "m": {gm, cm}, "v": {gv, cv}} {
+			if i := firstDiff(pair[0], pair[1]); i >= 0 {
+				t.Fatalf("skip %v: %s[%d] emulated %g, CPU %g", skip, name, i, pair[0][i], pair[1][i])
+			}
+		}
+		for i := 0; i < total; i++ {
+			var wp, wm, wv float32 = a.P[i], 0, 0
+			if i < P {
+				wm, wv = a.M[i], a.V[i]
+			}
+			if !skip {
+				// float32(…) rounds each product on its own (Go may otherwise fuse a multiply-add)
+				g := a.G[i] * a.Scalars[3]
+				m := float32(wm*a.Beta1) + float32(g*(1-a.Beta1))
+				v := float32(wv*a.Beta2) + float32(float32(g*g)*(1-a.Beta2))
+				den := float32(float32(math.Sqrt(float64(v)))*a.Scalars[2]) + a.Eps
+				wp, wm, wv = float32(a.P[i]*a.Scalars[0])-float32(float32(m/den)*a.Scalars[1]), m, v
+			}
+			if math.Float32bits(cp[i]) != math.Float32bits(wp) || (i < P && (cm[i] != wm || cv[i] != wv)) {
+				t.Fatalf("skip %v, element %d: p %g m %g v %g, want %g %g %g", skip, i, cp[i], valueAt(cm, i), valueAt(cv, i), wp, wm, wv)
+			}
+		}
+	}
+}
+
+func valueAt(s []float32, i int) float32 {
+	if i < len(s) {
+		return s[i]
+	}
+	return 0
+}
