@@ -32,14 +32,15 @@ const EnvFusedOps = "CARDSEG_FUSED_OPS"
 //   - dwgrad: the depthwise weight gradient of ONNX convolutions (DepthwiseWeightGrad "fused",
 //     instead of k² unfolded copies of the input);
 //   - pack: the optimizer's packing of parameters and gradients and the float16 copies of the
-//     weights (FusedPack), instead of a Cast per tensor each way, Concats and Splits.
-type FusedSet struct{ BN, Act, DWConv, DWGrad, Pack bool }
+//     weights (FusedPack), instead of a Cast per tensor each way, Concats and Splits;
+//   - adam: AdamW in one pass (FusedAdam), instead of about twenty element-wise nodes.
+type FusedSet struct{ BN, Act, DWConv, DWGrad, Pack, Adam bool }
 
 // AllFused is every fused operator: the default for FP16 on CUDA.
-var AllFused = FusedSet{BN: true, Act: true, DWConv: true, DWGrad: true, Pack: true}
+var AllFused = FusedSet{BN: true, Act: true, DWConv: true, DWGrad: true, Pack: true, Adam: true}
 
 // ParseFusedSet reads "all", "none" (or "0"), or a comma-separated list of bn, act, dwconv,
-// dwgrad and pack.
+// dwgrad, pack and adam.
 func ParseFusedSet(s string) (FusedSet, error) {
 	switch strings.TrimSpace(s) {
 	case "", "all", "1":
@@ -60,8 +61,10 @@ func ParseFusedSet(s string) (FusedSet, error) {
 			f.DWGrad = true
 		case "pack":
 			f.Pack = true
+		case "adam":
+			f.Adam = true
 		default:
-			return FusedSet{}, fmt.Errorf("fused operators %q: unknown name %q (want all, none, or a list of bn, act, dwconv, dwgrad, pack)", s, name)
+			return FusedSet{}, fmt.Errorf("fused operators %q: unknown name %q (want all, none, or a list of bn, act, dwconv, dwgrad, pack, adam)", s, name)
 		}
 	}
 	if f.Act && !f.BN {
@@ -76,7 +79,7 @@ func (f FusedSet) String() string {
 	for _, n := range []struct {
 		on   bool
 		name string
-	}{{f.BN, "bn"}, {f.Act, "act"}, {f.DWConv, "dwconv"}, {f.DWGrad, "dwgrad"}, {f.Pack, "pack"}} {
+	}{{f.BN, "bn"}, {f.Act, "act"}, {f.DWConv, "dwconv"}, {f.DWGrad, "dwgrad"}, {f.Pack, "pack"}, {f.Adam, "adam"}} {
 		if n.on {
 			names = append(names, n.name)
 		}
@@ -102,7 +105,7 @@ func FusedOps(p runtime.Provider, fp16 bool) (FusedSet, error) {
 
 // fusedSetOf is the set of fused operators cfg uses.
 func fusedSetOf(cfg step.Config) FusedSet {
-	return FusedSet{BN: cfg.FusedBN, Act: cfg.FusedActivation, DWConv: cfg.FusedDepthwise, DWGrad: cfg.DepthwiseWeightGrad == "fused", Pack: cfg.FusedPack}
+	return FusedSet{BN: cfg.FusedBN, Act: cfg.FusedActivation, DWConv: cfg.FusedDepthwise, DWGrad: cfg.DepthwiseWeightGrad == "fused", Pack: cfg.FusedPack, Adam: cfg.FusedAdam}
 }
 
 // UseFusedOps sets cfg to use the fused operators in f, leaving an explicitly chosen depthwise
@@ -112,6 +115,7 @@ func UseFusedOps(cfg *step.Config, f FusedSet) {
 	cfg.FusedActivation = f.Act
 	cfg.FusedDepthwise = f.DWConv
 	cfg.FusedPack = f.Pack
+	cfg.FusedAdam = f.Adam
 	if f.DWGrad && cfg.DepthwiseWeightGrad == "" {
 		cfg.DepthwiseWeightGrad = "fused"
 	}

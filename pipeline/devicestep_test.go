@@ -174,7 +174,7 @@ func TestFusedOpsStepOnCPU(t *testing.T) {
 func TestParseFusedSet(t *testing.T) {
 	for in, want := range map[string]FusedSet{
 		"": AllFused, "all": AllFused, "none": {}, "0": {},
-		"bn,dwgrad": {BN: true, DWGrad: true}, " bn , act ": {BN: true, Act: true}, "dwconv": {DWConv: true}, "pack,dwgrad": {DWGrad: true, Pack: true},
+		"bn,dwgrad": {BN: true, DWGrad: true}, " bn , act ": {BN: true, Act: true}, "dwconv": {DWConv: true}, "pack,dwgrad": {DWGrad: true, Pack: true}, "adam": {Adam: true},
 	} {
 		got, err := ParseFusedSet(in)
 		if err != nil || got != want {
@@ -289,4 +289,88 @@ func TestPackedStepMatchesUnpacked(t *testing.T) {
 	}
 	close("adam.m", got.M, want.M, 1.0/1024, 1e-6*gmax)
 	close("adam.v", got.V, want.V, 2.0/1024, 1e-12*gmax*gmax)
+}
+
+// TestFusedAdamStepMatches: the FP16 train step with the fused AdamW operator against the same
+// step with AdamW in ONNX operators (both with the packing operators, so both round alike),
+// bit for bit on the CPU provider: four steps, without and with gradient clipping, then
+// every state tensor; and a step whose gradients overflow keeps every state tensor in both.
+func TestFusedAdamStepMatches(t *testing.T) {
+	if err := runtime.Init(); err != nil {
+		t.Fatal(err)
+	}
+	for _, clip := range []float64{0, 0.5} {
+		cfg := DefaultTrainConfig()
+		cfg.Batch, cfg.Height, cfg.Width, cfg.Precision, cfg.ClipNorm = 2, 64, 96, "fp16", clip
+		var states [2]*State
+		var reports [2][]StepResult
+		for k, fused := range []bool{false, true} {
+			sc := cfg.StepConfig()
+			UseFusedOps(&sc, FusedSet{Pack: true, Adam: fused})
+			st, _ := NewState(sc.Arch, model.Init(sc.Arch, 5))
+			st.LossScale = 1024
+			dev, err := NewDeviceTrainSession(sc, runtime.DeviceOptions{Provider: runtime.ProviderCPU, IntraOpThreads: 2}, st)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := 0; i < 5; i++ {
+				if i == 2 { // this step's scaled gradients overflow float16: skipped, scale halved
+					if err := dev.Pull(st); err != nil {
+						t.Fatal(err)
+					}
+					st.LossScale = 1 << 40
+					if err := dev.Push(st); err != nil {
+						t.Fatal(err)
+					}
+				}
+				img, tgt := randomBatch(sc, uint64(30+i))
+				r, err := dev.Step(st, img, tgt, 2e-3)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if r.Skipped != (i == 2) {
+					t.Fatalf("fused %v, clip %v, step %d: skipped %v", fused, clip, i, r.Skipped)
+				}
+				reports[k] = append(reports[k], r)
+				if i == 2 {
+					if err := dev.Pull(st); err != nil {
+						t.Fatal(err)
+					}
+					st.LossScale = 512
+					if err := dev.Push(st); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			if err := dev.Pull(st); err != nil {
+				t.Fatal(err)
+			}
+			dev.Close()
+			states[k] = st
+		}
+		for i := range reports[0] {
+			a, b := reports[1][i], reports[0][i]
+			nan := math.IsNaN(float64(a.GradNorm)) && math.IsNaN(float64(b.GradNorm)) // the overflowing step's
+			if a.Loss != b.Loss || (a.GradNorm != b.GradNorm && !nan) {
+				t.Errorf("clip %v, step %d: fused loss %.9g grad norm %.9g, unfused %.9g %.9g", clip, i, a.Loss, a.GradNorm, b.Loss, b.GradNorm)
+			}
+		}
+		want, got := states[0], states[1]
+		same := func(what string, a, b []float32) {
+			t.Helper()
+			for i := range b {
+				if math.Float32bits(a[i]) != math.Float32bits(b[i]) {
+					t.Fatalf("clip %v: %s[%d]: fused %.9g, unfused %.9g", clip, what, i, a[i], b[i])
+				}
+			}
+		}
+		for _, p := range want.Arch.Params() {
+			same(p.Name, got.Weights.Tensors[p.Name], want.Weights.Tensors[p.Name])
+		}
+		same("adam.m", got.M, want.M)
+		same("adam.v", got.V, want.V)
+		if got.Step != want.Step || got.Step != 4 || got.LossScale != want.LossScale {
+			t.Errorf("clip %v: step %d, scale %g; unfused %d, %g", clip, got.Step, got.LossScale, want.Step, want.LossScale)
+		}
+	}
 }

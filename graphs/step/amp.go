@@ -16,15 +16,24 @@ type lossScaler struct {
 	cfg   LossScaling
 	scale *graphs.Value // the loss_scale input
 	found *graphs.Value // bool scalar: the gradients hold Inf or NaN (set by check)
+	inv   *graphs.Value // 1/scale, once built
 }
 
 func newLossScaler(g *graphs.Graph, c LossScaling) *lossScaler {
 	return &lossScaler{cfg: c, scale: g.Input(InputLossScale, graphs.Float, graphs.Shape{})}
 }
 
+// inverse is the loss scale's reciprocal (one node, however often asked for).
+func (s *lossScaler) inverse() *graphs.Value {
+	if s.inv == nil {
+		s.inv = graphs.Reciprocal(s.scale)
+	}
+	return s.inv
+}
+
 // unscale divides float32 gradients by the loss scale.
 func (s *lossScaler) unscale(grad *graphs.Value) *graphs.Value {
-	return graphs.Mul(grad, graphs.Reciprocal(s.scale))
+	return graphs.Mul(grad, s.inverse())
 }
 
 // check flags non-finite gradients from the sum of squares of all unscaled gradients (an Inf

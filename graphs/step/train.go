@@ -57,6 +57,13 @@ type Config struct {
 	// the forward its float16 weights straight from the packed parameters (packedSource); like
 	// FusedBN it needs CustomOps sessions. The results are the same bit for bit.
 	FusedPack bool
+	// FusedAdam (FP16 only) runs AdamW as our operator (graphs.AdamW): one pass over
+	// parameters, gradients and moments instead of about twenty element-wise nodes, with the
+	// loss scale's reciprocal, the clipping factor and the skip on overflow folded in. The
+	// results are the same bit for bit while the loss scale is a power of two (as dynamic loss
+	// scaling keeps it from its default start). Not with Masked, whose steps keep ONNX
+	// operators. Needs CustomOps sessions.
+	FusedAdam bool
 	// NCHWcBlock > 0 builds the float32 depthwise convolutions of the train and eval steps on
 	// ONNX Runtime's blocked CPU kernels with that block size (graphs.Graph.NCHWcBlock), for
 	// in-process CPU sessions only: such graphs are not standard ONNX. 0 leaves the choice to
@@ -132,7 +139,7 @@ func (s *inputSource) Param(g *graphs.Graph, spec model.ParamSpec) *graphs.Value
 // CustomOps reports whether the step's graphs use our operators (CardsegDomain), so that
 // sessions for them need runtime.DeviceOptions.CustomOps.
 func (c Config) CustomOps() bool {
-	return c.FusedBN || c.FusedDepthwise || c.FusedPack || c.DepthwiseWeightGrad == "fused"
+	return c.FusedBN || c.FusedDepthwise || c.FusedPack || c.FusedAdam || c.DepthwiseWeightGrad == "fused"
 }
 
 func (c Config) validate() error {
@@ -157,8 +164,8 @@ func (c Config) validate() error {
 	if (c.FusedBN || c.FusedDepthwise) && !c.FP16 {
 		return fmt.Errorf("step: fused batch norm and depthwise convolutions are for the FP16 step only (the operators take float16)")
 	}
-	if c.FusedPack && !c.FP16 {
-		return fmt.Errorf("step: the packing operators are for the FP16 step only")
+	if (c.FusedPack || c.FusedAdam) && !c.FP16 {
+		return fmt.Errorf("step: the packing and AdamW operators are for the FP16 step only")
 	}
 	if l := c.LossScale.WithDefaults(); c.FP16 && !(l.Init > 0 && l.Growth >= 1 && l.Backoff > 0 && l.Backoff < 1 && l.Interval >= 1) {
 		return fmt.Errorf("step: loss scaling %+v: want init > 0, growth >= 1, 0 < backoff < 1, interval >= 1", l)
@@ -195,8 +202,12 @@ func TrainStep(c Config) (*graphs.Graph, error) {
 		// elementwise ops instead of a dozen per tensor. The layout is a [P/8, 8] matrix
 		// rather than a [P] vector for the CUDA provider's sake (rowLayout).
 		layout := fb.layout
+		// The fused AdamW multiplies the gradients by the loss scale's reciprocal (and the
+		// clipping factor) itself; their sum of squares is then taken before it, times the
+		// reciprocal squared: the same, bit for bit, for a power-of-two scale.
+		fusedAdam := c.FusedAdam && !c.Masked && fb.scaler != nil
 		flatGrad := layout.pack(grads)
-		if fb.scaler != nil {
+		if fb.scaler != nil && !fusedAdam {
 			flatGrad = fb.scaler.unscale(flatGrad)
 		}
 		flatParam := fb.packedParams
@@ -210,6 +221,11 @@ func TrainStep(c Config) (*graphs.Graph, error) {
 			flatGrad = graphs.Mul(flatGrad, mask)
 		}
 		sumSq := graphs.ReduceSum(graphs.Mul(flatGrad, flatGrad), false)
+		var gscale *graphs.Value // the fused AdamW's gradient factor
+		if fusedAdam {
+			gscale = fb.scaler.inverse()
+			sumSq = graphs.Mul(sumSq, graphs.Mul(gscale, gscale))
+		}
 		norm := graphs.Sqrt(sumSq)
 		g.Output(OutGradNorm, norm)
 		keep := func(old, updated *graphs.Value) *graphs.Value { return updated }
@@ -221,18 +237,33 @@ func TrainStep(c Config) (*graphs.Graph, error) {
 			// torch: coef = max_norm / (norm + 1e-6), applied only when below 1.
 			coef := graphs.Div(graphs.Scalar(g, c.ClipNorm), graphs.Add(norm, graphs.Scalar(g, 1e-6)))
 			coef = graphs.Where(graphs.Less(coef, graphs.Scalar(g, 1)), coef, graphs.Scalar(g, 1))
-			flatGrad = graphs.Mul(flatGrad, coef)
+			if fusedAdam {
+				gscale = graphs.Mul(gscale, coef)
+			} else {
+				flatGrad = graphs.Mul(flatGrad, coef)
+			}
 		}
 		opt := newAdamW(g, c.Adam, lr, stepN)
-		m := layout.fromFlat(g.Input(InputMomentM, graphs.Float, graphs.Shape{total}))
-		v := layout.fromFlat(g.Input(InputMomentV, graphs.Float, graphs.Shape{total}))
-		p2, m2, v2 := opt.update(flatParam, flatGrad, m, v)
-		if mask != nil {
-			p2 = graphs.Mul(p2, mask)
+		mFlat := g.Input(InputMomentM, graphs.Float, graphs.Shape{total})
+		vFlat := g.Input(InputMomentV, graphs.Float, graphs.Shape{total})
+		var p2 *graphs.Value
+		if fusedAdam {
+			var m2, v2 *graphs.Value
+			p2, m2, v2 = graphs.AdamW(flatParam, flatGrad, mFlat, vFlat, opt.decay, opt.stepSize, opt.invSqBC2, gscale, fb.scaler.found,
+				c.Adam.Beta1, c.Adam.Beta2, c.Adam.Eps)
+			g.Output(Next(InputMomentM), m2)
+			g.Output(Next(InputMomentV), v2)
+		} else {
+			m, v := layout.fromFlat(mFlat), layout.fromFlat(vFlat)
+			var m2, v2 *graphs.Value
+			p2, m2, v2 = opt.update(flatParam, flatGrad, m, v)
+			if mask != nil {
+				p2 = graphs.Mul(p2, mask)
+			}
+			p2, m2, v2 = keep(flatParam, p2), keep(m, m2), keep(v, v2)
+			g.Output(Next(InputMomentM), layout.toFlat(m2))
+			g.Output(Next(InputMomentV), layout.toFlat(v2))
 		}
-		p2, m2, v2 = keep(flatParam, p2), keep(m, m2), keep(v, v2)
-		g.Output(Next(InputMomentM), layout.toFlat(m2))
-		g.Output(Next(InputMomentV), layout.toFlat(v2))
 		for i, piece := range layout.unpack(p2) {
 			g.Output(Next(trainable[i].Name), piece)
 		}

@@ -25,7 +25,7 @@ func TestNetworkOperators(t *testing.T) {
 		}
 	}
 	cfg := step.Config{Arch: model.MobileNetV3Large(1, 2), Batch: n, Height: h, Width: w, Loss: step.DefaultLoss, Adam: step.DefaultAdamW,
-		FP16: true, FusedBN: true, FusedActivation: true, FusedDepthwise: true, DepthwiseWeightGrad: "fused", FusedPack: true}
+		FP16: true, FusedBN: true, FusedActivation: true, FusedDepthwise: true, DepthwiseWeightGrad: "fused", FusedPack: true, FusedAdam: true}
 	g, err := step.TrainStep(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -58,7 +58,7 @@ func networkOperators(t *testing.T, g *graphs.Graph) {
 		runNode(t, r, nd)
 	}
 	for _, op := range []string{"BatchNormTrain16", "BatchNormTrain16Grad", "DepthwiseConv16", "DepthwiseConvGrad16", "DepthwiseWeightGrad16",
-		"PackRows", "UnpackRows", "UnpackRows16"} {
+		"PackRows", "UnpackRows", "UnpackRows16", "AdamW"} {
 		if ops[op] == 0 {
 			t.Errorf("no %s node in the FP16 train step", op)
 		}
@@ -139,6 +139,8 @@ func runNode(t *testing.T, r *rand.Rand, nd *graphs.Node) {
 		compareDWConv(t, name, g, grad, in, halves(r, g.C*g.K*g.K, 0, 0.5))
 	case "PackRows", "UnpackRows", "UnpackRows16":
 		comparePacking(t, r, name, nd)
+	case "AdamW":
+		compareAdamW(t, r, name, nd)
 	default:
 		t.Errorf("%s: an ai.cardseg operator this test does not know", name)
 	}
@@ -187,6 +189,30 @@ func comparePacking(t *testing.T, r *rand.Rand, name string, nd *graphs.Node) {
 	for j := range cpu {
 		if !slices.Equal(cpu[j].Half, gpu[j].Half) || firstDiff(cpu[j].Float, gpu[j].Float) >= 0 {
 			t.Errorf("%s: output %d differs", name, j)
+		}
+	}
+}
+
+// compareAdamW runs the AdamW node on random parameters, gradients and moments of its shapes,
+// stepping and skipping, through the emulated kernel and the CPU kernel: the same bits.
+func compareAdamW(t *testing.T, r *rand.Rand, name string, nd *graphs.Node) {
+	t.Helper()
+	total, P := int(nd.Inputs[0].Shape().Size()), int(nd.Inputs[2].Shape().Size())
+	a := Adam{P: floats(r, total, -1, 1), G: floats(r, total, -1e-2, 1e-2), M: floats(r, P, -1e-3, 1e-3), V: floats(r, P, 0, 1e-5),
+		Scalars: [4]float32{0.99999, 3e-3, 1.2, 1.0 / 65536}, Beta1: attrFloat(t, nd, "beta1"), Beta2: attrFloat(t, nd, "beta2"),
+		Eps: attrFloat(t, nd, "epsilon")}
+	for _, skip := range []bool{false, true} {
+		a.Skip = skip
+		cp, cm, cv, err := AdamW(CPU, a)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		gp, gm, gv, err := AdamW(GPU, a)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if firstDiff(gp, cp) >= 0 || firstDiff(gm, cm) >= 0 || firstDiff(gv, cv) >= 0 {
+			t.Errorf("%s (skip %v): the emulated kernel and the CPU kernel differ", name, skip)
 		}
 	}
 }
