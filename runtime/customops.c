@@ -20,6 +20,9 @@
 //   AdamW(p f32 [rows, 8], g f32 [rows, 8], m f32 [P], v f32 [P], decay, step_size, inv_sq_bc2,
 //       gscale f32 [], skip bool []) -> p f32 [rows, 8], m f32 [P], v f32 [P]: AdamW on the
 //       packed parameters in one pass (kernels/bn.cu's adamw)
+//   SegLoss16(z f16 [N,K,H,W], y i64 [N,H,W]) -> ce, inter, p, t, pixels f32 [N], scratch f32
+//       [N·splits·5]: the per-image sums of the segmentation loss (graphs/step's SegLoss)
+//   SegLoss16Grad(z, y, dce, dinter, dp f32 [N]) -> dz f16 [N,K,H,W]
 // Attributes: epsilon (float; batch norm), activation (int; batch norm: 0 none, 1 ReLU,
 // 2 HardSwish, applied after it and differentiated at the recomputed pre-activation); kh, kw,
 // stride_h, stride_w, dilation_h, dilation_w, pad_top, pad_left (ints; depthwise ops), out_h,
@@ -79,7 +82,7 @@ struct OrtCustomOp {
   void* ReleaseAliasMap;
 };
 
-enum { T_UNDEFINED = 0, T_FLOAT = 1, T_BOOL = 9, T_FLOAT16 = 10, ORT_FAIL_CODE = 1 };
+enum { T_UNDEFINED = 0, T_FLOAT = 1, T_INT64 = 7, T_BOOL = 9, T_FLOAT16 = 10, ORT_FAIL_CODE = 1 };
 enum { IO_REQUIRED = 0, IO_VARIADIC = 2 };
 
 static void* const* api;  // set by ortc_custom_ops from ortc.c's table
@@ -582,6 +585,65 @@ static OrtStatus* adamw(void* kp, OrtKernelContext* ctx) {
   return NULL;
 }
 
+// ---- SegLoss16 and SegLoss16Grad ----
+
+// seg_dims checks logits z [N,K,H,W] and labels y [N,H,W].
+static OrtStatus* seg_dims(const char* op, const Tensor* z, const Tensor* y, int* N, int* K, int* HW) {
+  if (z->rank != 4 || y->rank != 3 || y->dims[0] != z->dims[0] || y->dims[1] != z->dims[2] || y->dims[2] != z->dims[3] || y->type != T_INT64)
+    return fail("%s: want logits [N,K,H,W] and int64 labels [N,H,W]", op);
+  int64_t hw = z->dims[2] * z->dims[3];
+  if (z->dims[1] < 2 || z->dims[0] < 1 || z->dims[0] > 65535 || hw < 1 || z->dims[0] * hw > 0x7fffffff)
+    return fail("%s: logits [%lld,%lld,%lld,%lld] outside the kernels' range (2 classes or more)", op, (long long)z->dims[0],
+                (long long)z->dims[1], (long long)z->dims[2], (long long)z->dims[3]);
+  *N = (int)z->dims[0], *K = (int)z->dims[1], *HW = (int)hw;
+  return NULL;
+}
+
+static OrtStatus* seg_loss(void* kp, OrtKernelContext* ctx) {
+  const Kernel* k = kp;
+  const char* op = "SegLoss16";
+  Tensor z, y;
+  OrtStatus* st;
+  int N, K, HW;
+  if ((st = input(ctx, 0, &z)) || (st = input(ctx, 1, &y)) || (st = seg_dims(op, &z, &y, &N, &K, &HW))) return st;
+  if (k->splits < 1 || k->splits > HW) return fail("%s: splits %lld for images of %d pixels", op, (long long)k->splits, HW);
+  int64_t n = N, pdim = (int64_t)N * k->splits * 5;
+  void* out[6];
+  for (int i = 0; i < 5; i++)
+    if ((st = output(ctx, (size_t)i, &n, 1, &out[i]))) return st;
+  if ((st = output(ctx, 5, &pdim, 1, &out[5]))) return st;
+  if (k->cuda) {
+    Launch l = {0};
+    if ((st = cuda_stream(ctx, &l.stream))) return st;
+    return launched(&l, k_seg_loss(drv_launch, &l, z.data, y.data, out[0], out[1], out[2], out[3], out[4], out[5], N, K, HW, (int)k->splits));
+  }
+  memset(out[5], 0, (size_t)pdim * sizeof(float));
+  cpu_seg_parts(z.data, y.data, out[0], out[1], out[2], out[3], out[4], N, K, HW);
+  return NULL;
+}
+
+static OrtStatus* seg_loss_grad(void* kp, OrtKernelContext* ctx) {
+  const Kernel* k = kp;
+  const char* op = "SegLoss16Grad";
+  Tensor z, y, d[3];
+  OrtStatus* st;
+  int N, K, HW;
+  if ((st = input(ctx, 0, &z)) || (st = input(ctx, 1, &y)) || (st = seg_dims(op, &z, &y, &N, &K, &HW))) return st;
+  for (int i = 0; i < 3; i++) {
+    if ((st = input(ctx, (size_t)(2 + i), &d[i]))) return st;
+    if ((st = channels(op, "a sum's gradient", &d[i], N))) return st;
+  }
+  void* dz;
+  if ((st = output(ctx, 0, z.dims, 4, &dz))) return st;
+  if (k->cuda) {
+    Launch l = {0};
+    if ((st = cuda_stream(ctx, &l.stream))) return st;
+    return launched(&l, k_seg_grad(drv_launch, &l, z.data, y.data, d[0].data, d[1].data, d[2].data, dz, N, K, HW));
+  }
+  cpu_seg_grad(z.data, y.data, d[0].data, d[1].data, d[2].data, dz, N, K, HW);
+  return NULL;
+}
+
 // ---- OrtCustomOp plumbing ----
 
 static void destroy(void* kp) {
@@ -598,14 +660,16 @@ static OrtStatus* create_kernel(const OrtCustomOp* op, const void* api_unused, c
   const char* name = op->GetName(op);
   int dw = strcmp(name, "DepthwiseWeightGrad16") == 0, fwd = strcmp(name, "DepthwiseConv16") == 0,
       dgrad = strcmp(name, "DepthwiseConvGrad16") == 0, pack = strcmp(name, "PackRows") == 0, unpack = strncmp(name, "UnpackRows", 10) == 0,
-      adam = strcmp(name, "AdamW") == 0;
+      adam = strcmp(name, "AdamW") == 0, seg = strcmp(name, "SegLoss16") == 0, seggrad = strcmp(name, "SegLoss16Grad") == 0;
   Kernel* k = calloc(1, sizeof(Kernel));
   if (k == NULL) return fail("%s: out of memory", name);
   k->cuda = cuda;
   OrtStatus* (*gf)(const OrtKernelInfo*, const char*, float*) = SLOT(KernelInfoGetAttribute_float);
   OrtStatus* (*gi)(const OrtKernelInfo*, const char*, int64_t*) = SLOT(KernelInfoGetAttribute_int64);
   OrtStatus* st = NULL;
-  if (adam) {
+  if (seg || seggrad) {
+    // (SegLoss16's splits is read below)
+  } else if (adam) {
     st = gf(info, "beta1", &k->beta1);
     if (!st) st = gf(info, "beta2", &k->beta2);
     if (!st) st = gf(info, "epsilon", &k->eps);
@@ -630,7 +694,7 @@ static OrtStatus* create_kernel(const OrtCustomOp* op, const void* api_unused, c
     if (!st) st = gi(info, "activation", &k->act);
     if (!st && (k->act < 0 || k->act > 2)) st = fail("%s: activation %lld (0 none, 1 ReLU, 2 HardSwish)", op->GetName(op), (long long)k->act);
   }
-  if (!st && !fwd && !dgrad && !pack && !unpack && !adam) st = gi(info, "splits", &k->splits);
+  if (!st && !fwd && !dgrad && !pack && !unpack && !adam && !seggrad) st = gi(info, "splits", &k->splits);
   if (st) {
     destroy(k);
     return st;
@@ -686,6 +750,12 @@ static const char* name_adamw(const OrtCustomOp* op) { (void)op; return "AdamW";
 static int in_adamw(const OrtCustomOp* op, size_t i) { (void)op; return i == 8 ? T_BOOL : T_FLOAT; }
 static size_t nin_adamw(const OrtCustomOp* op) { (void)op; return 9; }
 static size_t three(const OrtCustomOp* op) { (void)op; return 3; }
+// SegLoss16: z f16, y i64 -> five sums and scratch f32; SegLoss16Grad: z, y, three f32 -> dz f16.
+static const char* name_seg(const OrtCustomOp* op) { (void)op; return "SegLoss16"; }
+static const char* name_seggrad(const OrtCustomOp* op) { (void)op; return "SegLoss16Grad"; }
+static int in_seg(const OrtCustomOp* op, size_t i) { (void)op; return i == 0 ? T_FLOAT16 : i == 1 ? T_INT64 : T_FLOAT; }
+static size_t five(const OrtCustomOp* op) { (void)op; return 5; }
+static size_t six(const OrtCustomOp* op) { (void)op; return 6; }
 
 #define OP(ep, create, name, in, nin, out, nout, compute)                                                  \
   {                                                                                                       \
@@ -730,6 +800,10 @@ static OrtCustomOp ops[] = {
     VAROP(ep_cuda, create_cuda, name_unpack16, all_f32, all_f16, required, variadic, unpack_rows),
     OP(ep_cpu, create_cpu, name_adamw, in_adamw, nin_adamw, all_f32, three, adamw),
     OP(ep_cuda, create_cuda, name_adamw, in_adamw, nin_adamw, all_f32, three, adamw),
+    OP(ep_cpu, create_cpu, name_seg, in_seg, two, all_f32, six, seg_loss),
+    OP(ep_cuda, create_cuda, name_seg, in_seg, two, all_f32, six, seg_loss),
+    OP(ep_cpu, create_cpu, name_seggrad, in_seg, five, all_f16, one, seg_loss_grad),
+    OP(ep_cuda, create_cuda, name_seggrad, in_seg, five, all_f16, one, seg_loss_grad),
 };
 
 static OrtCustomOpDomain* domain;  // one for the process: sessions keep pointers into it

@@ -179,7 +179,9 @@ func adamModel(t *testing.T, rows, P int64) []byte {
 	})
 }
 
-func runAdam(t *testing.T, m []byte, p runtime.Provider, in map[string]*runtime.Tensor) map[string]*runtime.Tensor {
+// runOnce runs a model once on provider p (our operators registered; on CUDA, none may fall
+// back to the CPU).
+func runOnce(t *testing.T, m []byte, p runtime.Provider, in map[string]*runtime.Tensor) map[string]*runtime.Tensor {
 	t.Helper()
 	opts := runtime.DeviceOptions{Provider: p, CustomOps: true}
 	if p == runtime.ProviderCUDA {
@@ -218,7 +220,7 @@ func TestFusedAdamWModel(t *testing.T) {
 			"decay": runtime.MustNew([]int64{}, []float32{1}), "step_size": runtime.MustNew([]int64{}, []float32{1e-3 / 0.1}),
 			"inv_sq_bc2": runtime.MustNew([]int64{}, []float32{1 / float32(math.Sqrt(0.001))}),
 			"gscale":     runtime.MustNew([]int64{}, []float32{1.0 / 1024}), "skip": runtime.MustNew([]int64{}, []float32{skip})}
-		out := runAdam(t, m, runtime.ProviderCPU, in)
+		out := runOnce(t, m, runtime.ProviderCPU, in)
 		p2, m2 := runtime.Data[float32](out["p2"]), runtime.Data[float32](out["m2"])
 		for i := range p {
 			d := math.Abs(float64(p2[i] - p[i]))
@@ -266,10 +268,86 @@ func TestFusedAdamWCUDA(t *testing.T) {
 		}
 		res := map[runtime.Provider]map[string]*runtime.Tensor{}
 		for _, p := range []runtime.Provider{runtime.ProviderCPU, runtime.ProviderCUDA} {
-			res[p] = runAdam(t, m, p, in)
+			res[p] = runOnce(t, m, p, in)
 		}
 		for _, k := range []string{"p2", "m2", "v2"} {
 			sameBits(t, fmt.Sprintf("skip %v: CUDA %s", skip, k), runtime.Data[float32](res[runtime.ProviderCUDA][k]), runtime.Data[float32](res[runtime.ProviderCPU][k]))
 		}
 	}
+}
+
+// segLossModel: SegLoss16 and SegLoss16Grad on z (float32 input cast to float16) [n,2,h,w] and
+// labels y, with the sums' gradients as inputs dce, dinter, dp; outputs the five sums and dz
+// (as float32).
+func segLossModel(t *testing.T, n, h, w int64) []byte {
+	g := graphs.New("segloss")
+	return buildModel(t, g, func() error {
+		z := graphs.Cast(g.Input("z", graphs.Float, graphs.Shape{n, 2, h, w}), graphs.Float16)
+		y := g.Input("y", graphs.Int64, graphs.Shape{n, h, w})
+		ce, inter, p, tt, pix := graphs.SegLoss16(z, y)
+		for i, v := range []*graphs.Value{ce, inter, p, tt, pix} {
+			g.Output(fmt.Sprintf("s%d", i), v)
+		}
+		d := func(name string) *graphs.Value { return g.Input(name, graphs.Float, graphs.Shape{n}) }
+		g.Output("dz", graphs.Cast(graphs.SegLoss16Grad(z, y, d("dce"), d("dinter"), d("dp")), graphs.Float))
+		return nil
+	})
+}
+
+func segLossInputs(n, h, w int64, seed uint64) map[string]*runtime.Tensor {
+	r := rand.New(rand.NewPCG(seed, 5))
+	z := make([]float32, n*2*h*w)
+	for i := range z {
+		z[i] = float32(3 * r.NormFloat64())
+	}
+	y := make([]int64, n*h*w)
+	for i := range y {
+		y[i] = int64(r.IntN(2))
+	}
+	y[3] = 2 // no class
+	d := func(v float32) *runtime.Tensor {
+		s := make([]float32, n)
+		for i := range s {
+			s[i] = v * float32(i+1)
+		}
+		return runtime.MustNew([]int64{n}, s)
+	}
+	return map[string]*runtime.Tensor{"z": runtime.MustNew([]int64{n, 2, h, w}, z), "y": runtime.MustNew([]int64{n, h, w}, y),
+		"dce": d(0.7), "dinter": d(-1.5), "dp": d(0.3)}
+}
+
+// TestFusedSegLossModel: the loss operators in ONNX Runtime (CPU kernels): the pixel counts
+// leave out the one label that is no class, and the class-1 gradient is the negative of the
+// class-0 one wherever the label is a class (softmax over two classes).
+func TestFusedSegLossModel(t *testing.T) {
+	const n, h, w = 2, 6, 10
+	out := runOnce(t, segLossModel(t, n, h, w), runtime.ProviderCPU, segLossInputs(n, h, w, 1))
+	if pix := runtime.Data[float32](out["s4"]); pix[0] != h*w-1 || pix[1] != h*w {
+		t.Errorf("pixels %v, want [%d %d]", pix, h*w-1, h*w)
+	}
+	dz := runtime.Data[float32](out["dz"])
+	for i := 0; i < h*w; i++ {
+		if i != 3 && math.Abs(float64(dz[i]+dz[h*w+i])) > 2e-3*math.Abs(float64(dz[i]))+1e-6 {
+			t.Fatalf("pixel %d: dz %g and %g do not cancel", i, dz[i], dz[h*w+i])
+		}
+	}
+}
+
+// TestFusedSegLossCUDA: the loss operators' CUDA kernels against their CPU kernels (sums in
+// double there; exp and log through the GPU's special-function unit).
+func TestFusedSegLossCUDA(t *testing.T) {
+	if err := runtime.Init(); err != nil {
+		t.Fatal(err)
+	}
+	if r := runtime.CheckCUDA(); !r.Usable {
+		t.Skip("no usable CUDA: " + r.Problem)
+	}
+	const n, h, w = 8, 480, 640
+	m, in := segLossModel(t, n, h, w), segLossInputs(n, h, w, 2)
+	cpu, cuda := runOnce(t, m, runtime.ProviderCPU, in), runOnce(t, m, runtime.ProviderCUDA, in)
+	for i := 0; i < 5; i++ {
+		k := fmt.Sprintf("s%d", i)
+		closeTo(t, "CUDA sum "+k, runtime.Data[float32](cuda[k]), runtime.Data[float32](cpu[k]), 1e-5)
+	}
+	closeTo(t, "CUDA dz", runtime.Data[float32](cuda["dz"]), runtime.Data[float32](cpu["dz"]), 2e-3)
 }

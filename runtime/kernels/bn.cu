@@ -58,6 +58,18 @@ INLINE float add_rn(float a, float b) {
   return r;
 }
 INLINE float div_rn(float a, float b) { return __nvvm_div_rn_f(a, b); }
+// exp and log through the special-function unit (no libdevice here): relative error about
+// 2^-22, ample for the loss.
+INLINE float exp_f(float x) {
+  float r;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x * 1.4426950408889634f));
+  return r;
+}
+INLINE float log_f(float x) {
+  float r;
+  asm("lg2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));
+  return r * 0.6931471805599453f;
+}
 INLINE void sync_block() { __syncthreads(); }
 // shfl_down: lane l gets lane l+off's v (its own where l+off ≥ 32); all 32 lanes take part.
 INLINE float shfl_down(float v, int off) { return __nvvm_shfl_sync_down_f32(0xffffffffu, v, off, 0x1f); }
@@ -80,6 +92,8 @@ INLINE float sqrt_rn(float x) { return sqrtf(x); }
 INLINE float mul_rn(float a, float b) { return a * b; }
 INLINE float add_rn(float a, float b) { return a + b; }
 INLINE float div_rn(float a, float b) { return a / b; }
+INLINE float exp_f(float x) { return expf(x); }
+INLINE float log_f(float x) { return logf(x); }
 INLINE void sync_block() { emu_sync(); }
 INLINE float shfl_down(float v, int off) { return emu_shfl_down(v, off); }
 #endif
@@ -959,6 +973,95 @@ extern "C" __global__ void adamw(const float* p, const float* g, const float* m,
     if (i < P) {
       m2[i] = mn;
       v2[i] = vn;
+    }
+  }
+}
+
+// ---- the segmentation loss: cross-entropy and soft Dice, forward and backward ----
+//
+// On float16 logits z [N,K,HW] and int64 labels y [N,HW]: per image, the sums graphs/step's
+// SegLoss builds the loss from (the cross-entropy −log softmax at the label, p·t, p and t for
+// p = softmax of class 1 and t = [y = 1], and the pixels whose label is a class), and the
+// gradient of the loss with respect to z given the gradients of those sums. Softmax in float32
+// around the pixel's largest logit.
+
+// seg_pixel: the log-sum-exp of pixel i's logits and its class-1 probability.
+INLINE void seg_pixel(const u16* z, int K, int HW, int i, float* lse, float* p1) {
+  float m = h2f(z[i]);
+  for (int k = 1; k < K; k++) {
+    float v = h2f(z[(long)k * HW + i]);
+    m = v > m ? v : m;
+  }
+  float s = 0;
+  for (int k = 0; k < K; k++) s += exp_f(h2f(z[(long)k * HW + i]) - m);
+  *lse = m + log_f(s);
+  *p1 = K > 1 ? exp_f(h2f(z[(long)HW + i]) - *lse) : 0.0f;
+}
+
+// seg_partial: grid (S, N). part[(n·S + s)·5 + j], j = cross-entropy, p·t, p, t, pixels, over
+// block s's slice of image n.
+extern "C" __global__ void seg_partial(const u16* z, const long long* y, float* part, int K, int HW) {
+  int n = (int)by(), lo, hi;
+  slice(HW, &lo, &hi);
+  const u16* zn = z + (long)n * K * HW;
+  const long long* yn = y + (long)n * HW;
+  float ce = 0, inter = 0, ps = 0, ts = 0, pix = 0;
+  for (int i = lo + (int)tid(); i < hi; i += THREADS) {
+    long long lab = yn[i];
+    float lse, p1;
+    seg_pixel(zn, K, HW, i, &lse, &p1);
+    if (lab >= 0 && lab < K) {
+      ce += lse - h2f(zn[lab * HW + i]);
+      pix += 1;
+    }
+    float t = lab == 1 ? 1.0f : 0.0f;
+    inter += p1 * t;
+    ps += p1;
+    ts += t;
+  }
+  block_sum2(&ce, &inter);
+  block_sum2(&ps, &ts);
+  float unused = 0;
+  block_sum2(&pix, &unused);
+  if (tid() == 0) {
+    float* o = part + ((long)n * nbx() + bx()) * 5;
+    o[0] = ce;
+    o[1] = inter;
+    o[2] = ps;
+    o[3] = ts;
+    o[4] = pix;
+  }
+}
+
+// seg_finish: one block; out_j[n] = Σ_s part[(n·S + s)·5 + j] in order.
+extern "C" __global__ void seg_finish(const float* part, float* ce, float* inter, float* ps, float* ts, float* pix, int N, int S) {
+  for (int q = (int)tid(); q < N * 5; q += THREADS) {
+    int n = q / 5, j = q % 5;
+    float sum = 0;
+    for (int s = 0; s < S; s++) sum += part[((long)n * S + s) * 5 + j];
+    float* out = j == 0 ? ce : j == 1 ? inter : j == 2 ? ps : j == 3 ? ts : pix;
+    out[n] = sum;
+  }
+}
+
+// seg_grad: dz[n,k,i] = dce[n]·(softmax_k − [y = k]) (0 where y is no class) +
+// (dinter[n]·t + dp[n])·p·([k = 1] − softmax_k), over the N·HW pixels (grid-stride).
+extern "C" __global__ void seg_grad(const u16* z, const long long* y, const float* dce, const float* dinter, const float* dp, u16* dz,
+                                    int K, int HW, unsigned total) {
+  unsigned step = nbx() * THREADS;
+  for (unsigned item = bx() * THREADS + tid(); item < total; item += step) {
+    int n = (int)(item / (unsigned)HW), i = (int)(item % (unsigned)HW);
+    const u16* zn = z + (long)n * K * HW;
+    u16* dn = dz + (long)n * K * HW;
+    long long lab = y[item];
+    float lse, p1;
+    seg_pixel(zn, K, HW, i, &lse, &p1);
+    float cce = lab >= 0 && lab < K ? dce[n] : 0.0f;
+    float cp = (lab == 1 ? dinter[n] : 0.0f) + dp[n];
+    for (int k = 0; k < K; k++) {
+      float sk = exp_f(h2f(zn[(long)k * HW + i]) - lse);
+      float g = cce * (sk - (lab == k ? 1.0f : 0.0f)) + cp * p1 * ((k == 1 ? 1.0f : 0.0f) - sk);
+      dn[(long)k * HW + i] = f2h(g);
     }
   }
 }

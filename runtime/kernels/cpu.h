@@ -240,3 +240,60 @@ static void cpu_adamw(const float* p, const float* g, const float* m, const floa
     }
   }
 }
+
+// ---- the segmentation loss (bn.cu's seg_*, in double) ----
+
+static void cpu_seg_pixel(const uint16_t* zn, int K, int64_t HW, int64_t i, double* lse, double* p1) {
+  double m = half_to_float(zn[i]);
+  for (int k = 1; k < K; k++) {
+    double v = half_to_float(zn[k * HW + i]);
+    m = v > m ? v : m;
+  }
+  double s = 0;
+  for (int k = 0; k < K; k++) s += exp(half_to_float(zn[k * HW + i]) - m);
+  *lse = m + log(s);
+  *p1 = K > 1 ? exp(half_to_float(zn[HW + i]) - *lse) : 0.0;
+}
+
+// cpu_seg_parts: per image n, ce[n] = Σ −log softmax at the label, inter[n] = Σ p·t, ps[n] = Σ p,
+// ts[n] = Σ t, pix[n] = pixels whose label is a class.
+static void cpu_seg_parts(const uint16_t* z, const int64_t* y, float* ce, float* inter, float* ps, float* ts, float* pix, int N, int K,
+                          int64_t HW) {
+  for (int n = 0; n < N; n++) {
+    const uint16_t* zn = z + (int64_t)n * K * HW;
+    double a[5] = {0, 0, 0, 0, 0};
+    for (int64_t i = 0; i < HW; i++) {
+      int64_t lab = y[n * HW + i];
+      double lse, p1;
+      cpu_seg_pixel(zn, K, HW, i, &lse, &p1);
+      if (lab >= 0 && lab < K) {
+        a[0] += lse - half_to_float(zn[lab * HW + i]);
+        a[4] += 1;
+      }
+      double t = lab == 1;
+      a[1] += p1 * t;
+      a[2] += p1;
+      a[3] += t;
+    }
+    ce[n] = (float)a[0], inter[n] = (float)a[1], ps[n] = (float)a[2], ts[n] = (float)a[3], pix[n] = (float)a[4];
+  }
+}
+
+// cpu_seg_grad: the loss's gradient with respect to z given those of ce, inter and ps.
+static void cpu_seg_grad(const uint16_t* z, const int64_t* y, const float* dce, const float* dinter, const float* dp, uint16_t* dz, int N,
+                         int K, int64_t HW) {
+  for (int n = 0; n < N; n++) {
+    const uint16_t* zn = z + (int64_t)n * K * HW;
+    uint16_t* dn = dz + (int64_t)n * K * HW;
+    for (int64_t i = 0; i < HW; i++) {
+      int64_t lab = y[n * HW + i];
+      double lse, p1;
+      cpu_seg_pixel(zn, K, HW, i, &lse, &p1);
+      double cce = lab >= 0 && lab < K ? dce[n] : 0.0, cp = (lab == 1 ? dinter[n] : 0.0) + dp[n];
+      for (int k = 0; k < K; k++) {
+        double sk = exp(half_to_float(zn[k * HW + i]) - lse);
+        dn[k * HW + i] = float_to_half((float)(cce * (sk - (lab == k)) + cp * p1 * ((k == 1) - sk)));
+      }
+    }
+  }
+}

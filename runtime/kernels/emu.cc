@@ -206,11 +206,11 @@ void run_block() {
 
 // The kernels' parameter counts, and which meet at barriers (they need coroutines).
 const int nparams[KF_COUNT] = {5,  8,  10, 12, 7,  14, 15, 15, 5,  14, 14, 14, 14, 5,  14, 12, 17, 12,
-                               12, 12, 12, 12, 12, 12, 12, 12, 12, 11, 11, 11, 11, 11, 12, 15, 2,  2,  17};
+                               12, 12, 12, 12, 12, 12, 12, 12, 12, 11, 11, 11, 11, 11, 12, 15, 2,  2,  17, 5,  8,  9};
 const bool barrier_kernels[KF_COUNT] = {true,  false, false, true,  false, false, true,  true,  false, false, false, false,
                                         false, true,  true,  true,  true,  false, false, false, false, false, false, false,
                                         false, false, false, true,  true,  true,  true,  true,  true,  true,
-                                        false, false, false};
+                                        false, false, false, true,  false, false};
 
 struct Ctx {
   std::string err;
@@ -404,6 +404,18 @@ int launch(void* ctxp, int f, unsigned gx, unsigned gy, void** a) {
           adamw(arg<CF>(a, 0), arg<CF>(a, 1), arg<CF>(a, 2), arg<CF>(a, 3), arg<F>(a, 4), arg<F>(a, 5), arg<F>(a, 6), arg<CF>(a, 7), arg<CF>(a, 8),
                 arg<CF>(a, 9), arg<CF>(a, 10), arg<const unsigned char*>(a, 11), arg<int>(a, 12), arg<int>(a, 13), arg<float>(a, 14),
                 arg<float>(a, 15), arg<float>(a, 16));
+        };
+        break;
+      case KF_SEG_PARTIAL:
+        body = [=] { seg_partial(arg<CH>(a, 0), arg<const long long*>(a, 1), arg<F>(a, 2), arg<int>(a, 3), arg<int>(a, 4)); };
+        break;
+      case KF_SEG_FINISH:
+        body = [=] { seg_finish(arg<CF>(a, 0), arg<F>(a, 1), arg<F>(a, 2), arg<F>(a, 3), arg<F>(a, 4), arg<F>(a, 5), arg<int>(a, 6), arg<int>(a, 7)); };
+        break;
+      case KF_SEG_GRAD:
+        body = [=] {
+          seg_grad(arg<CH>(a, 0), arg<const long long*>(a, 1), arg<CF>(a, 2), arg<CF>(a, 3), arg<CF>(a, 4), arg<H>(a, 5), arg<int>(a, 6),
+                   arg<int>(a, 7), arg<unsigned>(a, 8));
         };
         break;
       default:
@@ -600,6 +612,44 @@ int emu_adamw(int gpu, const float* p, const float* g, const float* m, const flo
   memcpy(p2, bp2.p(), nt);
   memcpy(m2, bm2.p(), np);
   memcpy(v2, bv2.p(), np);
+  return 0;
+}
+
+int emu_seg_loss(int gpu, const uint16_t* z, const int64_t* y, float* parts, int N, int K, int HW, int S, char* err, int errlen) {
+  std::lock_guard<std::mutex> lock(mu);
+  size_t nz = (size_t)N * K * HW * 2, ny = (size_t)N * HW * 8, nn = (size_t)N * 4;
+  Buf bz("z", nz, z), by("y", ny, y), bce("ce", nn, nullptr), bi("inter", nn, nullptr), bp("p", nn, nullptr), bt("t", nn, nullptr),
+      bx("pixels", nn, nullptr), bpart("scratch", (size_t)N * S * 5 * 4, nullptr);
+  Ctx ctx;
+  int rc = 0;
+  if (gpu) {
+    rc = k_seg_loss(launch, &ctx, bz.p(), by.p(), (float*)bce.p(), (float*)bi.p(), (float*)bp.p(), (float*)bt.p(), (float*)bx.p(),
+                    (float*)bpart.p(), N, K, HW, S);
+  } else {
+    memset(bpart.p(), 0, (size_t)N * S * 5 * 4);
+    cpu_seg_parts((const uint16_t*)bz.p(), (const int64_t*)by.p(), (float*)bce.p(), (float*)bi.p(), (float*)bp.p(), (float*)bt.p(),
+                  (float*)bx.p(), N, K, HW);
+  }
+  if (finish(ctx, rc, {&bz, &by, &bce, &bi, &bp, &bt, &bx, &bpart}, err, errlen)) return 1;
+  Buf* outs[5] = {&bce, &bi, &bp, &bt, &bx};
+  for (int j = 0; j < 5; j++) memcpy(parts + (size_t)j * N, outs[j]->p(), nn);
+  return 0;
+}
+
+int emu_seg_grad(int gpu, const uint16_t* z, const int64_t* y, const float* d, uint16_t* dz, int N, int K, int HW, char* err, int errlen) {
+  std::lock_guard<std::mutex> lock(mu);
+  size_t nz = (size_t)N * K * HW * 2, ny = (size_t)N * HW * 8, nn = (size_t)N * 4;
+  Buf bz("z", nz, z), by("y", ny, y), bce("dce", nn, d), bi("dinter", nn, d + N), bp("dp", nn, d + 2 * N), bdz("dz", nz, nullptr);
+  Ctx ctx;
+  int rc = 0;
+  if (gpu) {
+    rc = k_seg_grad(launch, &ctx, bz.p(), by.p(), (const float*)bce.p(), (const float*)bi.p(), (const float*)bp.p(), bdz.p(), N, K, HW);
+  } else {
+    cpu_seg_grad((const uint16_t*)bz.p(), (const int64_t*)by.p(), (const float*)bce.p(), (const float*)bi.p(), (const float*)bp.p(),
+                 (uint16_t*)bdz.p(), N, K, HW);
+  }
+  if (finish(ctx, rc, {&bz, &by, &bce, &bi, &bp, &bdz}, err, errlen)) return 1;
+  memcpy(dz, bdz.p(), nz);
   return 0;
 }
 

@@ -273,6 +273,38 @@ func AdamW(w Where, a Adam) (p2, m2, v2 []float32, err error) {
 	return p2, m2, v2, err
 }
 
+// SegLoss runs SegLoss16 on logits z [N,K,HW] (float16 bits) and labels y [N,HW] with splits
+// partial sums per image, and returns the per-image sums: cross-entropy, p·t, p, t, pixels.
+func SegLoss(w Where, z []uint16, y []int64, n, k, hw, splits int) (parts [5][]float32, err error) {
+	if len(z) != n*k*hw || len(y) != n*hw || splits < 1 || splits > hw {
+		return parts, errors.New("emu: seg loss: sizes do not match")
+	}
+	flat := make([]float32, 5*n)
+	err = call(func(e *C.char) C.int {
+		return C.emu_seg_loss(b2i(w == GPU), u16p(z), (*C.int64_t)(unsafe.SliceData(y)), f32p(flat), C.int(n), C.int(k), C.int(hw),
+			C.int(splits), e, errLen)
+	})
+	for j := range parts {
+		parts[j] = flat[j*n : (j+1)*n]
+	}
+	return parts, err
+}
+
+// SegLossGrad runs SegLoss16Grad: the logits' gradient given those of the cross-entropy, p·t
+// and p sums (N each).
+func SegLossGrad(w Where, z []uint16, y []int64, dce, dinter, dp []float32, n, k, hw int) ([]uint16, error) {
+	if len(z) != n*k*hw || len(y) != n*hw || len(dce) != n || len(dinter) != n || len(dp) != n {
+		return nil, errors.New("emu: seg loss gradient: sizes do not match")
+	}
+	d := append(append(append([]float32{}, dce...), dinter...), dp...)
+	dz := make([]uint16, len(z))
+	err := call(func(e *C.char) C.int {
+		return C.emu_seg_grad(b2i(w == GPU), u16p(z), (*C.int64_t)(unsafe.SliceData(y)), f32p(d), u16p(dz), C.int(n), C.int(k), C.int(hw), e,
+			errLen)
+	})
+	return dz, err
+}
+
 // selftest runs emu_selftest(which): nil for the correct kernel, the emulation's report for
 // the faulty ones.
 func selftest(which int) error {

@@ -31,6 +31,12 @@ int emu_pack(int gpu, int n, void* const* ptrs, const int64_t* sizes, const unsi
 int emu_adamw(int gpu, const float* p, const float* g, const float* m, const float* v, float* p2, float* m2, float* v2, const float* sc,
               int skip, int total, int P, float b1, float b2, float eps, char* err, int errlen);
 
+// emu_seg_loss runs SegLoss16 on z [N,K,HW] float16 and labels y [N,HW] with S partial sums per
+// image; parts receives ce, inter, p, t and pixels, N each. emu_seg_grad runs SegLoss16Grad
+// with d holding dce, dinter and dp (N each).
+int emu_seg_loss(int gpu, const uint16_t* z, const int64_t* y, float* parts, int N, int K, int HW, int S, char* err, int errlen);
+int emu_seg_grad(int gpu, const uint16_t* z, const int64_t* y, const float* d, uint16_t* dz, int N, int K, int HW, char* err, int errlen);
+
 // emu_selftest runs deliberately faulty kernels (which 1…6) through the emulation, which must
 // report each, and a correct one (which 0), which must pass.
 int emu_selftest(int which, char* err, int errlen);

@@ -49,6 +49,9 @@ enum {
   KF_PACK,  // PackRows and UnpackRows
   KF_UNPACK,
   KF_ADAMW,
+  KF_SEG_PARTIAL,  // the segmentation loss
+  KF_SEG_FINISH,
+  KF_SEG_GRAD,
   KF_COUNT
 };
 
@@ -59,6 +62,7 @@ static const char* const kf_names[KF_COUNT] = {
     "dws_k5s2d1",     "dws_k5s1d2",    "dwsf_k3s1d1",    "dwsf_k5s1d1",     "dwsf_k5s1d2",    "dwd2_k3",         "dwd2_k5",
     "dwg_k3s1d1",     "dwg_k3s2d1",    "dwg_k5s1d1",     "dwg_k5s2d1",      "dwg_k5s1d2",
     "bn_fwd_small8",  "bn_bwd_small8",  "pack_rows",      "unpack_rows",     "adamw",
+    "seg_partial",    "seg_finish",      "seg_grad",
 };
 
 enum {
@@ -247,4 +251,23 @@ static int k_adamw(k_launch L, void* ctx, const float* p, const float* g, const 
   const float *dc = sc[0], *ss = sc[1], *ib = sc[2], *gs = sc[3];
   void* args[] = {&p, &g, &m, &v, &p2, &m2, &v2, &dc, &ss, &ib, &gs, &skip, &total, &P, &b1, &b2, &eps, NULL};
   return L(ctx, KF_ADAMW, k_stride_blocks(total), 1, args);
+}
+
+// k_seg_loss: SegLoss16's sums for z [N,K,HW] float16 and y [N,HW] int64, with S partial sums
+// per image (part holds N·S·5 floats).
+static int k_seg_loss(k_launch L, void* ctx, const void* z, const void* y, float* ce, float* inter, float* ps, float* ts, float* pix,
+                      float* part, int N, int K, int HW, int S) {
+  void* a1[] = {&z, &y, &part, &K, &HW, NULL};
+  int rc = L(ctx, KF_SEG_PARTIAL, (unsigned)S, (unsigned)N, a1);
+  if (rc) return rc;
+  void* a2[] = {&part, &ce, &inter, &ps, &ts, &pix, &N, &S, NULL};
+  return L(ctx, KF_SEG_FINISH, 1, 1, a2);
+}
+
+// k_seg_grad: SegLoss16Grad over the N·HW pixels.
+static int k_seg_grad(k_launch L, void* ctx, const void* z, const void* y, const float* dce, const float* dinter, const float* dp, void* dz,
+                      int N, int K, int HW) {
+  unsigned total = (unsigned)((int64_t)N * HW);
+  void* args[] = {&z, &y, &dce, &dinter, &dp, &dz, &K, &HW, &total, NULL};
+  return L(ctx, KF_SEG_GRAD, k_stride_blocks((int64_t)N * HW), 1, args);
 }

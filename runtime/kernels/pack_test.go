@@ -1,6 +1,7 @@
 package kernels
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -179,4 +180,46 @@ func valueAt(s []float32, i int) float32 {
 		return s[i]
 	}
 	return 0
+}
+
+// TestSegLossKernels: the loss kernels, emulated through k_seg_loss and k_seg_grad, against the
+// CPU kernels (sums in double): per-image sums within float32 summation error, gradients within
+// float16 rounding (and float32 cancellation in 1 − softmax, a few 1e-7 absolute). Labels
+// include one outside the classes (no pixel, no cross-entropy).
+func TestSegLossKernels(t *testing.T) {
+	r := rand.New(rand.NewPCG(13, 14))
+	for _, c := range []struct{ n, k, hw, splits int }{{2, 2, 1000, 3}, {3, 3, 257, 1}, {2, 2, 4800, 2}} {
+		z := halves(r, c.n*c.k*c.hw, 0, 3)
+		y := make([]int64, c.n*c.hw)
+		for i := range y {
+			y[i] = int64(r.IntN(c.k))
+			if i%97 == 5 {
+				y[i] = int64(c.k) // no class
+			}
+		}
+		want, err := SegLoss(CPU, z, y, c.n, c.k, c.hw, c.splits)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := SegLoss(GPU, z, y, c.n, c.k, c.hw, c.splits)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for j, name := range []string{"ce", "inter", "p", "t", "pixels"} {
+			agree(t, fmt.Sprintf("%+v %s", c, name), f32to64(got[j]), f32to64(want[j]), 1e-5, 1e-6)
+		}
+		if want[4][0] >= float32(c.hw) || want[4][0] < float32(c.hw)*0.9 {
+			t.Errorf("%+v: %g pixels of %d counted", c, want[4][0], c.hw)
+		}
+		dce, dinter, dp := floats(r, c.n, 0.5, 1), floats(r, c.n, -2, -1), floats(r, c.n, 0.1, 0.5)
+		gw, err := SegLossGrad(CPU, z, y, dce, dinter, dp, c.n, c.k, c.hw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gg, err := SegLossGrad(GPU, z, y, dce, dinter, dp, c.n, c.k, c.hw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		agree(t, fmt.Sprintf("%+v dz", c), toF32(gg), toF32(gw), halfRel, 2e-5) // float32 softmax against double: 1 − s cancels
+	}
 }
