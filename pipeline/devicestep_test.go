@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"github.com/cardseg-ort/cardseg-ort/graphs/step"
 	"github.com/cardseg-ort/cardseg-ort/internal/f16"
 	"math"
 	"strings"
@@ -174,7 +175,7 @@ func TestFusedOpsStepOnCPU(t *testing.T) {
 func TestParseFusedSet(t *testing.T) {
 	for in, want := range map[string]FusedSet{
 		"": AllFused, "all": AllFused, "none": {}, "0": {},
-		"bn,dwgrad": {BN: true, DWGrad: true}, " bn , act ": {BN: true, Act: true}, "dwconv": {DWConv: true}, "pack,dwgrad": {DWGrad: true, Pack: true}, "adam": {Adam: true},
+		"bn,dwgrad": {BN: true, DWGrad: true}, " bn , act ": {BN: true, Act: true}, "dwconv": {DWConv: true}, "pack,dwgrad": {DWGrad: true, Pack: true}, "adam": {Adam: true}, "loss,adam": {Adam: true, Loss: true},
 	} {
 		got, err := ParseFusedSet(in)
 		if err != nil || got != want {
@@ -372,5 +373,111 @@ func TestFusedAdamStepMatches(t *testing.T) {
 		if got.Step != want.Step || got.Step != 4 || got.LossScale != want.LossScale {
 			t.Errorf("clip %v: step %d, scale %g; unfused %d, %g", clip, got.Step, got.LossScale, want.Step, want.LossScale)
 		}
+	}
+}
+
+// runGraphOnce runs a graph once on the CPU provider with our operators registered.
+func runGraphOnce(t *testing.T, b []byte, in map[string]*runtime.Tensor) map[string]*runtime.Tensor {
+	t.Helper()
+	s, err := runtime.NewDeviceSession("once", b, runtime.DeviceOptions{Provider: runtime.ProviderCPU, IntraOpThreads: 2, CustomOps: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ins, outs := map[string]*runtime.DeviceTensor{}, map[string]*runtime.DeviceTensor{}
+	for _, info := range s.Inputs() {
+		d, err := s.NewTensorFor(info.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := d.Upload(in[info.Name]); err != nil {
+			t.Fatalf("%s: %v", info.Name, err)
+		}
+		ins[info.Name] = d
+	}
+	for _, info := range s.Outputs() {
+		d, err := s.NewTensorFor(info.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		outs[info.Name] = d
+	}
+	bind, err := s.NewBinding(-1, ins, outs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Run(bind); err != nil {
+		t.Fatal(err)
+	}
+	res := map[string]*runtime.Tensor{}
+	for name, d := range outs {
+		if res[name], err = d.Fetch(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return res
+}
+
+// TestFusedLossMatches: the FP16 gradient graph with the loss operators (FusedLoss: SegLoss16
+// and its gradient on the float16 logits) against the same graph with the loss in float32 ONNX
+// operators, on the CPU provider: the loss and its terms within float32 summation error, every
+// parameter's gradient within float16 rounding of the logits' gradient (relative L2). The batch
+// has a label outside the classes, which counts in no sum.
+func TestFusedLossMatches(t *testing.T) {
+	if err := runtime.Init(); err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultTrainConfig()
+	cfg.Batch, cfg.Height, cfg.Width, cfg.Precision = 2, 64, 96, "fp16"
+	st, _ := NewState(cfg.StepConfig().Arch, model.Init(cfg.StepConfig().Arch, 5))
+	var res [2]map[string]*runtime.Tensor
+	for k, fused := range []bool{false, true} {
+		sc := cfg.StepConfig()
+		sc.FusedLoss = fused
+		g, err := step.GradGraph(sc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := g.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		img, tgt := randomBatch(sc, 40)
+		tgt[17] = 5 // no class
+		in := map[string]*runtime.Tensor{
+			step.InputImage:     runtime.MustNew([]int64{2, 3, 64, 96}, img),
+			step.InputTarget:    runtime.MustNew([]int64{2, 64, 96}, tgt),
+			step.InputLossScale: runtime.MustNew([]int64{}, []float32{1024}),
+		}
+		for _, p := range sc.Arch.Params() {
+			in[p.Name] = runtime.MustNew([]int64(p.Shape), st.Weights.Tensors[p.Name])
+		}
+		res[k] = runGraphOnce(t, b, in)
+	}
+	for _, name := range []string{step.OutLoss, step.OutCE, step.OutDice} {
+		a, b := runtime.Data[float32](res[1][name])[0], runtime.Data[float32](res[0][name])[0]
+		if rel(a, b) > 2e-5 {
+			t.Errorf("%s: fused %.8g, ONNX operators %.8g", name, a, b)
+		}
+	}
+	worst, at := 0.0, ""
+	for name, want := range res[0] {
+		if !strings.HasPrefix(name, "grad.") {
+			continue
+		}
+		got := runtime.Data[float32](res[1][name])
+		var d2, w2 float64
+		for i, w := range runtime.Data[float32](want) {
+			d := float64(got[i] - w)
+			d2 += d * d
+			w2 += float64(w) * float64(w)
+		}
+		if e := math.Sqrt(d2 / math.Max(w2, 1e-30)); e > worst || math.IsNaN(e) || at == "" {
+			worst, at = e, name
+		}
+	}
+	t.Logf("worst gradient: %s, relative L2 difference %.2e (of %d outputs); loss %v %v", at, worst, len(res[0]), runtime.Data[float32](res[0][step.OutLoss]), runtime.Data[float32](res[1][step.OutLoss]))
+	if worst > 5e-3 || at == "" {
+		t.Errorf("gradients differ: %s by %.2e (relative L2)", at, worst)
 	}
 }

@@ -59,6 +59,28 @@ func SegLoss(logits, target *graphs.Value, w LossWeights) Loss {
 	// Every pixel's one-hot row sums to 1 (labels are 0..K-1), so this counts pixels even when
 	// the batch dimension is symbolic.
 	parts.Pixels = graphs.ReduceSum(perImageSum(onehot), false)
+	return lossFromParts(parts, w)
+}
+
+// segLossFused is SegLoss for float16 logits with our SegLoss16 operator and its gradient
+// (Config.FusedLoss): the per-image sums in one node, the same arithmetic on them after.
+func segLossFused(logits, target *graphs.Value, w LossWeights) Loss {
+	g := logits.Graph()
+	defer g.Scope("loss")()
+	sums := g.Composite("seg_loss", []*graphs.Value{logits}, func() []*graphs.Value {
+		ce, inter, p, t, pixels := graphs.SegLoss16(logits, target)
+		return []*graphs.Value{ce, inter, p, t, pixels}
+	}, func(dys []*graphs.Value, want []bool) []*graphs.Value {
+		// t and the pixel count do not depend on the logits
+		return []*graphs.Value{graphs.SegLoss16Grad(logits, target, dys[0], dys[1], dys[2])}
+	})
+	parts := LossParts{CESum: sums[0], Inter: sums[1], P: sums[2], T: sums[3], Pixels: graphs.ReduceSum(sums[4], false)}
+	return lossFromParts(parts, w)
+}
+
+// lossFromParts is the loss from its per-image sums (LossParts).
+func lossFromParts(parts LossParts, w LossWeights) Loss {
+	p := parts.P
 	ce := graphs.Div(graphs.ReduceSum(parts.CESum, false), parts.Pixels)
 	one := graphs.ScalarLike(p, 1)
 	inter := graphs.ReduceSum(parts.Inter, false)

@@ -64,6 +64,10 @@ type Config struct {
 	// scaling keeps it from its default start). Not with Masked, whose steps keep ONNX
 	// operators. Needs CustomOps sessions.
 	FusedAdam bool
+	// FusedLoss (FP16 only) computes the loss's per-image sums and their gradient with our
+	// operators on the float16 logits (graphs.SegLoss16): two nodes instead of about forty
+	// full-resolution float32 passes. Needs CustomOps sessions.
+	FusedLoss bool
 	// NCHWcBlock > 0 builds the float32 depthwise convolutions of the train and eval steps on
 	// ONNX Runtime's blocked CPU kernels with that block size (graphs.Graph.NCHWcBlock), for
 	// in-process CPU sessions only: such graphs are not standard ONNX. 0 leaves the choice to
@@ -139,7 +143,7 @@ func (s *inputSource) Param(g *graphs.Graph, spec model.ParamSpec) *graphs.Value
 // CustomOps reports whether the step's graphs use our operators (CardsegDomain), so that
 // sessions for them need runtime.DeviceOptions.CustomOps.
 func (c Config) CustomOps() bool {
-	return c.FusedBN || c.FusedDepthwise || c.FusedPack || c.FusedAdam || c.DepthwiseWeightGrad == "fused"
+	return c.FusedBN || c.FusedDepthwise || c.FusedPack || c.FusedAdam || c.FusedLoss || c.DepthwiseWeightGrad == "fused"
 }
 
 func (c Config) validate() error {
@@ -164,8 +168,8 @@ func (c Config) validate() error {
 	if (c.FusedBN || c.FusedDepthwise) && !c.FP16 {
 		return fmt.Errorf("step: fused batch norm and depthwise convolutions are for the FP16 step only (the operators take float16)")
 	}
-	if (c.FusedPack || c.FusedAdam) && !c.FP16 {
-		return fmt.Errorf("step: the packing and AdamW operators are for the FP16 step only")
+	if (c.FusedPack || c.FusedAdam || c.FusedLoss) && !c.FP16 {
+		return fmt.Errorf("step: the packing, AdamW and loss operators are for the FP16 step only")
 	}
 	if l := c.LossScale.WithDefaults(); c.FP16 && !(l.Init > 0 && l.Growth >= 1 && l.Backoff > 0 && l.Backoff < 1 && l.Interval >= 1) {
 		return fmt.Errorf("step: loss scaling %+v: want init > 0, growth >= 1, 0 < backoff < 1, interval >= 1", l)
@@ -468,7 +472,11 @@ func forwardBackward(g *graphs.Graph, c Config) (fwdBwd, error) {
 		src.vals, params, fb.packedParams = ps.vals, ps, ps.matrix
 	}
 	fb.out = model.ForwardWith(g, computeInput(image, c), c.Arch, params, model.Train, model.Options{FusedBN: c.FusedBN, FusedActivation: c.FusedActivation, FusedDepthwise: c.FusedDepthwise})
-	fb.loss = SegLoss(lossInput(fb.out.Logits), target, c.Loss)
+	if c.FusedLoss && fb.out.Logits.DType() == graphs.Float16 {
+		fb.loss = segLossFused(fb.out.Logits, target, c.Loss)
+	} else {
+		fb.loss = SegLoss(lossInput(fb.out.Logits), target, c.Loss)
+	}
 	for _, s := range fb.trainable {
 		fb.params = append(fb.params, src.vals[s.Name])
 	}

@@ -25,7 +25,7 @@ func TestNetworkOperators(t *testing.T) {
 		}
 	}
 	cfg := step.Config{Arch: model.MobileNetV3Large(1, 2), Batch: n, Height: h, Width: w, Loss: step.DefaultLoss, Adam: step.DefaultAdamW,
-		FP16: true, FusedBN: true, FusedActivation: true, FusedDepthwise: true, DepthwiseWeightGrad: "fused", FusedPack: true, FusedAdam: true}
+		FP16: true, FusedBN: true, FusedActivation: true, FusedDepthwise: true, DepthwiseWeightGrad: "fused", FusedPack: true, FusedAdam: true, FusedLoss: true}
 	g, err := step.TrainStep(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -58,7 +58,7 @@ func networkOperators(t *testing.T, g *graphs.Graph) {
 		runNode(t, r, nd)
 	}
 	for _, op := range []string{"BatchNormTrain16", "BatchNormTrain16Grad", "DepthwiseConv16", "DepthwiseConvGrad16", "DepthwiseWeightGrad16",
-		"PackRows", "UnpackRows", "UnpackRows16", "AdamW"} {
+		"PackRows", "UnpackRows", "UnpackRows16", "AdamW", "SegLoss16", "SegLoss16Grad"} {
 		if ops[op] == 0 {
 			t.Errorf("no %s node in the FP16 train step", op)
 		}
@@ -141,6 +141,8 @@ func runNode(t *testing.T, r *rand.Rand, nd *graphs.Node) {
 		comparePacking(t, r, name, nd)
 	case "AdamW":
 		compareAdamW(t, r, name, nd)
+	case "SegLoss16", "SegLoss16Grad":
+		compareSegLoss(t, r, name, nd)
 	default:
 		t.Errorf("%s: an ai.cardseg operator this test does not know", name)
 	}
@@ -215,4 +217,41 @@ func compareAdamW(t *testing.T, r *rand.Rand, name string, nd *graphs.Node) {
 			t.Errorf("%s (skip %v): the emulated kernel and the CPU kernel differ", name, skip)
 		}
 	}
+}
+
+// compareSegLoss runs a loss node (its sums, or its gradient) on random logits and labels of
+// its shapes through the emulated kernels and the CPU kernels.
+func compareSegLoss(t *testing.T, r *rand.Rand, name string, nd *graphs.Node) {
+	t.Helper()
+	zs := nd.Inputs[0].Shape()
+	n, k, hw := int(zs[0]), int(zs[1]), int(zs[2]*zs[3])
+	z := halves(r, n*k*hw, 0, 3)
+	y := make([]int64, n*hw)
+	for i := range y {
+		y[i] = int64(r.IntN(k))
+	}
+	if nd.Op == "SegLoss16" {
+		want, err := SegLoss(CPU, z, y, n, k, hw, int(attr(t, nd, "splits")))
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		got, err := SegLoss(GPU, z, y, n, k, hw, int(attr(t, nd, "splits")))
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		for j := range want {
+			agree(t, fmt.Sprintf("%s sum %d", name, j), f32to64(got[j]), f32to64(want[j]), 1e-5, 1e-6)
+		}
+		return
+	}
+	dce, dinter, dp := floats(r, n, 0.5, 1), floats(r, n, -2, -1), floats(r, n, 0.1, 0.5)
+	want, err := SegLossGrad(CPU, z, y, dce, dinter, dp, n, k, hw)
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	got, err := SegLossGrad(GPU, z, y, dce, dinter, dp, n, k, hw)
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	agree(t, name, toF32(got), toF32(want), halfRel, 2e-5)
 }
