@@ -18,13 +18,14 @@
 #   TRAIN_EPOCHS=30 TRAIN_T0=29 TRAIN_LIMIT=120
 # then compare the training run's IoU with 0.762 (FP32 on the CPU) and the step times with
 # PyTorch's eager FP32 from the same sitting. ANCHOR_AMP=1 (the default) adds PyTorch's AMP row.
-# Next sitting (the vector, strip, packing and AdamW kernels, never run on a GPU yet; about 8 minutes):
+# Next sitting (the vector, strip, packing, AdamW and loss kernels, never run on a GPU yet; about 8 minutes):
 #   CHECKS="fused bench bench_nopack bench_scalar torch train_matrix ncu nsys ncu_scalar" \
 #   TRAIN_MATRIX="all:42 all:43 all:44 bn,dwgrad:43" TRAIN_LIMIT=120
 # fused: the CUDA kernels against the CPU kernels (a failure there: rerun with
 # CARDSEG_CUDA_KERNELS=scalar exported, which restores the kernels of the last sitting, and,
-# if TestFusedPackRowsCUDA, TestFusedAdamWCUDA or the step fails, CARDSEG_FUSED_OPS=bn,act,dwconv,dwgrad,
-# which leaves the packing and AdamW to ONNX operators);
+# if TestFusedPackRowsCUDA, TestFusedAdamWCUDA, TestFusedSegLossCUDA or the step fails,
+# CARDSEG_FUSED_OPS=bn,act,dwconv,dwgrad, which leaves packing, AdamW and the loss to ONNX
+# operators, or drop just the failing one of pack, adam, loss from the list);
 # torch: every PyTorch mode, for "PyTorch's best" in the same sitting; train_matrix: the
 # default build's accuracy over three seeds against the FP32 CPU runs of the same seeds (IoU
 # 0.762 seed 42, 0.781 seed 43, 0.750 seed 44).
@@ -90,8 +91,9 @@ check_fused() {
 # The fused operators on their first CUDA kernels (one float16 value per load, one thread per
 # element), for the speed of the vector and strip kernels that replaced them.
 check_bench_scalar() { CARDSEG_CUDA_KERNELS=scalar bench fp16_graph_scalar 180 --device $DEV --fp16 $B --steps 50 --warmup 10; }
-# The step without the optimizer's operators (pack and adam: Concat, Split and a Cast per
-# tensor around AdamW, and AdamW in about twenty element-wise nodes), for what they save.
+# The step with the layers' operators only (bn, act, dwconv, dwgrad): without pack, adam and
+# loss (Concat, Split and a Cast per tensor around AdamW, AdamW in about twenty element-wise
+# nodes, the loss in about forty full-resolution float32 passes), for what those three save.
 check_bench_nopack() { bench fp16_graph_nopack 180 --device $DEV --fp16 --fused bn,act,dwconv,dwgrad $B --steps 50 --warmup 10; }
 check_bench_unfused() { bench fp16_graph_unfused 180 --device $DEV --fp16 --fused none $B --steps 50 --warmup 10; }
 # The step with ORT's default float16 GEMM reductions (split-K partial sums in float16), for
