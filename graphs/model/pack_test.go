@@ -80,20 +80,7 @@ func (c packCase) inputs(seed uint64) map[string]*runtime.Tensor {
 
 func (c packCase) run(t *testing.T, p runtime.Provider, in map[string]*runtime.Tensor) map[string]*runtime.Tensor {
 	t.Helper()
-	opts := runtime.DeviceOptions{Provider: p, IntraOpThreads: 1, CustomOps: true}
-	if p == runtime.ProviderCUDA {
-		opts.ConfigEntries = map[string]string{"session.disable_cpu_ep_fallback": "1"}
-	}
-	s, err := runtime.NewDeviceSession("pack", c.model(t), opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	out, err := runDevice(s, in)
-	if err != nil {
-		t.Fatalf("%v: %v", p, err)
-	}
-	return out
+	return runOnce(t, c.model(t), p, in)
 }
 
 func sameBits(t *testing.T, what string, got, want []float32) {
@@ -187,7 +174,7 @@ func runOnce(t *testing.T, m []byte, p runtime.Provider, in map[string]*runtime.
 	if p == runtime.ProviderCUDA {
 		opts.ConfigEntries = map[string]string{"session.disable_cpu_ep_fallback": "1"}
 	}
-	s, err := runtime.NewDeviceSession("adamw", m, opts)
+	s, err := runtime.NewDeviceSession("once", m, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
