@@ -338,3 +338,52 @@ func TestFusedSegLossCUDA(t *testing.T) {
 	}
 	closeTo(t, "CUDA dz", runtime.Data[float32](cuda["dz"]), runtime.Data[float32](cpu["dz"]), 2e-3)
 }
+
+// TestFusedSegLossGradientFiniteDifferences: SegLoss16Grad against central differences of
+// SegLoss16's sums, L = Σ_n dce·ce + dinter·inter + dp·p, along random ±1 directions. Logits
+// are multiples of 2^-4 in (−4, 4) and the step is 2^-5, so z ± step stays float16-exact; the
+// sums are taken in double and the gradient is rounded to float16 once.
+func TestFusedSegLossGradientFiniteDifferences(t *testing.T) {
+	const n, h, w = 2, 4, 6
+	m := segLossModel(t, n, h, w)
+	in := segLossInputs(n, h, w, 3)
+	z := runtime.Data[float32](in["z"])
+	for i := range z {
+		z[i] = float32(math.Round(float64(max(min(z[i], 3.9), -3.9))*16) / 16)
+	}
+	d := [3][]float32{runtime.Data[float32](in["dce"]), runtime.Data[float32](in["dinter"]), runtime.Data[float32](in["dp"])}
+	lossAt := func(zz []float32) float64 {
+		in2 := map[string]*runtime.Tensor{}
+		for k, v := range in {
+			in2[k] = v
+		}
+		in2["z"] = runtime.MustNew([]int64{n, 2, h, w}, zz)
+		out := runOnce(t, m, runtime.ProviderCPU, in2)
+		var l float64
+		for j := 0; j < 3; j++ {
+			for i, s := range runtime.Data[float32](out[fmt.Sprintf("s%d", j)]) {
+				l += float64(d[j][i]) * float64(s)
+			}
+		}
+		return l
+	}
+	dz := runtime.Data[float32](runOnce(t, m, runtime.ProviderCPU, in)["dz"])
+	r := rand.New(rand.NewPCG(8, 8))
+	const step = 1.0 / 32
+	for trial := 0; trial < 3; trial++ {
+		plus, minus := append([]float32(nil), z...), append([]float32(nil), z...)
+		var analytic float64
+		for i := range z {
+			v := float32(1 - 2*r.IntN(2))
+			plus[i] += v * step
+			minus[i] -= v * step
+			analytic += float64(dz[i]) * float64(v)
+		}
+		fd := (lossAt(plus) - lossAt(minus)) / (2 * step)
+		if math.Abs(fd-analytic) > 1e-2*math.Abs(analytic)+1e-4 {
+			t.Errorf("direction %d: finite difference %.6g, SegLoss16Grad %.6g", trial, fd, analytic)
+		} else {
+			t.Logf("direction %d: finite difference %.6g, SegLoss16Grad %.6g", trial, fd, analytic)
+		}
+	}
+}
