@@ -25,8 +25,8 @@ type rowLayout struct {
 	fused bool
 }
 
-func newRowLayout(shapes []graphs.Shape) rowLayout {
-	l := rowLayout{shapes: shapes}
+func newRowLayout(shapes []graphs.Shape, fused bool) rowLayout {
+	l := rowLayout{shapes: shapes, fused: fused}
 	var cur []int
 	var run int64
 	for i, s := range shapes {

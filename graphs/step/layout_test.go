@@ -25,7 +25,7 @@ func TestRowLayout(t *testing.T) {
 	}
 	for ci, shapes := range cases {
 		t.Run(fmt.Sprint(ci), func(t *testing.T) {
-			l := newRowLayout(shapes)
+			l := newRowLayout(shapes, false)
 			g := graphs.New("layout")
 			var ins []*graphs.Value
 			var flat []float32

@@ -294,8 +294,7 @@ func TrainStep(c Config) (*graphs.Graph, error) {
 			}
 		}
 		if len(running) > 0 {
-			bn := newRowLayout(bnShapes)
-			bn.fused = c.FusedPack
+			bn := newRowLayout(bnShapes, c.FusedPack)
 			keepFrac = append(keepFrac, make([]float32, bn.pad())...)
 			batchFrac = append(batchFrac, make([]float32, bn.pad())...)
 			old := bn.pack(running)
@@ -416,17 +415,15 @@ func halfInForward(k model.Kind) bool {
 	return k == model.ConvWeight || k == model.ConvWeightPT || k == model.ConvBias || k == model.ConvBiasPT
 }
 
-func newPackedSource(g *graphs.Graph, arch model.Arch, layout rowLayout) *packedSource {
+// specs are the architecture's trainable tensors, in the order layout packs them.
+func newPackedSource(g *graphs.Graph, arch model.Arch, specs []model.ParamSpec, layout rowLayout) *packedSource {
 	ps := &packedSource{vals: map[string]*graphs.Value{}}
-	var trainable []*graphs.Value
-	var specs []model.ParamSpec
 	for _, s := range arch.Params() {
-		in := g.Input(s.Name, graphs.Float, s.Shape)
-		ps.vals[s.Name] = in
-		if s.Kind.Trainable() {
-			trainable = append(trainable, in)
-			specs = append(specs, s)
-		}
+		ps.vals[s.Name] = g.Input(s.Name, graphs.Float, s.Shape)
+	}
+	trainable := make([]*graphs.Value, len(specs))
+	for i, s := range specs {
+		trainable[i] = ps.vals[s.Name]
 	}
 	ps.matrix = layout.pack(trainable)
 	// UnpackRows16 takes tensors from the matrix's start one after another, so it unpacks them
@@ -463,12 +460,11 @@ func forwardBackward(g *graphs.Graph, c Config) (fwdBwd, error) {
 			shapes = append(shapes, s.Shape)
 		}
 	}
-	fb.layout = newRowLayout(shapes)
-	fb.layout.fused = c.FusedPack
+	fb.layout = newRowLayout(shapes, c.FusedPack)
 	src := &inputSource{vals: map[string]*graphs.Value{}}
 	var params model.ParamSource = src
 	if c.FusedPack {
-		ps := newPackedSource(g, c.Arch, fb.layout)
+		ps := newPackedSource(g, c.Arch, fb.trainable, fb.layout)
 		src.vals, params, fb.packedParams = ps.vals, ps, ps.matrix
 	}
 	fb.out = model.ForwardWith(g, computeInput(image, c), c.Arch, params, model.Train, model.Options{FusedBN: c.FusedBN, FusedActivation: c.FusedActivation, FusedDepthwise: c.FusedDepthwise})
