@@ -8,8 +8,9 @@ import "github.com/cardseg-ort/cardseg-ort/graphs"
 // the host and copy it to the device on every run (25 MB for P = 3.2M; the two Concats and
 // the Split took 60–75 ms of an H200 step). As the rows of a [⌈P/8⌉, 8] matrix the table is
 // 8 times smaller. Every MobileNetV3 tensor but the 2-element classifier biases has a multiple
-// of 8 elements, so nearly every tensor is one block of whole rows.
-const rowWidth = 8
+// of 8 elements, so nearly every tensor is one block of whole rows. (PackRows, which packs
+// the FusedPack step, uses the same width.)
+const rowWidth = graphs.PackRowsWidth
 
 // rowLayout lays tensors end to end (the order and element offsets of a flat [P] vector) as a
 // [rows, rowWidth] matrix, zero-padded at the end. Runs of consecutive tensors whose sizes are
