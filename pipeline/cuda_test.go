@@ -270,21 +270,17 @@ type trajectory struct {
 // emulated when CARDSEG_EMULATE_HALF=1): two batches alternate, the learning rate rises and
 // falls as in warm-up and cosine decay.
 func fp16Trajectory(t *testing.T, p runtime.Provider) trajectory {
-	return fp16TrajectoryWith(t, p, false)
+	return fp16TrajectoryWith(t, p, FusedSet{})
 }
 
 // fp16TrajectoryWith is fp16Trajectory with our fused operators (batch norm, depthwise weight
 // gradients) or without.
-func fp16TrajectoryWith(t *testing.T, p runtime.Provider, fused bool) trajectory {
+func fp16TrajectoryWith(t *testing.T, p runtime.Provider, f FusedSet) trajectory {
 	t.Helper()
 	cfg := DefaultTrainConfig()
 	cfg.Batch, cfg.Height, cfg.Width = 4, 96, 128
 	sc := cfg.StepConfig()
 	sc.FP16 = true
-	var f FusedSet
-	if fused {
-		f = AllFused
-	}
 	if p == runtime.ProviderCPU {
 		UseFusedOps(&sc, f) // the operators' CPU kernels, for the CPU comparison
 	}
@@ -329,12 +325,18 @@ func fp16TrajectoryWith(t *testing.T, p runtime.Provider, fused bool) trajectory
 	return tr
 }
 
-// TestCUDAFusedOpsMatchUnfused: the FP16 step with batch norm and depthwise weight gradients
-// from our CUDA kernels follows the step in ONNX operators alone, both on the GPU with CUDA
-// graphs (the bounds of TestCUDAFP16TrainMatchesEmulation: the two round differently).
+// TestCUDAFusedOpsMatchUnfused: the FP16 step with our fused operators (those training would
+// use: CARDSEG_FUSED_OPS, all by default) follows the step in ONNX operators alone, both on
+// the GPU with CUDA graphs (the bounds of TestCUDAFP16TrainMatchesEmulation: the two round
+// differently).
 func TestCUDAFusedOpsMatchUnfused(t *testing.T) {
 	requireCUDA(t)
-	compareTrajectories(t, "fused", fp16TrajectoryWith(t, runtime.ProviderCUDA, true), "ONNX operators", fp16TrajectoryWith(t, runtime.ProviderCUDA, false))
+	f, err := FusedOps(runtime.ProviderCUDA, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("fused operators: %s", f)
+	compareTrajectories(t, "fused ("+f.String()+")", fp16TrajectoryWith(t, runtime.ProviderCUDA, f), "ONNX operators", fp16TrajectoryWith(t, runtime.ProviderCUDA, FusedSet{}))
 }
 
 func compareTrajectories(t *testing.T, gotName string, got trajectory, wantName string, want trajectory) {

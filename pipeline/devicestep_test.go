@@ -169,7 +169,7 @@ func TestFusedOpsStepOnCPU(t *testing.T) {
 	if err := runtime.Init(); err != nil {
 		t.Fatal(err)
 	}
-	compareTrajectories(t, "fused", fp16TrajectoryWith(t, runtime.ProviderCPU, true), "ONNX operators", fp16TrajectoryWith(t, runtime.ProviderCPU, false))
+	compareTrajectories(t, "fused", fp16TrajectoryWith(t, runtime.ProviderCPU, AllFused), "ONNX operators", fp16TrajectoryWith(t, runtime.ProviderCPU, FusedSet{}))
 }
 
 func TestParseFusedSet(t *testing.T) {

@@ -54,3 +54,18 @@ func TestBenchTrainCompareTorch(t *testing.T) {
 		t.Errorf("ratio_vs_pytorch %v", m["ratio_vs_pytorch"])
 	}
 }
+
+// TestBenchTrainFusedFromEnvironment: without --fused, `bench train` takes its fused operators
+// from CARDSEG_FUSED_OPS as training does (the GPU check script narrows the set there when a
+// kernel fails on the device), and an explicit --fused wins over it.
+func TestBenchTrainFusedFromEnvironment(t *testing.T) {
+	base := []string{"bench", "train", "--batch", "1", "--height", "32", "--width", "48", "--steps", "1", "--warmup", "0", "--json", "--log-level", "error"}
+	out, code := runCLI(t, []string{"CARDSEG_FUSED_OPS=bn,bogus"}, base...)
+	if code == 0 || !strings.Contains(out, "CARDSEG_FUSED_OPS") || !strings.Contains(out, `"bogus"`) {
+		t.Errorf("CARDSEG_FUSED_OPS=bn,bogus: exit %d, output:\n%s", code, out)
+	}
+	out, code = runCLI(t, []string{"CARDSEG_FUSED_OPS=bn,bogus"}, append(base, "--fused", "none")...)
+	if code != 0 {
+		t.Errorf("--fused none with CARDSEG_FUSED_OPS=bn,bogus: exit %d, output:\n%s", code, out)
+	}
+}

@@ -21,11 +21,9 @@
 # Next sitting (the vector, strip, packing, AdamW and loss kernels, never run on a GPU yet; about 8 minutes):
 #   CHECKS="fused bench bench_nopack bench_scalar torch train_matrix ncu nsys ncu_scalar" \
 #   TRAIN_MATRIX="all:42 all:43 all:44 bn,dwgrad:43" TRAIN_LIMIT=120
-# fused: the CUDA kernels against the CPU kernels (a failure there: rerun with
-# CARDSEG_CUDA_KERNELS=scalar exported, which restores the kernels of the last sitting, and,
-# if TestFusedPackRowsCUDA, TestFusedAdamWCUDA, TestFusedSegLossCUDA or the step fails,
-# CARDSEG_FUSED_OPS=bn,act,dwconv,dwgrad, which leaves packing, AdamW and the loss to ONNX
-# operators, or drop just the failing one of pack, adam, loss from the list);
+# fused: each operator's CUDA kernels against its CPU kernels, then the step; it narrows
+# CARDSEG_CUDA_KERNELS and CARDSEG_FUSED_OPS for the later checks itself when something fails
+# (see check_fused), so run it first;
 # torch: every PyTorch mode, for "PyTorch's best" in the same sitting; train_matrix: the
 # default build's accuracy over three seeds against the FP32 CPU runs of the same seeds (IoU
 # 0.762 seed 42, 0.781 seed 43, 0.750 seed 44).
@@ -81,12 +79,51 @@ check_ctests() {
   timeout 90 bin/step.test -test.run 'FP16TrainStepMatchesFP32/^cuda$' -test.v >> "$LOG" 2>&1; note "step FP16 test rc=$?"
   timeout 150 bin/pipeline.test -test.run 'CUDA' -test.v >> "$LOG" 2>&1; note "pipeline tests rc=$?"
 }
-# Our fused operators (batch norm, depthwise weight gradient): CUDA kernels against the CPU's,
-# then the FP16 step with them against the step in ONNX operators alone (CUDA graphs).
+# Our fused operators: each one's CUDA kernels against its CPU kernels, one test process each
+# (a kernel that faults can take its process's CUDA context with it), then the FP16 step with
+# them against the step in ONNX operators alone (CUDA graphs). What fails is left out of every
+# later check, so one bad kernel does not spend the sitting: CARDSEG_CUDA_KERNELS=scalar where a
+# layer operator passes only on its first kernels, CARDSEG_FUSED_OPS without an operator that
+# fails on both; if the step then fails, sitting 3's set (first kernels; bn, act, dwconv,
+# dwgrad), then none. The choice goes to the log and to results.jsonl (variant fused_choice);
+# bench and training read both variables, and train_matrix's "all" means the chosen set.
+fused_test() { # fused_test NAME KERNELS: TestFusedNAMECUDA on those kernels
+  CARDSEG_CUDA_KERNELS=$2 timeout 90 bin/model.test -test.run "^TestFused$1CUDA\$" -test.v >> "$LOG" 2>&1
+  local rc=$?
+  note "TestFused$1CUDA (kernels $2) rc=$rc"
+  return $rc
+}
+step_test() { # the FP16 step with the exported set against ONNX operators
+  timeout 150 bin/pipeline.test -test.run '^TestCUDAFusedOpsMatchUnfused$' -test.v >> "$LOG" 2>&1
+  local rc=$?
+  note "step with fused operators ${CARDSEG_FUSED_OPS} (kernels ${CARDSEG_CUDA_KERNELS}) rc=$rc"
+  return $rc
+}
 check_fused() {
-  note "fused batch norm: CUDA kernels and the FP16 step"
-  timeout 90 bin/model.test -test.run 'Fused' -test.v >> "$LOG" 2>&1; note "model fused tests rc=$?"
-  timeout 120 bin/pipeline.test -test.run 'TestCUDAFusedOpsMatchUnfused' -test.v >> "$LOG" 2>&1; note "pipeline fused test rc=$?"
+  note "fused operators: CUDA kernels against the CPU's, one operator at a time"
+  local kernels=auto failed="" drop="" t
+  declare -A ops=([BatchNorm]="bn act" [DepthwiseConv]=dwconv [DepthwiseWeightGrad]="dwgrad dwconv" [PackRows]=pack [AdamW]=adam [SegLoss]=loss)
+  for t in BatchNorm DepthwiseConv DepthwiseWeightGrad PackRows AdamW SegLoss; do
+    fused_test "$t" auto && continue
+    failed="$failed $t"
+    case $t in
+      BatchNorm | Depthwise*) fused_test "$t" scalar && { kernels=scalar; continue; } ;;
+    esac
+    drop="$drop ${ops[$t]}"
+  done
+  local set="" o
+  for o in bn act dwconv dwgrad pack adam loss; do
+    [[ " $drop " == *" $o "* ]] || set="$set,$o"
+  done
+  set=${set#,}
+  export CARDSEG_CUDA_KERNELS=$kernels CARDSEG_FUSED_OPS=${set:-none}
+  if [ "$CARDSEG_FUSED_OPS" != none ] && ! step_test; then
+    failed="$failed step"
+    export CARDSEG_CUDA_KERNELS=scalar CARDSEG_FUSED_OPS=bn,act,dwconv,dwgrad
+    step_test || { failed="$failed step3"; export CARDSEG_CUDA_KERNELS=auto CARDSEG_FUSED_OPS=none; }
+  fi
+  note "fused choice: CARDSEG_FUSED_OPS=$CARDSEG_FUSED_OPS CARDSEG_CUDA_KERNELS=$CARDSEG_CUDA_KERNELS (failed:${failed:- none})"
+  echo "{\"variant\":\"fused_choice\",\"fused\":\"$CARDSEG_FUSED_OPS\",\"cuda_kernels\":\"$CARDSEG_CUDA_KERNELS\",\"failed\":\"${failed# }\"}" >> "$RES"
 }
 # The fused operators on their first CUDA kernels (one float16 value per load, one thread per
 # element), for the speed of the vector and strip kernels that replaced them.
@@ -94,7 +131,13 @@ check_bench_scalar() { CARDSEG_CUDA_KERNELS=scalar bench fp16_graph_scalar 180 -
 # The step with the layers' operators only (bn, act, dwconv, dwgrad): without pack, adam and
 # loss (Concat, Split and a Cast per tensor around AdamW, AdamW in about twenty element-wise
 # nodes, the loss in about forty full-resolution float32 passes), for what those three save.
-check_bench_nopack() { bench fp16_graph_nopack 180 --device $DEV --fp16 --fused bn,act,dwconv,dwgrad $B --steps 50 --warmup 10; }
+check_bench_nopack() {
+  local f=${CARDSEG_FUSED_OPS:-all} o set=""
+  [ "$f" = all ] && f=bn,act,dwconv,dwgrad,pack,adam,loss
+  for o in ${f//,/ }; do case $o in pack | adam | loss | none) ;; *) set="$set,$o" ;; esac; done
+  set=${set#,}
+  bench fp16_graph_nopack 180 --device $DEV --fp16 --fused "${set:-none}" $B --steps 50 --warmup 10
+}
 check_bench_unfused() { bench fp16_graph_unfused 180 --device $DEV --fp16 --fused none $B --steps 50 --warmup 10; }
 # The step with ORT's default float16 GEMM reductions (split-K partial sums in float16), for
 # the speed cost of the float32 ones the runtime asks for.
@@ -247,6 +290,7 @@ check_train_matrix() {
   local common="--preset cpu --epochs ${TRAIN_EPOCHS:-30} --cosine-t0 ${TRAIN_T0:-29} --synth-dir /tmp/synth --log-format json"
   for e in ${TRAIN_MATRIX:-all:42 bn,dwgrad:42}; do
     local f=${e%%:*} seed=${e##*:} tag="${e//[:,]/_}"
+    [ "$f" = all ] && f=${CARDSEG_FUSED_OPS:-all} # check_fused's choice, when it ran
     note "train matrix $e: FP16 on the GPU, CARDSEG_FUSED_OPS=$f, seed $seed"
     CARDSEG_FUSED_OPS=$f timeout ${TRAIN_LIMIT:-120} bin/cardseg-ort train $common --seed "$seed" --device ${TDEV:-cuda} --precision fp16 --cuda-graph --out "/tmp/run_$tag" > "/tmp/run_$tag.log" 2>&1
     note "train matrix $e rc=$?"
