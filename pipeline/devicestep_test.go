@@ -4,6 +4,7 @@ import (
 	"github.com/cardseg-ort/cardseg-ort/graphs/step"
 	"github.com/cardseg-ort/cardseg-ort/internal/f16"
 	"math"
+	"sort"
 	"strings"
 	"testing"
 
@@ -480,4 +481,210 @@ func TestFusedLossMatches(t *testing.T) {
 	if worst > 5e-3 || at == "" {
 		t.Errorf("gradients differ: %s by %.2e (relative L2)", at, worst)
 	}
+}
+
+// TestFusedLayerOpsMatch: the FP16 gradients of the whole network with our layer operators
+// (their CPU kernels), and the running statistics of one step, against FP32 — each variant
+// no farther from FP32 than the step in ONNX operators with float16 rounding after every node
+// (graphs.Graph.MarshalEmulatingHalf, what the CUDA provider does). It checks the operators'
+// wiring in the network, which the operator tests cannot: which layers take them, each
+// layer's activation, what the backward saves and reads, the statistics' route to the
+// running averages.
+//
+// The bounds are wide because the gradient itself is: at this size (2 images of 64×96 at
+// initialisation) rounding any one block's forward to float16 moves the parameter gradients
+// by 1–7%, all blocks together by a median 10% (relative L2), and in FP32 a relative change
+// of 1e-3 in the input image moves them by 7%. A wrong wire moves a gradient by its own size.
+func TestFusedLayerOpsMatch(t *testing.T) {
+	if err := runtime.Init(); err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultTrainConfig()
+	cfg.Batch, cfg.Height, cfg.Width, cfg.Precision = 2, 64, 96, "fp16"
+	arch := cfg.StepConfig().Arch
+	init := model.Init(arch, 6)
+	img, tgt := randomBatch(cfg.StepConfig(), 41)
+	inputs := func(fp16 bool) map[string]*runtime.Tensor {
+		in := map[string]*runtime.Tensor{
+			step.InputImage:  runtime.MustNew([]int64{2, 3, 64, 96}, img),
+			step.InputTarget: runtime.MustNew([]int64{2, 64, 96}, tgt),
+		}
+		if fp16 {
+			in[step.InputLossScale] = runtime.MustNew([]int64{}, []float32{1024})
+		}
+		for _, p := range arch.Params() {
+			in[p.Name] = runtime.MustNew([]int64(p.Shape), init.Tensors[p.Name])
+		}
+		return in
+	}
+	grads := func(sc step.Config, emulate bool) map[string][]float32 {
+		g, err := step.GradGraph(sc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b []byte
+		if emulate {
+			b, err = g.MarshalEmulatingHalf(nil)
+		} else {
+			b, err = g.Marshal()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string][]float32{}
+		for name, v := range runGraphOnce(t, b, inputs(sc.FP16)) {
+			out[name] = runtime.Data[float32](v)
+		}
+		return out
+	}
+	// stats: one train step from running statistics of zero, so the new running mean and
+	// variance are the momentum times the batch's.
+	stats := func(sc step.Config) map[string][]float32 {
+		w := &model.Weights{Tensors: map[string][]float32{}}
+		for _, p := range arch.Params() {
+			w.Tensors[p.Name] = append([]float32(nil), init.Tensors[p.Name]...)
+			if !p.Kind.Trainable() {
+				clear(w.Tensors[p.Name])
+			}
+		}
+		st, err := NewState(arch, w)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st.LossScale = 1024
+		d, err := NewDeviceTrainSession(sc, runtime.DeviceOptions{Provider: runtime.ProviderCPU, IntraOpThreads: 2}, st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close()
+		if err := d.Load(img, tgt); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := d.Run(st, 1e-3, nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := d.Pull(st); err != nil {
+			t.Fatal(err)
+		}
+		if st.Step != 1 {
+			t.Fatalf("the step was skipped (step %d)", st.Step)
+		}
+		out := map[string][]float32{}
+		for _, p := range arch.Params() {
+			if !p.Kind.Trainable() {
+				out[p.Name] = st.Weights.Tensors[p.Name]
+			}
+		}
+		return out
+	}
+	relL2 := func(got, want []float32) float64 {
+		var d2, w2 float64
+		for i, w := range want {
+			d := float64(got[i] - w)
+			d2 += d * d
+			w2 += float64(w) * float64(w)
+		}
+		return math.Sqrt(d2 / math.Max(w2, 1e-30))
+	}
+	median := func(x []float64) float64 {
+		s := append([]float64(nil), x...)
+		sort.Float64s(s)
+		return s[len(s)/2]
+	}
+
+	sc32 := cfg.StepConfig()
+	sc32.FP16 = false
+	ref := grads(sc32, false)
+	emu := grads(cfg.StepConfig(), true)
+	refStats := stats(cfg.StepConfig()) // ONNX operators on the CPU: float32 arithmetic
+	// The gradients compared: those FP32 gives a size the rounding does not swamp. The
+	// biases of batch norms followed by a convolution and another batch norm have a gradient
+	// of zero in exact arithmetic (the next batch norm's input gradient sums to zero per
+	// channel), so they are rounding alone.
+	var names []string
+	var emuErr []float64
+	for name, r := range ref {
+		if !strings.HasPrefix(name, "grad.") {
+			continue
+		}
+		if e := relL2(emu[name], r); e < 1 {
+			names = append(names, name)
+			emuErr = append(emuErr, e)
+		}
+	}
+	sort.Strings(names)
+	if len(names) < 150 {
+		t.Fatalf("only %d gradients to compare", len(names))
+	}
+	emuMed := median(emuErr)
+	t.Logf("ONNX operators rounding like the GPU: median gradient %.3f from FP32 (%d tensors)", emuMed, len(names))
+
+	for _, f := range []FusedSet{
+		{BN: true},
+		{BN: true, Act: true},
+		{DWConv: true, DWGrad: true},
+		{DWGrad: true},
+		{BN: true, Act: true, DWConv: true, DWGrad: true},
+	} {
+		sc := cfg.StepConfig()
+		UseFusedOps(&sc, f)
+		got := grads(sc, false)
+		if a, b := got[step.OutLoss][0], ref[step.OutLoss][0]; rel(a, b) > 2e-3 {
+			t.Errorf("%s: loss %.6g, FP32 %.6g", f, a, b)
+		}
+		var errs []float64
+		worst, at := 0.0, ""
+		for _, name := range names {
+			e := relL2(got[name], ref[name])
+			errs = append(errs, e)
+			if e > worst || math.IsNaN(e) {
+				worst, at = e, name
+			}
+		}
+		med := median(errs)
+		// The running statistics: the mean's difference in units of the batch's standard
+		// deviation (a mean can be zero by construction, as above), the variance's relative.
+		gotStats := stats(sc)
+		sworst, sat := 0.0, ""
+		for _, p := range arch.Params() {
+			if p.Kind != model.BNMean {
+				continue
+			}
+			vname := strings.TrimSuffix(p.Name, "running_mean") + "running_var"
+			// new mean m·μ, new variance m·σ²·n/(n−1): ‖Δμ‖/‖σ‖ ≈ ‖Δ(m·μ)‖ / √(m·Σ m·σ²)
+			var vs float64
+			for _, v := range refStats[vname] {
+				vs += float64(v)
+			}
+			em := math.Sqrt(sqDist(gotStats[p.Name], refStats[p.Name]) / math.Max(float64(p.Momentum)*vs, 1e-30))
+			ev := relL2(gotStats[vname], refStats[vname])
+			for _, e := range []struct {
+				v    float64
+				name string
+			}{{em, p.Name}, {ev, vname}} {
+				if e.v > sworst || math.IsNaN(e.v) {
+					sworst, sat = e.v, e.name
+				}
+			}
+		}
+		t.Logf("%s: gradients from FP32 median %.3f, worst %.3f (%s); worst running statistic %.2e (%s)", f, med, worst, at, sworst, sat)
+		if !(med <= 1.25*emuMed) {
+			t.Errorf("%s: gradients a median %.3f from FP32, the step in ONNX operators %.3f", f, med, emuMed)
+		}
+		if !(worst <= 0.5) {
+			t.Errorf("%s: gradient %s %.3f from FP32 (relative L2)", f, at, worst)
+		}
+		if !(sworst <= 0.02) {
+			t.Errorf("%s: running statistic %s off by %.3f", f, sat, sworst)
+		}
+	}
+}
+
+func sqDist(a, b []float32) float64 {
+	var s float64
+	for i := range a {
+		d := float64(a[i]) - float64(b[i])
+		s += d * d
+	}
+	return s
 }
