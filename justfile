@@ -81,6 +81,10 @@ gen:
 doctor: setup build
     {{bin}} doctor
 
+# Summarise a GPU sitting's results (the $OUT folder of tools/gpu/device_check.sh, fetched here).
+gpu-summary dir:
+    python3 tools/gpu/summarize.py {{dir}}
+
 # Build what a GPU host needs (CLI and test binaries; Go is not installed there) into .gpubin/bin.tar.xz for tools/gpu/device_check.sh.
 gpu-pack:
     #!/usr/bin/env bash

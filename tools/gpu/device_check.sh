@@ -7,7 +7,7 @@
 # .gpu4 and .gpubin running
 #   bash .gpu4/unpack.sh && tar xJf .gpubin/bin.tar.xz && CHECKS="..." bash tools/gpu/device_check.sh
 # Writes $OUT/log.txt (everything) and $OUT/results.jsonl (one JSON line per measurement,
-# PyTorch's anchor lines included). Each check has its own time limit; a failure is logged
+# PyTorch's anchor lines included); `just gpu-summary DIR` (tools/gpu/summarize.py) reads them. Each check has its own time limit; a failure is logged
 # and the next check runs. CHECKS names the checks to run, in the order given (default: all).
 # Costs seen (2026-11-26), for planning a 15-minute device budget: machine start ~25 s, each
 # unpack call ~4 s; on an H100: bench 6-15 s, anchor 55 s (36 s with ANCHOR_AMP=0), ctests
