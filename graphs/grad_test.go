@@ -124,6 +124,17 @@ func TestGradientRules(t *testing.T) {
 			}))
 		}
 	}
+	// The pointwise weight gradient as one product of the whole batch (its diagonal blocks).
+	for _, c := range convs {
+		c := c
+		if c.w[2] != 1 || c.w[3] != 1 {
+			continue
+		}
+		cases = append(cases, mk(c.name+" blockdiag", F, []gradcheck.In{{Shape: c.x, Diff: true}, {Shape: c.w, Diff: true}}, func(x []V) V {
+			x[0].Graph().Grad.PointwiseWeightGrad = "blockdiag-all"
+			return graphs.Conv(x[0], x[1], nil, c.opts)
+		}))
+	}
 	cases = append(cases, blockedCases(t)...)
 	dir := t.TempDir()
 	for _, tc := range cases {

@@ -113,7 +113,10 @@ func gradConv(n *Node, dy []*Value, want []bool) []*Value {
 		if want[0] {
 			out[0] = Reshape(MatMul(Transpose(w2, 1, 0), g3), x.shape)
 		}
-		if want[1] {
+		pw := x.g.Grad.PointwiseWeightGrad
+		if want[1] && (pw == "blockdiag-all" || pw == "blockdiag" && N*N*cout*cin <= BlockDiagMaxOut && H*W >= BlockDiagMinHW) {
+			out[1] = Reshape(pointwiseWeightGradBlockDiag(x, g), w.shape)
+		} else if want[1] {
 			x3 := Reshape(x, Shape{N, cin, H * W})
 			out[1] = Reshape(ReduceSum(MatMul(g3, Transpose(x3, 0, 2, 1)), false, 0), w.shape)
 		}
@@ -150,6 +153,26 @@ func gradConv(n *Node, dy []*Value, want []bool) []*Value {
 		out[1] = convWeightGradConv(x, g, w.shape, o)
 	}
 	return out
+}
+
+// pointwiseWeightGradBlockDiag is a 1×1 convolution's weight gradient [Cout, Cin] (stride 1,
+// x [N, Cin, H, W], dy [N, Cout, H, W]) as one MatMul of all the batch's rows, [N·Cout, H·W]
+// by [H·W, N·Cin] (both free reshapes, the second transposed inside the product), whose
+// diagonal blocks (image n by image n) are kept by a 0/1 mask and summed over the batch
+// (GradOptions.PointwiseWeightGrad "blockdiag").
+func pointwiseWeightGradBlockDiag(x, dy *Value) *Value {
+	N, cin, hw := x.shape[0], x.shape[1], x.shape[2]*x.shape[3]
+	cout := dy.shape[1]
+	all := MatMul(Reshape(dy, Shape{N * cout, hw}), Transpose(Reshape(x, Shape{N * cin, hw}), 1, 0))
+	eye := make([]float32, N*N)
+	for i := int64(0); i < N; i++ {
+		eye[i*N+i] = 1
+	}
+	mask := x.g.ConstFloat(Shape{N, 1, N, 1}, eye...)
+	if x.dtype == Float16 {
+		mask = x.g.ConstFloat16(Shape{N, 1, N, 1}, eye...)
+	}
+	return ReduceSum(Mul(Reshape(all, Shape{N, cout, N, cin}), mask), false, 0, 2)
 }
 
 // convWeightGradConv is a convolution's weight gradient as one grouped Conv of the input with
