@@ -466,14 +466,7 @@ func TestFusedLossMatches(t *testing.T) {
 		if !strings.HasPrefix(name, "grad.") {
 			continue
 		}
-		got := runtime.Data[float32](res[1][name])
-		var d2, w2 float64
-		for i, w := range runtime.Data[float32](want) {
-			d := float64(got[i] - w)
-			d2 += d * d
-			w2 += float64(w) * float64(w)
-		}
-		if e := math.Sqrt(d2 / math.Max(w2, 1e-30)); e > worst || math.IsNaN(e) || at == "" {
+		if e := relL2(runtime.Data[float32](res[1][name]), runtime.Data[float32](want)); e > worst || math.IsNaN(e) || at == "" {
 			worst, at = e, name
 		}
 	}
@@ -577,15 +570,6 @@ func TestFusedLayerOpsMatch(t *testing.T) {
 		}
 		return out
 	}
-	relL2 := func(got, want []float32) float64 {
-		var d2, w2 float64
-		for i, w := range want {
-			d := float64(got[i] - w)
-			d2 += d * d
-			w2 += float64(w) * float64(w)
-		}
-		return math.Sqrt(d2 / math.Max(w2, 1e-30))
-	}
 	median := func(x []float64) float64 {
 		s := append([]float64(nil), x...)
 		sort.Float64s(s)
@@ -678,6 +662,17 @@ func TestFusedLayerOpsMatch(t *testing.T) {
 			t.Errorf("%s: running statistic %s off by %.3f", f, sat, sworst)
 		}
 	}
+}
+
+// relL2 is ‖got − want‖ / ‖want‖.
+func relL2(got, want []float32) float64 {
+	var d2, w2 float64
+	for i, w := range want {
+		d := float64(got[i] - w)
+		d2 += d * d
+		w2 += float64(w) * float64(w)
+	}
+	return math.Sqrt(d2 / math.Max(w2, 1e-30))
 }
 
 func sqDist(a, b []float32) float64 {
