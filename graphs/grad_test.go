@@ -124,14 +124,17 @@ func TestGradientRules(t *testing.T) {
 			}))
 		}
 	}
-	// The pointwise weight gradient as one product of the whole batch (its diagonal blocks).
+	// The weight gradient as one product of the whole batch (its diagonal blocks summed): the
+	// pointwise cases, and the dense ones with more than one image through the Gather unfold.
 	for _, c := range convs {
 		c := c
-		if c.w[2] != 1 || c.w[3] != 1 {
+		pointwise := c.w[2] == 1 && c.w[3] == 1
+		if !pointwise && (c.opts.Group > 1 || c.x[0] < 2) {
 			continue
 		}
 		cases = append(cases, mk(c.name+" blockdiag", F, []gradcheck.In{{Shape: c.x, Diff: true}, {Shape: c.w, Diff: true}}, func(x []V) V {
-			x[0].Graph().Grad.PointwiseWeightGrad = "blockdiag-all"
+			x[0].Graph().Grad.WeightGradProduct = "blockdiag-all"
+			x[0].Graph().Grad.DepthwiseWeightGrad = "gather"
 			return graphs.Conv(x[0], x[1], nil, c.opts)
 		}))
 	}

@@ -226,20 +226,22 @@ type GradOptions struct {
 	// "fused" one DepthwiseWeightGrad16 node per float16 depthwise layer (CardsegDomain, our
 	// own kernels), "gather" for the rest.
 	DepthwiseWeightGrad string
-	// PointwiseWeightGrad: "" or "batched" computes a 1×1 convolution's weight gradient as a
-	// MatMul batched over the images, [Cout, H·W] by [H·W, Cin] each, summed over the batch;
-	// "blockdiag" as one MatMul of all images at once, [N·Cout, H·W] by [H·W, N·Cin], whose
-	// diagonal blocks are summed: N times the multiplications, but one large product instead
-	// of N thin ones, where the thin ones leave most of a GPU idle (on an H100 the 16×16
-	// weights of a 240×320 layer took 97 µs, 16 thread blocks over a 76,800-long reduction).
-	// It applies where the product is small (N²·Cout·Cin ≤ BlockDiagMaxOut) and the reduction
-	// long (H·W ≥ BlockDiagMinHW), and the batched form elsewhere; "blockdiag-all" applies it
-	// to every 1×1 layer (for tests).
-	PointwiseWeightGrad string
+	// WeightGradProduct: "" or "batched" computes a 1×1 convolution's weight gradient as a
+	// MatMul batched over the images, [Cout, H·W] by [H·W, Cin] each, summed over the batch,
+	// and a dense k×k one on the GPU (the stem, with the patches unfolded by a Gather) as one
+	// [Cout, N·H·W] by [N·H·W, Cin·k²] product of transposed copies; "blockdiag" either as one
+	// MatMul of all images at once, [N·Cout, H·W] by [H·W, N·Cin(·k²)], whose diagonal blocks
+	// are summed: N times the multiplications, but one large product instead of N thin ones
+	// (which leave most of a GPU idle: on an H100 the 16×16 weights of a 240×320 layer took
+	// 97 µs, 16 thread blocks over a 76,800-long reduction) and no transposes. It applies where
+	// the product is small (N²·Cout·Cin(·k²) ≤ BlockDiagMaxOut) and the reduction long
+	// (H·W ≥ BlockDiagMinHW), the default form elsewhere; "blockdiag-all" wherever it can (for
+	// tests).
+	WeightGradProduct string
 }
 
-// The limits of GradOptions.PointwiseWeightGrad "blockdiag": at batch 8 the layers at 240×320
-// and 120×160 of a 480×640 input (up to 72×24 weights) and the stem-side ones at 60×80.
+// The limits of GradOptions.WeightGradProduct "blockdiag": at batch 8 and 480×640, the stem,
+// the 1×1 layers at 240×320 and 120×160 (up to 72×24 weights) and three at 60×80.
 const (
 	BlockDiagMaxOut = 1 << 18
 	BlockDiagMinHW  = 4096

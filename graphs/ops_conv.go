@@ -113,9 +113,8 @@ func gradConv(n *Node, dy []*Value, want []bool) []*Value {
 		if want[0] {
 			out[0] = Reshape(MatMul(Transpose(w2, 1, 0), g3), x.shape)
 		}
-		pw := x.g.Grad.PointwiseWeightGrad
-		if want[1] && (pw == "blockdiag-all" || pw == "blockdiag" && N*N*cout*cin <= BlockDiagMaxOut && H*W >= BlockDiagMinHW) {
-			out[1] = Reshape(pointwiseWeightGradBlockDiag(x, g), w.shape)
+		if want[1] && useBlockDiag(x.g, N, cout, cin, H*W) {
+			out[1] = Reshape(blockDiagProduct(g3, Reshape(x, Shape{N, cin, H * W})), w.shape)
 		} else if want[1] {
 			x3 := Reshape(x, Shape{N, cin, H * W})
 			out[1] = Reshape(ReduceSum(MatMul(g3, Transpose(x3, 0, 2, 1)), false, 0), w.shape)
@@ -155,24 +154,34 @@ func gradConv(n *Node, dy []*Value, want []bool) []*Value {
 	return out
 }
 
-// pointwiseWeightGradBlockDiag is a 1×1 convolution's weight gradient [Cout, Cin] (stride 1,
-// x [N, Cin, H, W], dy [N, Cout, H, W]) as one MatMul of all the batch's rows, [N·Cout, H·W]
-// by [H·W, N·Cin] (both free reshapes, the second transposed inside the product), whose
-// diagonal blocks (image n by image n) are kept by a 0/1 mask and summed over the batch
-// (GradOptions.PointwiseWeightGrad "blockdiag").
-func pointwiseWeightGradBlockDiag(x, dy *Value) *Value {
-	N, cin, hw := x.shape[0], x.shape[1], x.shape[2]*x.shape[3]
-	cout := dy.shape[1]
-	all := MatMul(Reshape(dy, Shape{N * cout, hw}), Transpose(Reshape(x, Shape{N * cin, hw}), 1, 0))
+// blockDiagProduct is Σ_n d[n]·c[n]ᵀ for d [N, A, M] and c [N, B, M], as one MatMul of the
+// whole batch, [N·A, M] by [M, N·B] (free reshapes, the second transposed inside the
+// product), whose diagonal blocks (image n by image n) are kept by a 0/1 mask and summed:
+// [A, B]. GradOptions.WeightGradProduct "blockdiag".
+func blockDiagProduct(d, c *Value) *Value {
+	N, A, M, B := d.shape[0], d.shape[1], d.shape[2], c.shape[1]
+	all := MatMul(Reshape(d, Shape{N * A, M}), Transpose(Reshape(c, Shape{N * B, M}), 1, 0))
 	eye := make([]float32, N*N)
 	for i := int64(0); i < N; i++ {
 		eye[i*N+i] = 1
 	}
-	mask := x.g.ConstFloat(Shape{N, 1, N, 1}, eye...)
-	if x.dtype == Float16 {
-		mask = x.g.ConstFloat16(Shape{N, 1, N, 1}, eye...)
+	mask := d.g.ConstFloat(Shape{N, 1, N, 1}, eye...)
+	if d.dtype == Float16 {
+		mask = d.g.ConstFloat16(Shape{N, 1, N, 1}, eye...)
 	}
-	return ReduceSum(Mul(Reshape(all, Shape{N, cout, N, cin}), mask), false, 0, 2)
+	return ReduceSum(Mul(Reshape(all, Shape{N, A, N, B}), mask), false, 0, 2)
+}
+
+// useBlockDiag reports whether GradOptions.WeightGradProduct takes the weight gradient
+// Σ_n d[n]·c[n]ᵀ ([N, A, M] by [N, B, M]) as blockDiagProduct.
+func useBlockDiag(g *Graph, N, A, B, M int64) bool {
+	switch g.Grad.WeightGradProduct {
+	case "blockdiag-all":
+		return true
+	case "blockdiag":
+		return N*N*A*B <= BlockDiagMaxOut && M >= BlockDiagMinHW
+	}
+	return false
 }
 
 // convWeightGradConv is a convolution's weight gradient as one grouped Conv of the input with
@@ -272,6 +281,11 @@ func convWeightGradIm2col(x, dy *Value, wShape Shape, o ConvOpts, gather bool) *
 	}
 	if cols.shape[2] != ho || cols.shape[3] != wo {
 		panic(fmt.Sprintf("graphs: im2col of %v gives %v, want %dx%d", x.shape, cols.shape, ho, wo))
+	}
+	if gather && G == 1 && N > 1 && useBlockDiag(x.g, N, cout, cin*K, M) {
+		// The same product without the transposes: the whole batch at once, its diagonal
+		// blocks summed.
+		return Reshape(blockDiagProduct(Reshape(dy, Shape{N, cout, M}), Reshape(cols, Shape{N, cin * K, M})), wShape)
 	}
 	if gather && G == 1 && N > 1 {
 		// A dense layer (the stem) on the GPU: the batch joins the inner dimension, one

@@ -193,11 +193,11 @@ func PeakRSSMB() float64 {
 // BenchDeviceResult is one device-resident `bench train` measurement.
 type BenchDeviceResult struct {
 	BenchTrainResult
-	Precision string `json:"precision"`  // fp32 or fp16
-	CUDAGraph bool   `json:"cuda_graph"` // steps replay captured CUDA graphs
-	Fused     string `json:"fused"`      // our fused operators in the step (FusedSet)
-	DWGrad    string `json:"dw_grad"`    // the depthwise weight-gradient form (step.Config)
-	PWGrad    string `json:"pw_grad"`    // the pointwise weight-gradient form (step.Config)
+	Precision    string `json:"precision"`     // fp32 or fp16
+	CUDAGraph    bool   `json:"cuda_graph"`    // steps replay captured CUDA graphs
+	Fused        string `json:"fused"`         // our fused operators in the step (FusedSet)
+	DWGrad       string `json:"dw_grad"`       // the depthwise weight-gradient form (step.Config)
+	WGradProduct string `json:"wgrad_product"` // the pointwise weight-gradient form (step.Config)
 	// Kernels is the CUDA kernel set of the fused operators (runtime.CUDAKernels), when they run
 	// on CUDA.
 	Kernels string `json:"cuda_kernels,omitempty"`
@@ -216,7 +216,7 @@ type BenchDeviceResult struct {
 func BenchDeviceTrain(cfg step.Config, opts runtime.DeviceOptions, warmup, steps int, seed uint64) (BenchDeviceResult, error) {
 	res := BenchDeviceResult{BenchTrainResult: BenchTrainResult{Batch: cfg.Batch, Height: cfg.Height, Width: cfg.Width,
 		Threads: opts.IntraOpThreads, Steps: steps}, Precision: precisionName(cfg), CUDAGraph: opts.CUDAGraph, Fused: fusedSetOf(cfg).String(),
-		DWGrad: cfg.DepthwiseWeightGrad, PWGrad: cfg.PointwiseWeightGrad}
+		DWGrad: cfg.DepthwiseWeightGrad, WGradProduct: cfg.WeightGradProduct}
 	if len(opts.CUDAOptions) > 0 {
 		res.Options = fmt.Sprint(opts.CUDAOptions)
 	}

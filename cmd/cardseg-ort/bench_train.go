@@ -32,16 +32,16 @@ type BenchTrainCmd struct {
 	Device  string `help:"auto, cpu or cuda." default:"cpu"`
 	JSON    bool   `help:"Print one JSON line."`
 	// The device-resident path (what training on a GPU uses).
-	DWGrad      string            `name:"dw-grad" help:"Convolution weight-gradient formulation: auto (on CUDA fused with FP16 and --fused, else gather; elsewhere conv for grouped and im2col for dense convolutions), conv, taps, im2col, gather (im2col unfolding by Gather) or fused (FP16: our kernel for depthwise layers)." enum:"auto,conv,taps,im2col,gather,fused" default:"auto"`
-	PWGrad      string            `name:"pw-grad" help:"1×1 convolutions' weight-gradient formulation: batched (a MatMul per image, summed) or blockdiag (one MatMul of the whole batch, its diagonal blocks summed, where the batched one is thin: N²·Cout·Cin ≤ 2^18 and H·W ≥ 4096)." enum:"batched,blockdiag" default:"batched"`
-	StandardOps bool              `name:"standard-ops" help:"CPU: build the step from standard ONNX operators only, without ONNX Runtime's blocked (NCHWc) kernels for depthwise convolutions (slower; what a non-x86 CPU gets)."`
-	FP16        bool              `name:"fp16" help:"Mixed-precision train step (FP16 compute, FP32 master weights, dynamic loss scaling)."`
-	Resident    bool              `help:"Keep the training state in ONNX Runtime tensors between steps, as training does (always on with --device cuda); --no-resident times the host-memory session, which copies the state in and out every step." default:"true" negatable:""`
-	CUDAGraph   bool              `name:"cuda-graph" help:"Capture and replay CUDA graphs (CUDA)." default:"true" negatable:""`
-	Fused       string            `name:"fused" help:"FP16 on CUDA: our fused CUDA operators, all, none, or a list of bn, act, dwconv, dwgrad, pack, adam, loss; default: CARDSEG_FUSED_OPS, as training reads it, else all."`
-	CUDAOpt     map[string]string `name:"cuda-opt" help:"Extra CUDA provider options, e.g. --cuda-opt prefer_nhwc=1."`
-	Profile     string            `help:"Write ONNX Runtime's per-node profile (Chrome trace JSON) of the device-resident run to files with this prefix."`
-	ORTConfig   map[string]string `name:"ort-config" help:"Session configuration entries, e.g. --ort-config session.disable_cpu_ep_fallback=1."`
+	DWGrad       string            `name:"dw-grad" help:"Convolution weight-gradient formulation: auto (on CUDA fused with FP16 and --fused, else gather; elsewhere conv for grouped and im2col for dense convolutions), conv, taps, im2col, gather (im2col unfolding by Gather) or fused (FP16: our kernel for depthwise layers)." enum:"auto,conv,taps,im2col,gather,fused" default:"auto"`
+	WGradProduct string            `name:"wgrad-product" help:"The product in the weight gradients of 1×1 layers and of the stem (with --dw-grad gather or fused): batched (a MatMul per image, summed; the stem's over transposed copies) or blockdiag (one MatMul of the whole batch, its diagonal blocks summed, where the product is small and the reduction long: N²·Cout·Cin·k² ≤ 2^18 and H·W ≥ 4096)." enum:"batched,blockdiag" default:"batched"`
+	StandardOps  bool              `name:"standard-ops" help:"CPU: build the step from standard ONNX operators only, without ONNX Runtime's blocked (NCHWc) kernels for depthwise convolutions (slower; what a non-x86 CPU gets)."`
+	FP16         bool              `name:"fp16" help:"Mixed-precision train step (FP16 compute, FP32 master weights, dynamic loss scaling)."`
+	Resident     bool              `help:"Keep the training state in ONNX Runtime tensors between steps, as training does (always on with --device cuda); --no-resident times the host-memory session, which copies the state in and out every step." default:"true" negatable:""`
+	CUDAGraph    bool              `name:"cuda-graph" help:"Capture and replay CUDA graphs (CUDA)." default:"true" negatable:""`
+	Fused        string            `name:"fused" help:"FP16 on CUDA: our fused CUDA operators, all, none, or a list of bn, act, dwconv, dwgrad, pack, adam, loss; default: CARDSEG_FUSED_OPS, as training reads it, else all."`
+	CUDAOpt      map[string]string `name:"cuda-opt" help:"Extra CUDA provider options, e.g. --cuda-opt prefer_nhwc=1."`
+	Profile      string            `help:"Write ONNX Runtime's per-node profile (Chrome trace JSON) of the device-resident run to files with this prefix."`
+	ORTConfig    map[string]string `name:"ort-config" help:"Session configuration entries, e.g. --ort-config session.disable_cpu_ep_fallback=1."`
 	// CompareTorch times PyTorch's CPU step with the same settings in the same command,
 	// alternating with ours in short segments so that both see the same machine noise, and
 	// reports the median of the per-segment ratios (a shared machine's speed drifts by ±20%
@@ -283,7 +283,7 @@ func (c *BenchTrainCmd) Run(log *zerolog.Logger) error {
 	if c.DWGrad != "auto" {
 		cfg.DepthwiseWeightGrad = c.DWGrad
 	}
-	cfg.PointwiseWeightGrad = c.PWGrad
+	cfg.WeightGradProduct = c.WGradProduct
 	fusedFlag, fusedSrc := c.Fused, "--fused"
 	if fusedFlag == "" {
 		fusedFlag, fusedSrc = os.Getenv(pipeline.EnvFusedOps), pipeline.EnvFusedOps

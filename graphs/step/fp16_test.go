@@ -570,6 +570,11 @@ func TestFP16GraphsFitTheCUDAProvider(t *testing.T) {
 			c.DepthwiseWeightGrad = "gather"
 			return step.TrainStep(c)
 		},
+		"train_blockdiag": func() (*graphs.Graph, error) {
+			c := c
+			c.DepthwiseWeightGrad, c.WeightGradProduct = "gather", "blockdiag-all"
+			return step.TrainStep(c)
+		},
 		"grad":      func() (*graphs.Graph, error) { return step.GradGraph(c) },
 		"eval":      func() (*graphs.Graph, error) { return step.EvalStep(c) },
 		"bn_stats":  func() (*graphs.Graph, error) { return step.BNStats(c) },

@@ -36,10 +36,10 @@ type Config struct {
 	// "fused" (FP16 only: our operator for depthwise layers, which needs a session with
 	// runtime.DeviceOptions.CustomOps; gather for the rest).
 	DepthwiseWeightGrad string
-	// PointwiseWeightGrad picks the 1×1 convolutions' weight-gradient formulation
+	// WeightGradProduct picks the 1×1 convolutions' weight-gradient formulation
 	// (graphs.GradOptions): "" or "batched", "blockdiag" (one product of the whole batch where
 	// the batched one is thin and long) or "blockdiag-all".
-	PointwiseWeightGrad string
+	WeightGradProduct string
 	// FP16 builds mixed-precision graphs (for the GPU): float16 convolutions, activations and
 	// resizes; float32 master weights, batch-norm statistics, loss and optimizer. Inputs and
 	// outputs keep their names, types and shapes, so state moves freely between FP32 and FP16
@@ -154,7 +154,7 @@ func (c Config) validate() error {
 	if d := c.DepthwiseWeightGrad; d != "" && d != "conv" && d != "taps" && d != "im2col" && d != "gather" && d != "fused" {
 		return fmt.Errorf("step: depthwise weight gradient %q: want conv, taps, im2col, gather or fused", d)
 	}
-	if p := c.PointwiseWeightGrad; p != "" && p != "batched" && p != "blockdiag" && p != "blockdiag-all" {
+	if p := c.WeightGradProduct; p != "" && p != "batched" && p != "blockdiag" && p != "blockdiag-all" {
 		return fmt.Errorf("step: pointwise weight gradient %q: want batched, blockdiag or blockdiag-all", p)
 	}
 	if c.DepthwiseWeightGrad == "fused" && !c.FP16 {
@@ -457,7 +457,7 @@ func (ps *packedSource) Param(g *graphs.Graph, spec model.ParamSpec) *graphs.Val
 func forwardBackward(g *graphs.Graph, c Config) (fwdBwd, error) {
 	var fb fwdBwd
 	g.Grad.DepthwiseWeightGrad = c.DepthwiseWeightGrad
-	g.Grad.PointwiseWeightGrad = c.PointwiseWeightGrad
+	g.Grad.WeightGradProduct = c.WeightGradProduct
 	g.NCHWcBlock = max(c.NCHWcBlock, 0)
 	image := g.Input(InputImage, graphs.Float, graphs.Shape{int64(c.Batch), 3, int64(c.Height), int64(c.Width)})
 	target := g.Input(InputTarget, graphs.Int64, graphs.Shape{int64(c.Batch), int64(c.Height), int64(c.Width)})

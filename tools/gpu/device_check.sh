@@ -19,7 +19,7 @@
 # then compare the training run's IoU with 0.762 (FP32 on the CPU) and the step times with
 # PyTorch's eager FP32 from the same sitting. ANCHOR_AMP=1 (the default) adds PyTorch's AMP row.
 # Next sitting (the vector, strip, packing, AdamW and loss kernels, never run on a GPU yet; about 8 minutes):
-#   CHECKS="fused bench bench_nopack bench_scalar bench_pwgrad torch train_matrix ncu nsys ncu_scalar" \
+#   CHECKS="fused bench bench_nopack bench_scalar bench_blockdiag torch train_matrix ncu nsys ncu_scalar" \
 #   TRAIN_MATRIX="all:42 all:43 all:44 bn,dwgrad:43" TRAIN_LIMIT=120
 # fused: each operator's CUDA kernels against its CPU kernels, then the step; it narrows
 # CARDSEG_CUDA_KERNELS and CARDSEG_FUSED_OPS for the later checks itself when something fails
@@ -138,10 +138,10 @@ check_bench_nopack() {
   set=${set#,}
   bench fp16_graph_nopack 180 --device $DEV --fp16 --fused "${set:-none}" $B --steps 50 --warmup 10
 }
-# The 1×1 layers' weight gradients as one product of the batch where the batched MatMul is
-# thin (sitting 3's ncu: 97 µs for the 16×16 weights at 240×320, 16 thread blocks; about
-# 0.3 ms in all), against check_bench's batched form.
-check_bench_pwgrad() { bench fp16_graph_pwgrad 180 --device $DEV --fp16 --pw-grad blockdiag $B --steps 50 --warmup 10; }
+# The weight gradients of the stem and the thin 1×1 layers as one product of the batch
+# (sitting 3's ncu: 97 µs for the 16×16 weights at 240×320, 16 thread blocks, about 0.3 ms
+# over those layers; 0.23 ms for the stem's transposes and product), against check_bench.
+check_bench_blockdiag() { bench fp16_graph_blockdiag 180 --device $DEV --fp16 --wgrad-product blockdiag $B --steps 50 --warmup 10; }
 check_bench_unfused() { bench fp16_graph_unfused 180 --device $DEV --fp16 --fused none $B --steps 50 --warmup 10; }
 # The step with ORT's default float16 GEMM reductions (split-K partial sums in float16), for
 # the speed cost of the float32 ones the runtime asks for.

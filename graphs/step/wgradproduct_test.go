@@ -11,8 +11,7 @@ import (
 	"github.com/cardseg-ort/cardseg-ort/runtime"
 )
 
-// blockDiagLayers counts the 1×1 weight gradients a step graph takes in the block-diagonal
-// form: the Mul of the whole batch's product by its [N,1,N,1] 0/1 mask.
+// blockDiagLayers counts the weight gradients a step graph takes in the block-diagonal form: the Mul of the whole batch's product by its [N,1,N,1] 0/1 mask.
 func blockDiagLayers(g *graphs.Graph, n int64) int {
 	k := 0
 	for _, nd := range g.Nodes() {
@@ -26,21 +25,22 @@ func blockDiagLayers(g *graphs.Graph, n int64) int {
 	return k
 }
 
-// TestPointwiseWeightGradBlockDiag: the whole network's gradients with the 1×1 weight
-// gradients taken as one product of the batch (PointwiseWeightGrad "blockdiag") equal the
-// batched ones within float32 summation order, and the form goes to the layers it is for —
-// at batch 8 and 480×640, the nine 1×1 layers with small weights at 240×320 (2), 120×160 (4)
-// and 60×80 (a projection and the head's two classifiers); the others keep the batched MatMul.
-func TestPointwiseWeightGradBlockDiag(t *testing.T) {
+// TestWeightGradBlockDiag: the whole network's gradients with the weight gradients of the
+// stem and the thin 1×1 layers taken as one product of the batch (WeightGradProduct
+// "blockdiag", the depthwise layers' form "gather" as on the GPU) equal the default ones
+// within float32 summation order, and the form goes to the layers it is for: at batch 8 and
+// 480×640 the stem and the nine 1×1 layers with small weights at 240×320 (2), 120×160 (4) and
+// 60×80 (a projection and the head's two classifiers); the others keep their products.
+func TestWeightGradBlockDiag(t *testing.T) {
 	a := model.MobileNetV3Large(1, 2)
 	big := step.Config{Arch: a, Batch: 8, Height: 480, Width: 640, Loss: step.DefaultLoss, Adam: step.DefaultAdamW, FP16: true,
-		PointwiseWeightGrad: "blockdiag"}
+		DepthwiseWeightGrad: "gather", WeightGradProduct: "blockdiag"}
 	g, err := step.TrainStep(big)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if k := blockDiagLayers(g, 8); k != 9 {
-		t.Errorf("batch 8, 480×640: %d layers in the block-diagonal form, want 9", k)
+	if k := blockDiagLayers(g, 8); k != 10 {
+		t.Errorf("batch 8, 480×640: %d layers in the block-diagonal form, want 10", k)
 	}
 
 	if err := runtime.Init(); err != nil {
@@ -57,11 +57,11 @@ func TestPointwiseWeightGradBlockDiag(t *testing.T) {
 	}
 	var res [2]map[string]*runtime.Tensor
 	for i, form := range []string{"batched", "blockdiag"} {
-		c := step.Config{Arch: a, Batch: n, Height: h, Width: w, Loss: step.DefaultLoss, Adam: step.DefaultAdamW, PointwiseWeightGrad: form}
+		c := step.Config{Arch: a, Batch: n, Height: h, Width: w, Loss: step.DefaultLoss, Adam: step.DefaultAdamW, DepthwiseWeightGrad: "gather", WeightGradProduct: form}
 		g, err := step.GradGraph(c)
 		if err == nil && form == "blockdiag" {
-			if k := blockDiagLayers(g, n); k != 2 { // the two 1×1 layers at 64×96
-				t.Errorf("batch 2, 128×192: %d layers in the block-diagonal form, want 2", k)
+			if k := blockDiagLayers(g, n); k != 3 { // the stem and the two 1×1 layers at 64×96
+				t.Errorf("batch 2, 128×192: %d layers in the block-diagonal form, want 3", k)
 			}
 		}
 		res[i] = runGraph(t, g, err, feeds)
