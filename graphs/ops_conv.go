@@ -157,19 +157,18 @@ func gradConv(n *Node, dy []*Value, want []bool) []*Value {
 // blockDiagProduct is Σ_n d[n]·c[n]ᵀ for d [N, A, M] and c [N, B, M], as one MatMul of the
 // whole batch, [N·A, M] by [M, N·B] (free reshapes, the second transposed inside the
 // product), whose diagonal blocks (image n by image n) are kept by a 0/1 mask and summed:
-// [A, B]. GradOptions.WeightGradProduct "blockdiag".
+// [A, B]. The blocks are selected (Where), not multiplied by the mask: in float16 with loss
+// scaling an off-diagonal block could overflow where the diagonal ones do not, and Inf·0 would
+// make the sum NaN. GradOptions.WeightGradProduct "blockdiag".
 func blockDiagProduct(d, c *Value) *Value {
 	N, A, M, B := d.shape[0], d.shape[1], d.shape[2], c.shape[1]
-	all := MatMul(Reshape(d, Shape{N * A, M}), Transpose(Reshape(c, Shape{N * B, M}), 1, 0))
+	all := Reshape(MatMul(Reshape(d, Shape{N * A, M}), Transpose(Reshape(c, Shape{N * B, M}), 1, 0)), Shape{N, A, N, B})
 	eye := make([]float32, N*N)
 	for i := int64(0); i < N; i++ {
 		eye[i*N+i] = 1
 	}
-	mask := d.g.ConstFloat(Shape{N, 1, N, 1}, eye...)
-	if d.dtype == Float16 {
-		mask = d.g.ConstFloat16(Shape{N, 1, N, 1}, eye...)
-	}
-	return ReduceSum(Mul(Reshape(all, Shape{N, A, N, B}), mask), false, 0, 2)
+	keep := Greater(d.g.ConstFloat(Shape{N, 1, N, 1}, eye...), Scalar(d.g, 0.5)) // folded by ORT
+	return ReduceSum(Where(keep, all, ScalarLike(all, 0)), false, 0, 2)
 }
 
 // useBlockDiag reports whether GradOptions.WeightGradProduct takes the weight gradient

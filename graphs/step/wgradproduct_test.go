@@ -11,14 +11,15 @@ import (
 	"github.com/cardseg-ort/cardseg-ort/runtime"
 )
 
-// blockDiagLayers counts the weight gradients a step graph takes in the block-diagonal form: the Mul of the whole batch's product by its [N,1,N,1] 0/1 mask.
+// blockDiagLayers counts the weight gradients a step graph takes in the block-diagonal form:
+// the Where that keeps the diagonal blocks of the whole batch's product, [N, A, N, B].
 func blockDiagLayers(g *graphs.Graph, n int64) int {
 	k := 0
 	for _, nd := range g.Nodes() {
-		if nd.Op != "Mul" || len(nd.Inputs) != 2 {
+		if nd.Op != "Where" || len(nd.Inputs) != 3 {
 			continue
 		}
-		if s := nd.Inputs[1].Shape(); nd.Inputs[1].IsConstant() && len(s) == 4 && s[0] == n && s[1] == 1 && s[2] == n && s[3] == 1 {
+		if s := nd.Inputs[0].Shape(); len(s) == 4 && s[0] == n && s[1] == 1 && s[2] == n && s[3] == 1 {
 			k++
 		}
 	}
