@@ -23,6 +23,9 @@
 //   SegLoss16(z f16 [N,K,H,W], y i64 [N,H,W]) -> ce, inter, p, t, pixels f32 [N], scratch f32
 //       [N·splits·5]: the per-image sums of the segmentation loss (graphs/step's SegLoss)
 //   SegLoss16Grad(z, y, dce, dinter, dp f32 [N]) -> dz f16 [N,K,H,W]
+//   ChannelScale16(x f16 [N,C,H,W], s f16 [N,C,1,1], t f16 [N,C,1,1]) -> y = x·s + t f16: the
+//       squeeze-and-excitation scale, and its input gradient with the mean pool's added
+//   ChannelDot16(a f16 [N,C,H,W], b f16 [N,C,H,W]) -> f16 [N,C,1,1]: Σ a·b over each plane
 // Attributes: epsilon (float; batch norm), activation (int; batch norm: 0 none, 1 ReLU,
 // 2 HardSwish, applied after it and differentiated at the recomputed pre-activation); kh, kw,
 // stride_h, stride_w, dilation_h, dilation_w, pad_top, pad_left (ints; depthwise ops), out_h,
@@ -644,6 +647,66 @@ static OrtStatus* seg_loss_grad(void* kp, OrtKernelContext* ctx) {
   return NULL;
 }
 
+// ---- ChannelScale16 and ChannelDot16 ----
+
+// planes checks x [N,C,H,W] for the channel kernels: P = N·C planes (one grid row each) of HW.
+static OrtStatus* planes(const char* op, const Tensor* x, int* P, int* HW) {
+  if (x->rank != 4) return fail("%s: input has rank %zu, want 4 (NCHW)", op, x->rank);
+  int64_t p = x->dims[0] * x->dims[1], hw = x->dims[2] * x->dims[3];
+  if (p < 1 || p > 65535 || hw < 1 || hw > 0x7fffffff / 2)
+    return fail("%s: input [%lld,%lld,%lld,%lld] is outside the kernels' range (N·C ≤ 65535)", op, (long long)x->dims[0],
+                (long long)x->dims[1], (long long)x->dims[2], (long long)x->dims[3]);
+  *P = (int)p;
+  *HW = (int)hw;
+  return NULL;
+}
+
+static OrtStatus* per_plane(const char* op, const char* name, const Tensor* t, const Tensor* x) {
+  if (t->rank != 4 || t->dims[0] != x->dims[0] || t->dims[1] != x->dims[1] || t->dims[2] != 1 || t->dims[3] != 1)
+    return fail("%s: %s must be [%lld,%lld,1,1]", op, name, (long long)x->dims[0], (long long)x->dims[1]);
+  return NULL;
+}
+
+static OrtStatus* channel_scale(void* kp, OrtKernelContext* ctx) {
+  const Kernel* k = kp;
+  const char* op = "ChannelScale16";
+  Tensor x, sc, sh;
+  OrtStatus* st;
+  int P, HW;
+  if ((st = input(ctx, 0, &x)) || (st = input(ctx, 1, &sc)) || (st = input(ctx, 2, &sh)) || (st = planes(op, &x, &P, &HW)) ||
+      (st = per_plane(op, "s", &sc, &x)) || (st = per_plane(op, "t", &sh, &x)))
+    return st;
+  void* y;
+  if ((st = output(ctx, 0, x.dims, 4, &y))) return st;
+  if (k->cuda) {
+    Launch l = {0};
+    if ((st = cuda_stream(ctx, &l.stream))) return st;
+    return launched(&l, k_channel_scale(drv_launch, &l, x.data, sc.data, sh.data, y, P, HW));
+  }
+  cpu_channel_scale(x.data, sc.data, sh.data, y, P, HW);
+  return NULL;
+}
+
+static OrtStatus* channel_dot(void* kp, OrtKernelContext* ctx) {
+  const Kernel* k = kp;
+  const char* op = "ChannelDot16";
+  Tensor a, b;
+  OrtStatus* st;
+  int P, HW;
+  if ((st = input(ctx, 0, &a)) || (st = input(ctx, 1, &b)) || (st = planes(op, &a, &P, &HW))) return st;
+  if (b.rank != 4 || memcmp(a.dims, b.dims, 4 * sizeof a.dims[0]) != 0) return fail("%s: the two inputs differ in shape", op);
+  int64_t dims[4] = {a.dims[0], a.dims[1], 1, 1};
+  void* out;
+  if ((st = output(ctx, 0, dims, 4, &out))) return st;
+  if (k->cuda) {
+    Launch l = {0};
+    if ((st = cuda_stream(ctx, &l.stream))) return st;
+    return launched(&l, k_channel_dot(drv_launch, &l, a.data, b.data, out, P, HW));
+  }
+  cpu_channel_dot(a.data, b.data, out, P, HW);
+  return NULL;
+}
+
 // ---- OrtCustomOp plumbing ----
 
 static void destroy(void* kp) {
@@ -660,14 +723,17 @@ static OrtStatus* create_kernel(const OrtCustomOp* op, const void* api_unused, c
   const char* name = op->GetName(op);
   int dw = strcmp(name, "DepthwiseWeightGrad16") == 0, fwd = strcmp(name, "DepthwiseConv16") == 0,
       dgrad = strcmp(name, "DepthwiseConvGrad16") == 0, pack = strcmp(name, "PackRows") == 0, unpack = strncmp(name, "UnpackRows", 10) == 0,
-      adam = strcmp(name, "AdamW") == 0, seg = strcmp(name, "SegLoss16") == 0, seggrad = strcmp(name, "SegLoss16Grad") == 0;
+      adam = strcmp(name, "AdamW") == 0, seg = strcmp(name, "SegLoss16") == 0, seggrad = strcmp(name, "SegLoss16Grad") == 0,
+      chan = strncmp(name, "Channel", 7) == 0;
   Kernel* k = calloc(1, sizeof(Kernel));
   if (k == NULL) return fail("%s: out of memory", name);
   k->cuda = cuda;
   OrtStatus* (*gf)(const OrtKernelInfo*, const char*, float*) = SLOT(KernelInfoGetAttribute_float);
   OrtStatus* (*gi)(const OrtKernelInfo*, const char*, int64_t*) = SLOT(KernelInfoGetAttribute_int64);
   OrtStatus* st = NULL;
-  if (seg || seggrad) {
+  if (chan) {
+    // ChannelScale16 and ChannelDot16 have no attributes
+  } else if (seg || seggrad) {
     // (SegLoss16's splits is read below)
   } else if (adam) {
     st = gf(info, "beta1", &k->beta1);
@@ -694,7 +760,7 @@ static OrtStatus* create_kernel(const OrtCustomOp* op, const void* api_unused, c
     if (!st) st = gi(info, "activation", &k->act);
     if (!st && (k->act < 0 || k->act > 2)) st = fail("%s: activation %lld (0 none, 1 ReLU, 2 HardSwish)", op->GetName(op), (long long)k->act);
   }
-  if (!st && !fwd && !dgrad && !pack && !unpack && !adam && !seggrad) st = gi(info, "splits", &k->splits);
+  if (!st && !fwd && !dgrad && !pack && !unpack && !adam && !seggrad && !chan) st = gi(info, "splits", &k->splits);
   if (st) {
     destroy(k);
     return st;
@@ -757,6 +823,9 @@ static int in_seg(const OrtCustomOp* op, size_t i) { (void)op; return i == 0 ? T
 static size_t five(const OrtCustomOp* op) { (void)op; return 5; }
 static size_t six(const OrtCustomOp* op) { (void)op; return 6; }
 
+static const char* name_chscale(const OrtCustomOp* op) { (void)op; return "ChannelScale16"; }
+static const char* name_chdot(const OrtCustomOp* op) { (void)op; return "ChannelDot16"; }
+
 #define OP(ep, create, name, in, nin, out, nout, compute)                                                  \
   {                                                                                                       \
     .version = 16, .CreateKernel = create_v1, .GetName = name, .GetExecutionProviderType = ep,          \
@@ -804,6 +873,10 @@ static OrtCustomOp ops[] = {
     OP(ep_cuda, create_cuda, name_seg, in_seg, two, all_f32, six, seg_loss),
     OP(ep_cpu, create_cpu, name_seggrad, in_seg, five, all_f16, one, seg_loss_grad),
     OP(ep_cuda, create_cuda, name_seggrad, in_seg, five, all_f16, one, seg_loss_grad),
+    OP(ep_cpu, create_cpu, name_chscale, all_f16, three, all_f16, one, channel_scale),
+    OP(ep_cuda, create_cuda, name_chscale, all_f16, three, all_f16, one, channel_scale),
+    OP(ep_cpu, create_cpu, name_chdot, all_f16, two, all_f16, one, channel_dot),
+    OP(ep_cuda, create_cuda, name_chdot, all_f16, two, all_f16, one, channel_dot),
 };
 
 static OrtCustomOpDomain* domain;  // one for the process: sessions keep pointers into it

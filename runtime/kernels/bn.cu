@@ -1065,3 +1065,56 @@ extern "C" __global__ void seg_grad(const u16* z, const long long* y, const floa
     }
   }
 }
+
+// ---- squeeze-and-excitation: a channel's scale and its gradient ----
+//
+// channel_scale: y = x·s + t for each plane p of N·C (s, t: one float16 per plane): the
+// squeeze-and-excitation block's scaling (t = 0), and its input gradient dy·s plus the mean
+// pool's gradient (t = dpool/HW), one pass instead of a product and a broadcast sum. Grid (X,
+// P); 8-wide when vec. The product and the sum are rounded separately, as in ONNX Runtime's
+// kernels and the CPU kernel (cpu_channel_scale).
+extern "C" __global__ void channel_scale(const u16* x, const u16* s, const u16* t, u16* y, int HW, int vec) {
+  long p = (long)by();
+  float sc = h2f(s[p]), sh = h2f(t[p]);
+  int step = (int)(nbx() * THREADS);
+  if (vec) {
+    const u32x4* xv = (const u32x4*)(x + p * HW);
+    u32x4* yv = (u32x4*)(y + p * HW);
+    for (int i = (int)(bx() * THREADS + tid()); i < (HW >> 3); i += step) {
+      u32x4 v8 = xv[i], r;
+#pragma unroll
+      for (int j = 0; j < 4; j++) r[j] = pack_h(add_rn(mul_rn(lo_h(v8[j]), sc), sh), add_rn(mul_rn(hi_h(v8[j]), sc), sh));
+      yv[i] = r;
+    }
+    return;
+  }
+  for (int i = (int)(bx() * THREADS + tid()); i < HW; i += step) y[p * HW + i] = f2h(add_rn(mul_rn(h2f(x[p * HW + i]), sc), sh));
+}
+
+// channel_dot: out[p] = Σ a·b over plane p (the gradient of the scale: dy against the block's
+// input), one block per plane (grid (1, P)), float32 sums in a fixed order; 8-wide when vec.
+extern "C" __global__ void channel_dot(const u16* a, const u16* b, u16* out, int HW, int vec) {
+  long p = (long)by();
+  float acc = 0;
+  if (vec) {
+    const u32x4* av = (const u32x4*)(a + p * HW);
+    const u32x4* bv = (const u32x4*)(b + p * HW);
+    for (int i = (int)tid(); i < (HW >> 3); i += THREADS) {
+      u32x4 u = av[i], v = bv[i];
+#pragma unroll
+      for (int j = 0; j < 4; j++) acc += lo_h(u[j]) * lo_h(v[j]) + hi_h(u[j]) * hi_h(v[j]);
+    }
+  } else {
+    for (int i = (int)tid(); i < HW; i += THREADS) acc += h2f(a[p * HW + i]) * h2f(b[p * HW + i]);
+  }
+  __shared__ float red[THREADS / 32];
+  acc = warp_sum(acc);
+  unsigned lane = tid() & 31, warp = tid() >> 5;
+  if (lane == 0) red[warp] = acc;
+  sync_block();
+  if (tid() == 0) {
+    float s = 0;
+    for (int w = 0; w < THREADS / 32; w++) s += red[w];
+    out[p] = f2h(s);
+  }
+}

@@ -297,3 +297,26 @@ static void cpu_seg_grad(const uint16_t* z, const int64_t* y, const float* dce, 
     }
   }
 }
+
+// ---- squeeze-and-excitation: ChannelScale16 and ChannelDot16 ----
+
+// cpu_channel_scale: y[p,i] = x[p,i]·s[p] + t[p] over P planes of HW elements, in float32
+// (each product and sum rounded once, never fused), rounded to float16 once.
+static void cpu_channel_scale(const uint16_t* x, const uint16_t* s, const uint16_t* t, uint16_t* y, int64_t P, int64_t HW) {
+  for (int64_t p = 0; p < P; p++) {
+    volatile float sc = half_to_float(s[p]), sh = half_to_float(t[p]);
+    for (int64_t i = 0; i < HW; i++) {
+      volatile float m = half_to_float(x[p * HW + i]) * sc;
+      y[p * HW + i] = float_to_half(m + sh);
+    }
+  }
+}
+
+// cpu_channel_dot: out[p] = Σ_i a[p,i]·b[p,i] over P planes of HW elements (double sums).
+static void cpu_channel_dot(const uint16_t* a, const uint16_t* b, uint16_t* out, int64_t P, int64_t HW) {
+  for (int64_t p = 0; p < P; p++) {
+    double s = 0;
+    for (int64_t i = 0; i < HW; i++) s += (double)half_to_float(a[p * HW + i]) * half_to_float(b[p * HW + i]);
+    out[p] = float_to_half((float)s);
+  }
+}

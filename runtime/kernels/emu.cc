@@ -206,11 +206,11 @@ void run_block() {
 
 // The kernels' parameter counts, and which meet at barriers (they need coroutines).
 const int nparams[KF_COUNT] = {5,  8,  10, 12, 7,  14, 15, 15, 5,  14, 14, 14, 14, 5,  14, 12, 17, 12,
-                               12, 12, 12, 12, 12, 12, 12, 12, 12, 11, 11, 11, 11, 11, 12, 15, 2,  2,  17, 5,  8,  9};
+                               12, 12, 12, 12, 12, 12, 12, 12, 12, 11, 11, 11, 11, 11, 12, 15, 2,  2,  17, 5,  8,  9,  6,  5};
 const bool barrier_kernels[KF_COUNT] = {true,  false, false, true,  false, false, true,  true,  false, false, false, false,
                                         false, true,  true,  true,  true,  false, false, false, false, false, false, false,
                                         false, false, false, true,  true,  true,  true,  true,  true,  true,
-                                        false, false, false, true,  false, false};
+                                        false, false, false, true,  false, false, false, true};
 
 struct Ctx {
   std::string err;
@@ -417,6 +417,12 @@ int launch(void* ctxp, int f, unsigned gx, unsigned gy, void** a) {
           seg_grad(arg<CH>(a, 0), arg<const long long*>(a, 1), arg<CF>(a, 2), arg<CF>(a, 3), arg<CF>(a, 4), arg<H>(a, 5), arg<int>(a, 6),
                    arg<int>(a, 7), arg<unsigned>(a, 8));
         };
+        break;
+      case KF_CH_SCALE:
+        body = [=] { channel_scale(arg<CH>(a, 0), arg<CH>(a, 1), arg<CH>(a, 2), arg<H>(a, 3), arg<int>(a, 4), arg<int>(a, 5)); };
+        break;
+      case KF_CH_DOT:
+        body = [=] { channel_dot(arg<CH>(a, 0), arg<CH>(a, 1), arg<H>(a, 2), arg<int>(a, 3), arg<int>(a, 4)); };
         break;
       default:
         throw Fault("the emulation has no case for this kernel");
@@ -650,6 +656,38 @@ int emu_seg_grad(int gpu, const uint16_t* z, const int64_t* y, const float* d, u
   }
   if (finish(ctx, rc, {&bz, &by, &bce, &bi, &bp, &bdz}, err, errlen)) return 1;
   memcpy(dz, bdz.p(), nz);
+  return 0;
+}
+
+int emu_channel_scale(int gpu, const uint16_t* x, const uint16_t* sc, const uint16_t* sh, uint16_t* y, int P, int HW, char* err, int errlen) {
+  std::lock_guard<std::mutex> lock(mu);
+  size_t nx = (size_t)P * HW * 2, np = (size_t)P * 2;
+  Buf bx("x", nx, x), bs("s", np, sc), bt("t", np, sh), by("y", nx, nullptr);
+  Ctx ctx;
+  int rc = 0;
+  if (gpu) {
+    rc = k_channel_scale(launch, &ctx, bx.p(), bs.p(), bt.p(), by.p(), P, HW);
+  } else {
+    cpu_channel_scale((const uint16_t*)bx.p(), (const uint16_t*)bs.p(), (const uint16_t*)bt.p(), (uint16_t*)by.p(), P, HW);
+  }
+  if (finish(ctx, rc, {&bx, &bs, &bt, &by}, err, errlen)) return 1;
+  memcpy(y, by.p(), nx);
+  return 0;
+}
+
+int emu_channel_dot(int gpu, const uint16_t* a, const uint16_t* b, uint16_t* out, int P, int HW, char* err, int errlen) {
+  std::lock_guard<std::mutex> lock(mu);
+  size_t nx = (size_t)P * HW * 2, np = (size_t)P * 2;
+  Buf ba("a", nx, a), bb("b", nx, b), bo("out", np, nullptr);
+  Ctx ctx;
+  int rc = 0;
+  if (gpu) {
+    rc = k_channel_dot(launch, &ctx, ba.p(), bb.p(), bo.p(), P, HW);
+  } else {
+    cpu_channel_dot((const uint16_t*)ba.p(), (const uint16_t*)bb.p(), (uint16_t*)bo.p(), P, HW);
+  }
+  if (finish(ctx, rc, {&ba, &bb, &bo}, err, errlen)) return 1;
+  memcpy(out, bo.p(), np);
   return 0;
 }
 

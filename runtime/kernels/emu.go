@@ -305,6 +305,31 @@ func SegLossGrad(w Where, z []uint16, y []int64, dce, dinter, dp []float32, n, k
 	return dz, err
 }
 
+// ChannelScale runs ChannelScale16: y = x·s + t over p planes of hw elements (float16 bits; s
+// and t one value per plane).
+func ChannelScale(w Where, x, s, t []uint16, p, hw int) ([]uint16, error) {
+	if len(x) != p*hw || len(s) != p || len(t) != p {
+		return nil, errors.New("emu: channel scale: sizes do not match")
+	}
+	y := make([]uint16, len(x))
+	err := call(func(e *C.char) C.int {
+		return C.emu_channel_scale(b2i(w == GPU), u16p(x), u16p(s), u16p(t), u16p(y), C.int(p), C.int(hw), e, errLen)
+	})
+	return y, err
+}
+
+// ChannelDot runs ChannelDot16: Σ a·b over each of p planes of hw elements.
+func ChannelDot(w Where, a, b []uint16, p, hw int) ([]uint16, error) {
+	if len(a) != p*hw || len(b) != p*hw {
+		return nil, errors.New("emu: channel dot: sizes do not match")
+	}
+	out := make([]uint16, p)
+	err := call(func(e *C.char) C.int {
+		return C.emu_channel_dot(b2i(w == GPU), u16p(a), u16p(b), u16p(out), C.int(p), C.int(hw), e, errLen)
+	})
+	return out, err
+}
+
 // selftest runs emu_selftest(which): nil for the correct kernel, the emulation's report for
 // the faulty ones.
 func selftest(which int) error {

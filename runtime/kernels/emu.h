@@ -36,6 +36,10 @@ int emu_adamw(int gpu, const float* p, const float* g, const float* m, const flo
 // with d holding dce, dinter and dp (N each).
 int emu_seg_loss(int gpu, const uint16_t* z, const int64_t* y, float* parts, int N, int K, int HW, int S, char* err, int errlen);
 int emu_seg_grad(int gpu, const uint16_t* z, const int64_t* y, const float* d, uint16_t* dz, int N, int K, int HW, char* err, int errlen);
+// emu_channel_scale runs ChannelScale16 (y = x·s + t over P planes of HW, s and t one value per
+// plane); emu_channel_dot runs ChannelDot16 (out[p] = Σ a·b over plane p).
+int emu_channel_scale(int gpu, const uint16_t* x, const uint16_t* sc, const uint16_t* sh, uint16_t* y, int P, int HW, char* err, int errlen);
+int emu_channel_dot(int gpu, const uint16_t* a, const uint16_t* b, uint16_t* out, int P, int HW, char* err, int errlen);
 
 // emu_selftest runs deliberately faulty kernels (which 1…6) through the emulation, which must
 // report each, and a correct one (which 0), which must pass.

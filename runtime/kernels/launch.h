@@ -52,6 +52,8 @@ enum {
   KF_SEG_PARTIAL,  // the segmentation loss
   KF_SEG_FINISH,
   KF_SEG_GRAD,
+  KF_CH_SCALE,  // squeeze-and-excitation: the channel scale and its gradient
+  KF_CH_DOT,
   KF_COUNT
 };
 
@@ -62,7 +64,7 @@ static const char* const kf_names[KF_COUNT] = {
     "dws_k5s2d1",     "dws_k5s1d2",    "dwsf_k3s1d1",    "dwsf_k5s1d1",     "dwsf_k5s1d2",    "dwd2_k3",         "dwd2_k5",
     "dwg_k3s1d1",     "dwg_k3s2d1",    "dwg_k5s1d1",     "dwg_k5s2d1",      "dwg_k5s1d2",
     "bn_fwd_small8",  "bn_bwd_small8",  "pack_rows",      "unpack_rows",     "adamw",
-    "seg_partial",    "seg_finish",      "seg_grad",
+    "seg_partial",    "seg_finish",      "seg_grad",        "channel_scale",  "channel_dot",
 };
 
 enum {
@@ -270,4 +272,19 @@ static int k_seg_grad(k_launch L, void* ctx, const void* z, const void* y, const
   unsigned total = (unsigned)((int64_t)N * HW);
   void* args[] = {&z, &y, &dce, &dinter, &dp, &dz, &K, &HW, &total, NULL};
   return L(ctx, KF_SEG_GRAD, k_stride_blocks((int64_t)N * HW), 1, args);
+}
+
+// k_channel_scale: ChannelScale16, y = x·s + t over P planes of HW elements.
+static int k_channel_scale(k_launch L, void* ctx, const void* x, const void* s, const void* t, void* y, int P, int HW) {
+  int vec = k_vectors(1, HW, x, y, x, y);
+  unsigned gx = k_apply_blocks(vec ? HW / 2 : HW);  // about 1024 elements per block either way (8 per thread when vec)
+  void* args[] = {&x, &s, &t, &y, &HW, &vec, NULL};
+  return L(ctx, KF_CH_SCALE, gx, (unsigned)P, args);
+}
+
+// k_channel_dot: ChannelDot16, out[p] = Σ a·b over P planes of HW elements, a block each.
+static int k_channel_dot(k_launch L, void* ctx, const void* a, const void* b, void* out, int P, int HW) {
+  int vec = k_vectors(1, HW, a, b, a, b);
+  void* args[] = {&a, &b, &out, &HW, &vec, NULL};
+  return L(ctx, KF_CH_DOT, 1, (unsigned)P, args);
 }

@@ -25,7 +25,7 @@ func TestNetworkOperators(t *testing.T) {
 		}
 	}
 	cfg := step.Config{Arch: model.MobileNetV3Large(1, 2), Batch: n, Height: h, Width: w, Loss: step.DefaultLoss, Adam: step.DefaultAdamW,
-		FP16: true, FusedBN: true, FusedActivation: true, FusedDepthwise: true, DepthwiseWeightGrad: "fused", FusedPack: true, FusedAdam: true, FusedLoss: true}
+		FP16: true, FusedBN: true, FusedActivation: true, FusedDepthwise: true, DepthwiseWeightGrad: "fused", FusedPack: true, FusedAdam: true, FusedLoss: true, FusedSE: true}
 	g, err := step.TrainStep(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -58,7 +58,7 @@ func networkOperators(t *testing.T, g *graphs.Graph) {
 		runNode(t, r, nd)
 	}
 	for _, op := range []string{"BatchNormTrain16", "BatchNormTrain16Grad", "DepthwiseConv16", "DepthwiseConvGrad16", "DepthwiseWeightGrad16",
-		"PackRows", "UnpackRows", "UnpackRows16", "AdamW", "SegLoss16", "SegLoss16Grad"} {
+		"PackRows", "UnpackRows", "UnpackRows16", "AdamW", "SegLoss16", "SegLoss16Grad", "ChannelScale16", "ChannelDot16"} {
 		if ops[op] == 0 {
 			t.Errorf("no %s node in the FP16 train step", op)
 		}
@@ -143,6 +143,8 @@ func runNode(t *testing.T, r *rand.Rand, nd *graphs.Node) {
 		compareAdamW(t, r, name, nd)
 	case "SegLoss16", "SegLoss16Grad":
 		compareSegLoss(t, r, name, nd)
+	case "ChannelScale16", "ChannelDot16":
+		compareChannel(t, r, name, nd)
 	default:
 		t.Errorf("%s: an ai.cardseg operator this test does not know", name)
 	}
@@ -254,4 +256,41 @@ func compareSegLoss(t *testing.T, r *rand.Rand, name string, nd *graphs.Node) {
 		t.Fatalf("%s: %v", name, err)
 	}
 	agree(t, name, toF32(got), toF32(want), halfRel, 2e-5)
+}
+
+// compareChannel runs a squeeze-and-excitation node (ChannelScale16 or ChannelDot16) with random
+// data of its shapes through the emulated kernels and the CPU kernels: the scale bit for bit,
+// the sums within float16 rounding.
+func compareChannel(t *testing.T, r *rand.Rand, name string, nd *graphs.Node) {
+	t.Helper()
+	shape := nd.Inputs[0].Shape()
+	p, hw := int(shape[0]*shape[1]), int(shape[2]*shape[3])
+	x := halves(r, p*hw, 0.2, 1)
+	if nd.Op == "ChannelDot16" {
+		b := halves(r, p*hw, 0, 1)
+		want, err := ChannelDot(CPU, x, b, p, hw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := ChannelDot(GPU, x, b, p, hw)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		agree(t, name, toF32(got), toF32(want), halfRel, 1e-4)
+		return
+	}
+	s, sh := halves(r, p, 0.5, 0.3), halves(r, p, 0, 0.01)
+	want, err := ChannelScale(CPU, x, s, sh, p, hw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := ChannelScale(GPU, x, s, sh, p, hw)
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("%s: element %d is %#04x, want %#04x", name, i, got[i], want[i])
+		}
+	}
 }

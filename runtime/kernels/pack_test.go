@@ -223,3 +223,41 @@ func TestSegLossKernels(t *testing.T) {
 		agree(t, fmt.Sprintf("%+v dz", c), toF32(gg), toF32(gw), halfRel, 2e-5) // float32 softmax against double: 1 − s cancels
 	}
 }
+
+// TestChannelKernels: ChannelScale16 and ChannelDot16's CUDA kernels (8-wide and scalar) against
+// their CPU kernels, on planes smaller than a block, odd planes (scalar) and the network's
+// squeeze-and-excitation planes.
+func TestChannelKernels(t *testing.T) {
+	r := rand.New(rand.NewPCG(15, 16))
+	for _, scalar := range []bool{false, true} {
+		ScalarOnly(scalar)
+		for _, c := range []struct{ p, hw int }{{3, 40}, {5, 257}, {2, 1031}, {16, 1200}, {24, 4800}, {4, 19200}} {
+			x := halves(r, c.p*c.hw, 0.2, 2)
+			s, sh := halves(r, c.p, 0.5, 0.3), halves(r, c.p, 0, 0.01)
+			want, err := ChannelScale(CPU, x, s, sh, c.p, c.hw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := ChannelScale(GPU, x, s, sh, c.p, c.hw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range want { // the same roundings: bit for bit
+				if got[i] != want[i] {
+					t.Fatalf("scalar %v %+v scale: element %d is %#04x, want %#04x", scalar, c, i, got[i], want[i])
+				}
+			}
+			b := halves(r, c.p*c.hw, 0, 1)
+			dw, err := ChannelDot(CPU, x, b, c.p, c.hw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			dg, err := ChannelDot(GPU, x, b, c.p, c.hw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			agree(t, fmt.Sprintf("scalar %v %+v dot", scalar, c), toF32(dg), toF32(dw), halfRel, 1e-4) // float32 sums against double
+		}
+	}
+	ScalarOnly(false)
+}
