@@ -221,14 +221,27 @@ func Grad(loss *Value, wrt []*Value) (grads []*Value, err error) {
 // of a smaller tensor (the gradient of a reduction: the mean pool of every squeeze-and-excitation
 // block) enters through Add's broadcasting instead, so the expanded tensor is never written: one
 // full-size kernel and pass fewer, the same sums.
+//
+// Where the other contribution is ScaleChannels' input gradient dy·s (a ChannelScale16 with a
+// zero shift), the broadcast one becomes its shift: dy·s + dpool/HW in one pass.
 func accumulate(a, b *Value) *Value {
 	if src := expandSource(b); src != nil {
-		return Add(a, src)
+		return addBroadcast(a, src)
 	}
 	if src := expandSource(a); src != nil {
-		return Add(b, src)
+		return addBroadcast(b, src)
 	}
 	return Add(a, b)
+}
+
+func addBroadcast(full, src *Value) *Value {
+	if full.g.shiftable[full] {
+		n := full.node
+		if src.dtype == Float16 && src.shape.Equal(n.Inputs[1].shape) {
+			return ChannelScale16(n.Inputs[0], n.Inputs[1], src)
+		}
+	}
+	return Add(full, src)
 }
 
 // expandSource is the input of the Expand that produced v, when Add can broadcast it to v's

@@ -201,8 +201,11 @@ type Graph struct {
 	scope    []string
 	constant map[string]*Value // dedup of small constants by content key
 	regions  []*composite
-	Doc      string
-	Metadata map[string]string
+	// shiftable: ChannelScale16 outputs x·s + 0 that are gradient contributions (ScaleChannels'
+	// input gradient), into which accumulate may fold a broadcast contribution as the shift.
+	shiftable map[*Value]bool
+	Doc       string
+	Metadata  map[string]string
 	// Grad chooses between equivalent gradient formulations where the fastest one depends on
 	// the execution provider.
 	Grad GradOptions

@@ -302,3 +302,60 @@ func SegLoss16Grad(z, y, dce, dinter, dp *Value) *Value {
 	outs[0].node.Domain = CardsegDomain
 	return outs[0]
 }
+
+// ChannelScale16 is x·s + t for float16 x [N,C,H,W] and s, t [N,C,1,1] (one value per plane),
+// in float32 with the product and the sum each rounded once, rounded to float16: one
+// CardsegDomain node. The squeeze-and-excitation block's scale (t zero) and its input
+// gradient dy·s, to which autodiff adds the mean pool's gradient as t (see accumulate).
+func ChannelScale16(x, s, t *Value) *Value {
+	if x.dtype != Float16 || x.Rank() != 4 {
+		panic(fmt.Sprintf("graphs: ChannelScale16(%v): want float16 [N,C,H,W]", x))
+	}
+	per := Shape{x.shape[0], x.shape[1], 1, 1}
+	for _, v := range []*Value{s, t} {
+		if v.dtype != Float16 || !v.shape.Equal(per) {
+			panic(fmt.Sprintf("graphs: ChannelScale16: %v must be float16 %v", v, per))
+		}
+	}
+	outs := x.g.addNode("ChannelScale16", []*Value{x, s, t}, nil, []outSpec{{Float16, x.shape}})
+	outs[0].node.Domain = CardsegDomain
+	return outs[0]
+}
+
+// ChannelDot16 is Σ_{h,w} a·b for float16 a, b [N,C,H,W], summed in float32 and rounded to
+// float16: [N,C,1,1], one CardsegDomain node (the gradient of ChannelScale16's s).
+func ChannelDot16(a, b *Value) *Value {
+	if a.dtype != Float16 || b.dtype != Float16 || a.Rank() != 4 || !a.shape.Equal(b.shape) {
+		panic(fmt.Sprintf("graphs: ChannelDot16(%v, %v): want two float16 [N,C,H,W] of one shape", a, b))
+	}
+	outs := a.g.addNode("ChannelDot16", []*Value{a, b}, nil, []outSpec{{Float16, Shape{a.shape[0], a.shape[1], 1, 1}}})
+	outs[0].node.Domain = CardsegDomain
+	return outs[0]
+}
+
+// ScaleChannels is x ⊙ s (s [N,C,1,1] broadcast over each plane) for the float16 squeeze-and-
+// excitation block: ChannelScale16 forward, and as its gradient ChannelScale16(dy, s, 0) for x
+// (autodiff folds the block's mean-pool gradient into its t) and ChannelDot16(dy, x) for s.
+// One composite: a product, a sum over the planes and a broadcast sum fewer on the
+// backward's full-size tensors than Mul's rule.
+func ScaleChannels(x, s *Value) *Value {
+	g := x.g
+	zero := g.ConstFloat16(s.shape, make([]float32, s.shape.Size())...)
+	outs := g.Composite("scale_channels", []*Value{x, s}, func() []*Value {
+		return []*Value{ChannelScale16(x, s, zero)}
+	}, func(dy []*Value, want []bool) []*Value {
+		out := make([]*Value, 2)
+		if want[0] {
+			out[0] = ChannelScale16(dy[0], s, zero)
+			if g.shiftable == nil {
+				g.shiftable = map[*Value]bool{}
+			}
+			g.shiftable[out[0]] = true
+		}
+		if want[1] {
+			out[1] = ChannelDot16(dy[0], x)
+		}
+		return out
+	})
+	return outs[0]
+}

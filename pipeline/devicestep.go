@@ -31,18 +31,20 @@ const EnvFusedOps = "CARDSEG_FUSED_OPS"
 //     gradients are then ours as well;
 //   - dwgrad: the depthwise weight gradient of ONNX convolutions (DepthwiseWeightGrad "fused",
 //     instead of k² unfolded copies of the input);
+//   - se: the squeeze-and-excitation blocks' scale (FusedSE), whose backward takes two
+//     full-size passes instead of four kernels and eight passes;
 //   - pack: the optimizer's packing of parameters and gradients and the float16 copies of the
 //     weights (FusedPack), instead of a Cast per tensor each way, Concats and Splits;
 //   - adam: AdamW in one pass (FusedAdam), instead of about twenty element-wise nodes;
 //   - loss: the loss's sums and their gradient (FusedLoss), instead of about forty
 //     full-resolution float32 passes.
-type FusedSet struct{ BN, Act, DWConv, DWGrad, Pack, Adam, Loss bool }
+type FusedSet struct{ BN, Act, DWConv, DWGrad, SE, Pack, Adam, Loss bool }
 
 // AllFused is every fused operator: the default for FP16 on CUDA.
-var AllFused = FusedSet{BN: true, Act: true, DWConv: true, DWGrad: true, Pack: true, Adam: true, Loss: true}
+var AllFused = FusedSet{BN: true, Act: true, DWConv: true, DWGrad: true, SE: true, Pack: true, Adam: true, Loss: true}
 
 // ParseFusedSet reads "all", "none" (or "0"), or a comma-separated list of bn, act, dwconv,
-// dwgrad, pack, adam and loss.
+// dwgrad, se, pack, adam and loss.
 func ParseFusedSet(s string) (FusedSet, error) {
 	switch strings.TrimSpace(s) {
 	case "", "all", "1":
@@ -61,6 +63,8 @@ func ParseFusedSet(s string) (FusedSet, error) {
 			f.DWConv = true
 		case "dwgrad":
 			f.DWGrad = true
+		case "se":
+			f.SE = true
 		case "pack":
 			f.Pack = true
 		case "adam":
@@ -68,7 +72,7 @@ func ParseFusedSet(s string) (FusedSet, error) {
 		case "loss":
 			f.Loss = true
 		default:
-			return FusedSet{}, fmt.Errorf("fused operators %q: unknown name %q (want all, none, or a list of bn, act, dwconv, dwgrad, pack, adam, loss)", s, name)
+			return FusedSet{}, fmt.Errorf("fused operators %q: unknown name %q (want all, none, or a list of bn, act, dwconv, dwgrad, se, pack, adam, loss)", s, name)
 		}
 	}
 	if f.Act && !f.BN {
@@ -83,7 +87,7 @@ func (f FusedSet) String() string {
 	for _, n := range []struct {
 		on   bool
 		name string
-	}{{f.BN, "bn"}, {f.Act, "act"}, {f.DWConv, "dwconv"}, {f.DWGrad, "dwgrad"}, {f.Pack, "pack"}, {f.Adam, "adam"}, {f.Loss, "loss"}} {
+	}{{f.BN, "bn"}, {f.Act, "act"}, {f.DWConv, "dwconv"}, {f.DWGrad, "dwgrad"}, {f.SE, "se"}, {f.Pack, "pack"}, {f.Adam, "adam"}, {f.Loss, "loss"}} {
 		if n.on {
 			names = append(names, n.name)
 		}
@@ -109,7 +113,7 @@ func FusedOps(p runtime.Provider, fp16 bool) (FusedSet, error) {
 
 // fusedSetOf is the set of fused operators cfg uses.
 func fusedSetOf(cfg step.Config) FusedSet {
-	return FusedSet{BN: cfg.FusedBN, Act: cfg.FusedActivation, DWConv: cfg.FusedDepthwise, DWGrad: cfg.DepthwiseWeightGrad == "fused", Pack: cfg.FusedPack, Adam: cfg.FusedAdam, Loss: cfg.FusedLoss}
+	return FusedSet{BN: cfg.FusedBN, Act: cfg.FusedActivation, DWConv: cfg.FusedDepthwise, DWGrad: cfg.DepthwiseWeightGrad == "fused", SE: cfg.FusedSE, Pack: cfg.FusedPack, Adam: cfg.FusedAdam, Loss: cfg.FusedLoss}
 }
 
 // UseFusedOps sets cfg to use the fused operators in f, leaving an explicitly chosen depthwise
@@ -118,6 +122,7 @@ func UseFusedOps(cfg *step.Config, f FusedSet) {
 	cfg.FusedBN = f.BN
 	cfg.FusedActivation = f.Act
 	cfg.FusedDepthwise = f.DWConv
+	cfg.FusedSE = f.SE
 	cfg.FusedPack = f.Pack
 	cfg.FusedAdam = f.Adam
 	cfg.FusedLoss = f.Loss

@@ -176,7 +176,7 @@ func TestFusedOpsStepOnCPU(t *testing.T) {
 func TestParseFusedSet(t *testing.T) {
 	for in, want := range map[string]FusedSet{
 		"": AllFused, "all": AllFused, "none": {}, "0": {},
-		"bn,dwgrad": {BN: true, DWGrad: true}, " bn , act ": {BN: true, Act: true}, "dwconv": {DWConv: true}, "pack,dwgrad": {DWGrad: true, Pack: true}, "adam": {Adam: true}, "loss,adam": {Adam: true, Loss: true},
+		"bn,dwgrad": {BN: true, DWGrad: true}, " bn , act ": {BN: true, Act: true}, "dwconv": {DWConv: true}, "pack,dwgrad": {DWGrad: true, Pack: true}, "adam": {Adam: true}, "loss,adam": {Adam: true, Loss: true}, "se,bn": {BN: true, SE: true},
 	} {
 		got, err := ParseFusedSet(in)
 		if err != nil || got != want {
@@ -608,7 +608,8 @@ func TestFusedLayerOpsMatch(t *testing.T) {
 		{BN: true, Act: true},
 		{DWConv: true, DWGrad: true},
 		{DWGrad: true},
-		{BN: true, Act: true, DWConv: true, DWGrad: true},
+		{SE: true},
+		{BN: true, Act: true, DWConv: true, DWGrad: true, SE: true},
 	} {
 		sc := cfg.StepConfig()
 		UseFusedOps(&sc, f)

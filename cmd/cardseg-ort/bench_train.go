@@ -38,7 +38,7 @@ type BenchTrainCmd struct {
 	FP16         bool              `name:"fp16" help:"Mixed-precision train step (FP16 compute, FP32 master weights, dynamic loss scaling)."`
 	Resident     bool              `help:"Keep the training state in ONNX Runtime tensors between steps, as training does (always on with --device cuda); --no-resident times the host-memory session, which copies the state in and out every step." default:"true" negatable:""`
 	CUDAGraph    bool              `name:"cuda-graph" help:"Capture and replay CUDA graphs (CUDA)." default:"true" negatable:""`
-	Fused        string            `name:"fused" help:"FP16 on CUDA: our fused CUDA operators, all, none, or a list of bn, act, dwconv, dwgrad, pack, adam, loss; default: CARDSEG_FUSED_OPS, as training reads it, else all."`
+	Fused        string            `name:"fused" help:"FP16 on CUDA: our fused CUDA operators, all, none, or a list of bn, act, dwconv, dwgrad, se, pack, adam, loss; default: CARDSEG_FUSED_OPS, as training reads it, else all."`
 	CUDAOpt      map[string]string `name:"cuda-opt" help:"Extra CUDA provider options, e.g. --cuda-opt prefer_nhwc=1."`
 	Profile      string            `help:"Write ONNX Runtime's per-node profile (Chrome trace JSON) of the device-resident run to files with this prefix."`
 	ORTConfig    map[string]string `name:"ort-config" help:"Session configuration entries, e.g. --ort-config session.disable_cpu_ep_fallback=1."`

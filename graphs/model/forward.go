@@ -81,6 +81,11 @@ type Options struct {
 	// strides 1 or 2) as graphs.DepthwiseConv16 nodes, whose gradients are our operators too
 	// (CardsegDomain, as FusedBN).
 	FusedDepthwise bool
+	// FusedSE scales the float16 squeeze-and-excitation blocks of Train mode with
+	// graphs.ScaleChannels (our ChannelScale16 and ChannelDot16, CardsegDomain): their
+	// backward in two full-size passes instead of a product, a sum over the planes, another
+	// product and a broadcast sum.
+	FusedSE bool
 }
 
 // Backbone batch norm: eps 1e-3, momentum 0.01 (torchvision MobileNetV3); head: 1e-5, 0.1.
@@ -177,6 +182,9 @@ func (n *net) squeezeExcite(name string, x *graphs.Value, ch, squeeze int) *grap
 	s := graphs.ReduceMean(x, true, 2, 3)
 	s = graphs.Relu(n.conv(name+".fc1", s, ch, squeeze, 1, 1, 1, 1, true, ConvWeight, ConvBias))
 	s = graphs.HardSigmoid(n.conv(name+".fc2", s, squeeze, ch, 1, 1, 1, 1, true, ConvWeight, ConvBias))
+	if n.mode == Train && n.opts.FusedSE && x.DType() == graphs.Float16 && s.DType() == graphs.Float16 {
+		return graphs.ScaleChannels(x, s)
+	}
 	return graphs.Mul(x, s)
 }
 

@@ -56,6 +56,9 @@ type Config struct {
 	// FusedDepthwise (FP16 only) builds the train step's depthwise convolutions from our
 	// operators (model.Options.FusedDepthwise); like FusedBN it needs CustomOps sessions.
 	FusedDepthwise bool
+	// FusedSE (FP16 only) scales the squeeze-and-excitation blocks with our operators
+	// (model.Options.FusedSE); it needs CustomOps sessions.
+	FusedSE bool
 	// FusedPack (FP16 only) lays the parameters and gradients out for the optimizer with our
 	// PackRows and UnpackRows operators instead of Concat, Split and a Cast per tensor, and hands
 	// the forward its float16 weights straight from the packed parameters (packedSource); like
@@ -147,7 +150,7 @@ func (s *inputSource) Param(g *graphs.Graph, spec model.ParamSpec) *graphs.Value
 // CustomOps reports whether the step's graphs use our operators (CardsegDomain), so that
 // sessions for them need runtime.DeviceOptions.CustomOps.
 func (c Config) CustomOps() bool {
-	return c.FusedBN || c.FusedDepthwise || c.FusedPack || c.FusedAdam || c.FusedLoss || c.DepthwiseWeightGrad == "fused"
+	return c.FusedBN || c.FusedDepthwise || c.FusedSE || c.FusedPack || c.FusedAdam || c.FusedLoss || c.DepthwiseWeightGrad == "fused"
 }
 
 func (c Config) validate() error {
@@ -175,8 +178,8 @@ func (c Config) validate() error {
 	if (c.FusedBN || c.FusedDepthwise) && !c.FP16 {
 		return fmt.Errorf("step: fused batch norm and depthwise convolutions are for the FP16 step only (the operators take float16)")
 	}
-	if (c.FusedPack || c.FusedAdam || c.FusedLoss) && !c.FP16 {
-		return fmt.Errorf("step: the packing, AdamW and loss operators are for the FP16 step only")
+	if (c.FusedPack || c.FusedAdam || c.FusedLoss || c.FusedSE) && !c.FP16 {
+		return fmt.Errorf("step: the packing, AdamW, loss and squeeze-and-excitation operators are for the FP16 step only")
 	}
 	if l := c.LossScale.WithDefaults(); c.FP16 && !(l.Init > 0 && l.Growth >= 1 && l.Backoff > 0 && l.Backoff < 1 && l.Interval >= 1) {
 		return fmt.Errorf("step: loss scaling %+v: want init > 0, growth >= 1, 0 < backoff < 1, interval >= 1", l)
@@ -475,7 +478,7 @@ func forwardBackward(g *graphs.Graph, c Config) (fwdBwd, error) {
 		ps := newPackedSource(g, c.Arch, fb.trainable, fb.layout)
 		src.vals, params, fb.packedParams = ps.vals, ps, ps.matrix
 	}
-	fb.out = model.ForwardWith(g, computeInput(image, c), c.Arch, params, model.Train, model.Options{FusedBN: c.FusedBN, FusedActivation: c.FusedActivation, FusedDepthwise: c.FusedDepthwise})
+	fb.out = model.ForwardWith(g, computeInput(image, c), c.Arch, params, model.Train, model.Options{FusedBN: c.FusedBN, FusedActivation: c.FusedActivation, FusedDepthwise: c.FusedDepthwise, FusedSE: c.FusedSE})
 	if c.FusedLoss && fb.out.Logits.DType() == graphs.Float16 {
 		fb.loss = segLossFused(fb.out.Logits, target, c.Loss)
 	} else {

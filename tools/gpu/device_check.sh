@@ -19,7 +19,7 @@
 # then compare the training run's IoU with 0.762 (FP32 on the CPU) and the step times with
 # PyTorch's eager FP32 from the same sitting. ANCHOR_AMP=1 (the default) adds PyTorch's AMP row.
 # Next sitting (the vector, strip, packing, AdamW and loss kernels, never run on a GPU yet; about 8 minutes):
-#   CHECKS="fused bench bench_nopack bench_scalar bench_blockdiag torch train_matrix ncu nsys ncu_scalar" \
+#   CHECKS="fused bench bench_nopack bench_nose bench_scalar bench_blockdiag torch train_matrix ncu nsys ncu_scalar" \
 #   TRAIN_MATRIX="all:42 all:43 all:44 bn,dwgrad:43" TRAIN_LIMIT=120
 # fused: each operator's CUDA kernels against its CPU kernels, then the step; it narrows
 # CARDSEG_CUDA_KERNELS and CARDSEG_FUSED_OPS for the later checks itself when something fails
@@ -102,8 +102,8 @@ step_test() { # the FP16 step with the exported set against ONNX operators
 check_fused() {
   note "fused operators: CUDA kernels against the CPU's, one operator at a time"
   local kernels=auto failed="" drop="" t
-  declare -A ops=([BatchNorm]="bn act" [DepthwiseConv]=dwconv [DepthwiseWeightGrad]="dwgrad dwconv" [PackRows]=pack [AdamW]=adam [SegLoss]=loss)
-  for t in BatchNorm DepthwiseConv DepthwiseWeightGrad PackRows AdamW SegLoss; do
+  declare -A ops=([BatchNorm]="bn act" [DepthwiseConv]=dwconv [DepthwiseWeightGrad]="dwgrad dwconv" [SE]=se [PackRows]=pack [AdamW]=adam [SegLoss]=loss)
+  for t in BatchNorm DepthwiseConv DepthwiseWeightGrad SE PackRows AdamW SegLoss; do
     fused_test "$t" auto && continue
     failed="$failed $t"
     case $t in
@@ -112,7 +112,7 @@ check_fused() {
     drop="$drop ${ops[$t]}"
   done
   local set="" o
-  for o in bn act dwconv dwgrad pack adam loss; do
+  for o in bn act dwconv dwgrad se pack adam loss; do
     [[ " $drop " == *" $o "* ]] || set="$set,$o"
   done
   set=${set#,}
@@ -128,16 +128,23 @@ check_fused() {
 # The fused operators on their first CUDA kernels (one float16 value per load, one thread per
 # element), for the speed of the vector and strip kernels that replaced them.
 check_bench_scalar() { CARDSEG_CUDA_KERNELS=scalar bench fp16_graph_scalar 180 --device $DEV --fp16 $B --steps 50 --warmup 10; }
-# The step with the layers' operators only (bn, act, dwconv, dwgrad): without pack, adam and
-# loss (Concat, Split and a Cast per tensor around AdamW, AdamW in about twenty element-wise
-# nodes, the loss in about forty full-resolution float32 passes), for what those three save.
-check_bench_nopack() {
-  local f=${CARDSEG_FUSED_OPS:-all} o set=""
-  [ "$f" = all ] && f=bn,act,dwconv,dwgrad,pack,adam,loss
-  for o in ${f//,/ }; do case $o in pack | adam | loss | none) ;; *) set="$set,$o" ;; esac; done
+# bench_without NAME OPS...: the step with the chosen fused set (CARDSEG_FUSED_OPS, as
+# check_fused narrowed it) less OPS.
+bench_without() {
+  local name=$1 f=${CARDSEG_FUSED_OPS:-all} o set=""
+  shift
+  [ "$f" = all ] && f=bn,act,dwconv,dwgrad,se,pack,adam,loss
+  for o in ${f//,/ }; do [[ " $* none " == *" $o "* ]] || set="$set,$o"; done
   set=${set#,}
-  bench fp16_graph_nopack 180 --device $DEV --fp16 --fused "${set:-none}" $B --steps 50 --warmup 10
+  bench "$name" 180 --device $DEV --fp16 --fused "${set:-none}" $B --steps 50 --warmup 10
 }
+# The step with sitting 3's operators only (bn, act, dwconv, dwgrad): without pack, adam, loss
+# (Concat, Split and a Cast per tensor around AdamW, AdamW in about twenty element-wise nodes,
+# the loss in about forty full-resolution float32 passes) and se, for what those four save.
+check_bench_nopack() { bench_without fp16_graph_nopack pack adam loss se; }
+# The step without the squeeze-and-excitation operators (Mul, ReduceSum and a broadcast Add in
+# ONNX operators), for what se saves.
+check_bench_nose() { bench_without fp16_graph_nose se; }
 # The weight gradients of the stem and the thin 1×1 layers as one product of the batch
 # (sitting 3's ncu: 97 µs for the 16×16 weights at 240×320, 16 thread blocks, about 0.3 ms
 # over those layers; 0.23 ms for the stem's transposes and product), against check_bench.

@@ -1,0 +1,175 @@
+package model
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/cardseg-ort/cardseg-ort/graphs"
+	"github.com/cardseg-ort/cardseg-ort/runtime"
+)
+
+// seModel builds, on x float32 [shape] cast to float16, the FP16 squeeze-and-excitation block
+// of Train mode (Options.FusedSE or Mul) with its fully connected layers' parameters as inputs,
+// and the loss Σ w·y (y cast to float32); outputs y, loss and the gradients for x and the four
+// parameters.
+func seModel(t *testing.T, shape graphs.Shape, sq int64, fused bool, w []float32) []byte {
+	t.Helper()
+	c := shape[1]
+	g := graphs.New("se")
+	return buildModel(t, g, func() error {
+		x := g.Input("x", graphs.Float, shape)
+		ps := []*graphs.Value{
+			g.Input("fc1.weight", graphs.Float, graphs.Shape{sq, c, 1, 1}), g.Input("fc1.bias", graphs.Float, graphs.Shape{sq}),
+			g.Input("fc2.weight", graphs.Float, graphs.Shape{c, sq, 1, 1}), g.Input("fc2.bias", graphs.Float, graphs.Shape{c}),
+		}
+		src := fixedSource{"se.fc1.weight": ps[0], "se.fc1.bias": ps[1], "se.fc2.weight": ps[2], "se.fc2.bias": ps[3]}
+		n := &net{g: g, src: src, mode: Train, opts: Options{FusedSE: fused}, out: &Output{}}
+		y := graphs.Cast(n.squeezeExcite("se", graphs.Cast(x, graphs.Float16), int(c), int(sq)), graphs.Float)
+		loss := graphs.ReduceSum(graphs.Mul(y, g.InitFloat("w", shape, w)), false)
+		grads, err := graphs.Grad(loss, append([]*graphs.Value{x}, ps...))
+		if err != nil {
+			return err
+		}
+		g.Output("y", y)
+		g.Output("loss", loss)
+		for i, name := range []string{"dx", "dfc1w", "dfc1b", "dfc2w", "dfc2b"} {
+			g.Output(name, grads[i])
+		}
+		return nil
+	})
+}
+
+// seInputs: x around 1 (the block follows an activation), fully connected weights and biases
+// that keep the hard sigmoid mostly inside its slope.
+func seInputs(shape graphs.Shape, sq int64, seed uint64) map[string]*runtime.Tensor {
+	r := rand.New(rand.NewPCG(seed, seed+1))
+	c := shape[1]
+	vals := func(n int64, lo, hi float32) []float32 {
+		v := make([]float32, n)
+		for i := range v {
+			v[i] = lo + (hi-lo)*r.Float32()
+		}
+		return v
+	}
+	return map[string]*runtime.Tensor{
+		"x":          runtime.MustNew([]int64(shape), vals(shape.Size(), -0.5, 2.5)),
+		"fc1.weight": runtime.MustNew([]int64{sq, c, 1, 1}, vals(sq*c, -0.5, 0.5)),
+		"fc1.bias":   runtime.MustNew([]int64{sq}, vals(sq, 0, 0.5)),
+		"fc2.weight": runtime.MustNew([]int64{c, sq, 1, 1}, vals(c*sq, -1, 1)),
+		"fc2.bias":   runtime.MustNew([]int64{c}, vals(c, -0.5, 0.5)),
+	}
+}
+
+func seWeights(shape graphs.Shape, seed uint64) []float32 {
+	r := rand.New(rand.NewPCG(seed, 3))
+	w := make([]float32, shape.Size())
+	for i := range w {
+		w[i] = r.Float32()*2 - 1
+	}
+	return w
+}
+
+var seOutputs = []string{"y", "dx", "dfc1w", "dfc1b", "dfc2w", "dfc2b"}
+
+// TestFusedSEMatchesMul: the squeeze-and-excitation block with ScaleChannels (ChannelScale16
+// and ChannelDot16, CPU kernels; the mean pool's gradient folded into the input gradient's
+// shift) against the block with Mul, in ONNX Runtime on the CPU: outputs and all gradients.
+func TestFusedSEMatchesMul(t *testing.T) {
+	if err := runtime.Init(); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		shape graphs.Shape
+		sq    int64
+	}{{graphs.Shape{2, 8, 6, 5}, 8}, {graphs.Shape{3, 24, 16, 20}, 8}} {
+		w := seWeights(tc.shape, 5)
+		in := seInputs(tc.shape, tc.sq, 7)
+		got := runOnce(t, seModel(t, tc.shape, tc.sq, true, w), runtime.ProviderCPU, in)
+		want := runOnce(t, seModel(t, tc.shape, tc.sq, false, w), runtime.ProviderCPU, in)
+		for _, k := range seOutputs {
+			closeTo(t, fmt.Sprintf("%v: %s", tc.shape, k), runtime.Data[float32](got[k]), runtime.Data[float32](want[k]), 2e-3)
+		}
+	}
+}
+
+// TestFusedSEGradientFiniteDifferences: ScaleChannels' gradient rule (x ⊙ s) against central
+// differences in x and s. Bilinear, so a large step has no truncation error; inputs and
+// weights are float16-exact and small, so the products are exact too.
+func TestFusedSEGradientFiniteDifferences(t *testing.T) {
+	if err := runtime.Init(); err != nil {
+		t.Fatal(err)
+	}
+	shape := graphs.Shape{2, 3, 4, 5}
+	r := rand.New(rand.NewPCG(21, 22))
+	x, s, w := make([]float32, shape.Size()), make([]float32, 6), make([]float32, shape.Size())
+	for i := range x {
+		x[i] = float32(r.IntN(17)-8) / 4
+		w[i] = float32(r.IntN(5) - 2)
+	}
+	for i := range s {
+		s[i] = float32(r.IntN(9)) / 8
+	}
+	g := graphs.New("scale_channels")
+	m := buildModel(t, g, func() error {
+		xv := g.Input("x", graphs.Float, shape)
+		sv := g.Input("s", graphs.Float, graphs.Shape{2, 3, 1, 1})
+		y := graphs.Cast(graphs.ScaleChannels(graphs.Cast(xv, graphs.Float16), graphs.Cast(sv, graphs.Float16)), graphs.Float)
+		loss := graphs.ReduceSum(graphs.Mul(y, g.InitFloat("w", shape, w)), false)
+		grads, err := graphs.Grad(loss, []*graphs.Value{xv, sv})
+		if err != nil {
+			return err
+		}
+		g.Output("loss", loss)
+		g.Output("dx", grads[0])
+		g.Output("ds", grads[1])
+		return nil
+	})
+	run := func(x, s []float32) map[string]*runtime.Tensor {
+		return runOnce(t, m, runtime.ProviderCPU, map[string]*runtime.Tensor{
+			"x": runtime.MustNew([]int64(shape), x), "s": runtime.MustNew([]int64{2, 3, 1, 1}, s)})
+	}
+	base := run(x, s)
+	loss := func(x, s []float32) float32 { return runtime.Data[float32](run(x, s)["loss"])[0] }
+	for _, v := range []struct {
+		name string
+		at   func(p []float32) float32
+		in   []float32
+	}{{"dx", func(p []float32) float32 { return loss(p, s) }, x}, {"ds", func(p []float32) float32 { return loss(x, p) }, s}} {
+		fd := make([]float32, len(v.in))
+		const h = 0.5
+		for i := range v.in {
+			p := append([]float32(nil), v.in...)
+			p[i] = v.in[i] + h
+			up := v.at(p)
+			p[i] = v.in[i] - h
+			fd[i] = (up - v.at(p)) / (2 * h)
+		}
+		closeTo(t, v.name, runtime.Data[float32](base[v.name]), fd, 1e-3)
+	}
+}
+
+// TestFusedSECUDA: the squeeze-and-excitation block with ScaleChannels, CUDA kernels against
+// the CPU kernels, on the network's largest blocks (960 channels at 30×40, 120 at 60×80).
+// Needs a GPU.
+func TestFusedSECUDA(t *testing.T) {
+	if err := runtime.Init(); err != nil {
+		t.Fatal(err)
+	}
+	if r := runtime.CheckCUDA(); !r.Usable {
+		t.Skip("no usable CUDA: " + r.Problem)
+	}
+	for _, tc := range []struct {
+		shape graphs.Shape
+		sq    int64
+	}{{graphs.Shape{8, 960, 30, 40}, 240}, {graphs.Shape{8, 120, 60, 80}, 32}, {graphs.Shape{2, 8, 6, 5}, 8}} {
+		w := seWeights(tc.shape, 9)
+		in := seInputs(tc.shape, tc.sq, 11)
+		m := seModel(t, tc.shape, tc.sq, true, w)
+		got := runOnce(t, m, runtime.ProviderCUDA, in)
+		want := runOnce(t, m, runtime.ProviderCPU, in)
+		for _, k := range seOutputs {
+			closeTo(t, fmt.Sprintf("%v: CUDA %s", tc.shape, k), runtime.Data[float32](got[k]), runtime.Data[float32](want[k]), 2e-3)
+		}
+	}
+}
