@@ -447,19 +447,23 @@ func TestFusedDepthwiseConvFiniteDifferences(t *testing.T) {
 			at   func(p []float32) float32
 			in   []float32
 		}{{"dx", func(p []float32) float32 { return loss(p, w) }, x}, {"dw", func(p []float32) float32 { return loss(x, p) }, w}} {
-			fd := make([]float32, len(v.in))
-			const h = 0.5
-			for i := range v.in {
-				p := append([]float32(nil), v.in...)
-				p[i] = v.in[i] + h
-				up := v.at(p)
-				p[i] = v.in[i] - h
-				fd[i] = (up - v.at(p)) / (2 * h)
-			}
 			got := runtime.Data[float32](base[v.name])
-			closeTo(t, fmt.Sprintf("%+v %s", dc, v.name), got, fd, 0.02)
+			closeTo(t, fmt.Sprintf("%+v %s", dc, v.name), got, centralDiffs(v.in, v.at, 0.5), 0.02)
 		}
 	}
+}
+
+// centralDiffs is the gradient of f at in by central differences of step h in each element.
+func centralDiffs(in []float32, f func([]float32) float32, h float32) []float32 {
+	fd := make([]float32, len(in))
+	for i := range in {
+		p := append([]float32(nil), in...)
+		p[i] = in[i] + h
+		up := f(p)
+		p[i] = in[i] - h
+		fd[i] = (up - f(p)) / (2 * h)
+	}
+	return fd
 }
 
 // TestFusedDepthwiseConvCUDA: DepthwiseConv16 and its gradients, CUDA kernels against the CPU

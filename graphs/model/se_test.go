@@ -136,16 +136,7 @@ func TestFusedSEGradientFiniteDifferences(t *testing.T) {
 		at   func(p []float32) float32
 		in   []float32
 	}{{"dx", func(p []float32) float32 { return loss(p, s) }, x}, {"ds", func(p []float32) float32 { return loss(x, p) }, s}} {
-		fd := make([]float32, len(v.in))
-		const h = 0.5
-		for i := range v.in {
-			p := append([]float32(nil), v.in...)
-			p[i] = v.in[i] + h
-			up := v.at(p)
-			p[i] = v.in[i] - h
-			fd[i] = (up - v.at(p)) / (2 * h)
-		}
-		closeTo(t, v.name, runtime.Data[float32](base[v.name]), fd, 1e-3)
+		closeTo(t, v.name, runtime.Data[float32](base[v.name]), centralDiffs(v.in, v.at, 0.5), 1e-3)
 	}
 }
 
