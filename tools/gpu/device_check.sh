@@ -18,9 +18,14 @@
 #   TRAIN_EPOCHS=30 TRAIN_T0=29 TRAIN_LIMIT=120
 # then compare the training run's IoU with 0.762 (FP32 on the CPU) and the step times with
 # PyTorch's eager FP32 from the same sitting. ANCHOR_AMP=1 (the default) adds PyTorch's AMP row.
-# Next sitting (the vector, strip, packing, AdamW and loss kernels, never run on a GPU yet; about 8 minutes):
-#   CHECKS="fused bench bench_nopack bench_nose bench_scalar bench_blockdiag torch train_matrix ncu nsys ncu_scalar" \
-#   TRAIN_MATRIX="all:42 all:43 all:44 bn,dwgrad:43" TRAIN_LIMIT=120
+# Next sitting (the vector, strip, packing, AdamW, loss and squeeze-and-excitation kernels and
+# the block-diagonal weight gradients, never run on a GPU yet; about 12 minutes in two calls,
+# each under the 600 s a call may take, back to back so that /tmp survives):
+#   1. CHECKS="fused bench bench_nopack bench_nose bench_scalar bench_blockdiag torch ncu_scalar"
+#      (about 400 s: fused 100, the benches 60, torch up to 200, ncu 40)
+#   2. CHECKS="train_matrix ncu nsys" TRAIN_MATRIX="all:42 all:43 all:44 bn,dwgrad:43" TRAIN_LIMIT=120
+#      (at most 4·120 + 100 s)
+# check_fused's choice of operators and kernels is kept in /tmp for the second call.
 # fused: each operator's CUDA kernels against its CPU kernels, then the step; it narrows
 # CARDSEG_CUDA_KERNELS and CARDSEG_FUSED_OPS for the later checks itself when something fails
 # (see check_fused), so run it first;
@@ -34,6 +39,7 @@ OUT=${OUT:-/tmp/cardseg-gpu}
 mkdir -p "$OUT"
 LOG=$OUT/log.txt
 RES=$OUT/results.jsonl
+CHOICE=${CHOICE:-/tmp/cardseg_fused_choice.sh}
 # shellcheck disable=SC1091
 [ -f /tmp/ortgpu/env.sh ] && source /tmp/ortgpu/env.sh
 export PYTHONUNBUFFERED=1
@@ -123,6 +129,7 @@ check_fused() {
     step_test || { failed="$failed step3"; export CARDSEG_CUDA_KERNELS=auto CARDSEG_FUSED_OPS=none; }
   fi
   note "fused choice: CARDSEG_FUSED_OPS=$CARDSEG_FUSED_OPS CARDSEG_CUDA_KERNELS=$CARDSEG_CUDA_KERNELS (failed:${failed:- none})"
+  printf 'export CARDSEG_FUSED_OPS=%s CARDSEG_CUDA_KERNELS=%s\n' "$CARDSEG_FUSED_OPS" "$CARDSEG_CUDA_KERNELS" > "$CHOICE"
   echo "{\"variant\":\"fused_choice\",\"fused\":\"$CARDSEG_FUSED_OPS\",\"cuda_kernels\":\"$CARDSEG_CUDA_KERNELS\",\"failed\":\"${failed# }\"}" >> "$RES"
 }
 # The fused operators on their first CUDA kernels (one float16 value per load, one thread per
@@ -310,6 +317,12 @@ check_train_matrix() {
   done
 }
 
+# A later call on the same warm machine keeps the earlier call's check_fused choice.
+if [[ " ${CHECKS:-} " != *" fused "* && -f $CHOICE ]]; then
+  # shellcheck disable=SC1090
+  source "$CHOICE"
+  note "fused choice of an earlier call: CARDSEG_FUSED_OPS=$CARDSEG_FUSED_OPS CARDSEG_CUDA_KERNELS=$CARDSEG_CUDA_KERNELS"
+fi
 for c in ${CHECKS:-rtest tests bench anchor gather torch smoke profile bprofile nograph fp32 taps again train}; do
   if declare -F "check_$c" >/dev/null; then "check_$c"; else note "unknown check $c"; fi
 done
