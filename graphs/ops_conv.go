@@ -156,10 +156,10 @@ func gradConv(n *Node, dy []*Value, want []bool) []*Value {
 
 // blockDiagProduct is Σ_n d[n]·c[n]ᵀ for d [N, A, M] and c [N, B, M], as one MatMul of the
 // whole batch, [N·A, M] by [M, N·B] (free reshapes, the second transposed inside the
-// product), whose diagonal blocks (image n by image n) are kept by a 0/1 mask and summed:
-// [A, B]. The blocks are selected (Where), not multiplied by the mask: in float16 with loss
-// scaling an off-diagonal block could overflow where the diagonal ones do not, and Inf·0 would
-// make the sum NaN. GradOptions.WeightGradProduct "blockdiag".
+// product), whose diagonal blocks (image n by image n) are kept and summed: [A, B]. The blocks
+// are selected (Where), not multiplied by a 0/1 mask: in float16 with loss scaling an
+// off-diagonal block could overflow where the diagonal ones do not, and Inf·0 would make the
+// sum NaN. GradOptions.WeightGradProduct "blockdiag".
 func blockDiagProduct(d, c *Value) *Value {
 	N, A, M, B := d.shape[0], d.shape[1], d.shape[2], c.shape[1]
 	all := Reshape(MatMul(Reshape(d, Shape{N * A, M}), Transpose(Reshape(c, Shape{N * B, M}), 1, 0)), Shape{N, A, N, B})
