@@ -28,21 +28,10 @@ func TestCUDAGradientsMatchCPU(t *testing.T) {
 	sc := cfg.StepConfig()
 	// Each provider gets the graph the trainer builds for it: the CUDA one computes the
 	// convolution weight gradients as im2col MatMuls.
-	marshal := func(sc step.Config) []byte {
-		g, err := step.GradGraph(sc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := g.Marshal()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return b
-	}
-	bCPU := marshal(sc)
+	bCPU := gradModel(t, sc, false)
 	scGPU := sc
 	scGPU.DepthwiseWeightGrad = CUDAConvWeightGrad
-	bGPU := marshal(scGPU)
+	bGPU := gradModel(t, scGPU, false)
 	// Weights from seed 3 put one pre-activation of block 12 within rounding of a kink (the
 	// gradient of the block's expand batch-norm weight, channel 320, jumps by 1.8e-4, 0.18 of
 	// the tensor's max, whichever way the rounding goes): the CUDA provider and the CPU one

@@ -435,14 +435,7 @@ func TestFusedLossMatches(t *testing.T) {
 	for k, fused := range []bool{false, true} {
 		sc := cfg.StepConfig()
 		sc.FusedLoss = fused
-		g, err := step.GradGraph(sc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := g.Marshal()
-		if err != nil {
-			t.Fatal(err)
-		}
+		b := gradModel(t, sc, false)
 		img, tgt := randomBatch(sc, 40)
 		tgt[17] = 5 // no class
 		in := map[string]*runtime.Tensor{
@@ -511,21 +504,8 @@ func TestFusedLayerOpsMatch(t *testing.T) {
 		return in
 	}
 	grads := func(sc step.Config, emulate bool) map[string][]float32 {
-		g, err := step.GradGraph(sc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var b []byte
-		if emulate {
-			b, err = g.MarshalEmulatingHalf(nil)
-		} else {
-			b, err = g.Marshal()
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
 		out := map[string][]float32{}
-		for name, v := range runGraphOnce(t, b, inputs(sc.FP16)) {
+		for name, v := range runGraphOnce(t, gradModel(t, sc, emulate), inputs(sc.FP16)) {
 			out[name] = runtime.Data[float32](v)
 		}
 		return out
@@ -663,6 +643,26 @@ func TestFusedLayerOpsMatch(t *testing.T) {
 			t.Errorf("%s: running statistic %s off by %.3f", f, sat, sworst)
 		}
 	}
+}
+
+// gradModel is step.GradGraph(sc) serialised, with float16 rounding emulated after every node
+// (graphs.Graph.MarshalEmulatingHalf) when emulate is set.
+func gradModel(t *testing.T, sc step.Config, emulate bool) []byte {
+	t.Helper()
+	g, err := step.GradGraph(sc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b []byte
+	if emulate {
+		b, err = g.MarshalEmulatingHalf(nil)
+	} else {
+		b, err = g.Marshal()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 // relL2 is ‖got − want‖ / ‖want‖.

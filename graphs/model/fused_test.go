@@ -229,12 +229,7 @@ func TestFusedBatchNormGradientFiniteDifferences(t *testing.T) {
 // shapes with several partial sums per channel, many channels, planes that are not a multiple
 // of 8, and channels small enough for one pass. Needs a GPU.
 func TestFusedBatchNormCUDA(t *testing.T) {
-	if err := runtime.Init(); err != nil {
-		t.Fatal(err)
-	}
-	if r := runtime.CheckCUDA(); !r.Usable {
-		t.Skip("no usable CUDA: " + r.Problem)
-	}
+	requireCUDA(t)
 	for _, tc := range []struct {
 		shape graphs.Shape
 		a     act
@@ -354,12 +349,7 @@ func TestFusedDepthwiseWeightGradFiniteDifferences(t *testing.T) {
 // TestFusedDepthwiseWeightGradCUDA: the CUDA kernels against the CPU kernel on the network's
 // geometries at a size with several partial sums per channel. Needs a GPU.
 func TestFusedDepthwiseWeightGradCUDA(t *testing.T) {
-	if err := runtime.Init(); err != nil {
-		t.Fatal(err)
-	}
-	if r := runtime.CheckCUDA(); !r.Usable {
-		t.Skip("no usable CUDA: " + r.Problem)
-	}
+	requireCUDA(t)
 	for _, shape := range []graphs.Shape{{4, 24, 60, 80}, {8, 480, 15, 20}} {
 		for _, dc := range dwCases {
 			x, w, r := dwData(shape, dc.k, 41)
@@ -453,6 +443,17 @@ func TestFusedDepthwiseConvFiniteDifferences(t *testing.T) {
 	}
 }
 
+// requireCUDA initialises ONNX Runtime and skips the test where CUDA is not usable.
+func requireCUDA(t *testing.T) {
+	t.Helper()
+	if err := runtime.Init(); err != nil {
+		t.Fatal(err)
+	}
+	if r := runtime.CheckCUDA(); !r.Usable {
+		t.Skip("no usable CUDA: " + r.Problem)
+	}
+}
+
 // centralDiffs is the gradient of f at in by central differences of step h in each element.
 func centralDiffs(in []float32, f func([]float32) float32, h float32) []float32 {
 	fd := make([]float32, len(in))
@@ -469,12 +470,7 @@ func centralDiffs(in []float32, f func([]float32) float32, h float32) []float32 
 // TestFusedDepthwiseConvCUDA: DepthwiseConv16 and its gradients, CUDA kernels against the CPU
 // kernels, on the network's geometries. Needs a GPU.
 func TestFusedDepthwiseConvCUDA(t *testing.T) {
-	if err := runtime.Init(); err != nil {
-		t.Fatal(err)
-	}
-	if r := runtime.CheckCUDA(); !r.Usable {
-		t.Skip("no usable CUDA: " + r.Problem)
-	}
+	requireCUDA(t)
 	for _, shape := range []graphs.Shape{{4, 24, 61, 80}, {8, 480, 15, 20}} {
 		for _, dc := range dwCases {
 			x, w, r := dwData(shape, dc.k, 71)

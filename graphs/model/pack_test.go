@@ -133,12 +133,7 @@ func TestPackRows(t *testing.T) {
 // TestFusedPackRowsCUDA: the CUDA kernels against the CPU kernels, bit for bit, with more tensors
 // than one launch takes.
 func TestFusedPackRowsCUDA(t *testing.T) {
-	if err := runtime.Init(); err != nil {
-		t.Fatal(err)
-	}
-	if r := runtime.CheckCUDA(); !r.Usable {
-		t.Skip("no usable CUDA: " + r.Problem)
-	}
+	requireCUDA(t)
 	c := newPackCase(230, 5)
 	in := c.inputs(6)
 	cpu := c.run(t, runtime.ProviderCPU, in)
@@ -226,12 +221,7 @@ func TestFusedAdamWModel(t *testing.T) {
 // TestFusedAdamWCUDA: the AdamW operator's CUDA kernel against its CPU kernel, bit for bit
 // (each operation rounded once on both), stepping and skipping.
 func TestFusedAdamWCUDA(t *testing.T) {
-	if err := runtime.Init(); err != nil {
-		t.Fatal(err)
-	}
-	if r := runtime.CheckCUDA(); !r.Usable {
-		t.Skip("no usable CUDA: " + r.Problem)
-	}
+	requireCUDA(t)
 	const rows, P = 40_001, 320_005
 	r := rand.New(rand.NewPCG(3, 3))
 	gen := func(n int, scale float64) []float32 {
@@ -323,12 +313,7 @@ func TestFusedSegLossModel(t *testing.T) {
 // TestFusedSegLossCUDA: the loss operators' CUDA kernels against their CPU kernels (sums in
 // double there; exp and log through the GPU's special-function unit).
 func TestFusedSegLossCUDA(t *testing.T) {
-	if err := runtime.Init(); err != nil {
-		t.Fatal(err)
-	}
-	if r := runtime.CheckCUDA(); !r.Usable {
-		t.Skip("no usable CUDA: " + r.Problem)
-	}
+	requireCUDA(t)
 	const n, h, w = 8, 480, 640
 	m, in := segLossModel(t, n, h, w), segLossInputs(n, h, w, 2)
 	cpu, cuda := runOnce(t, m, runtime.ProviderCPU, in), runOnce(t, m, runtime.ProviderCUDA, in)

@@ -144,12 +144,7 @@ func TestFusedSEGradientFiniteDifferences(t *testing.T) {
 // the CPU kernels, on the network's largest blocks (960 channels at 30×40, 120 at 60×80).
 // Needs a GPU.
 func TestFusedSECUDA(t *testing.T) {
-	if err := runtime.Init(); err != nil {
-		t.Fatal(err)
-	}
-	if r := runtime.CheckCUDA(); !r.Usable {
-		t.Skip("no usable CUDA: " + r.Problem)
-	}
+	requireCUDA(t)
 	for _, tc := range []struct {
 		shape graphs.Shape
 		sq    int64
