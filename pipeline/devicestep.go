@@ -17,6 +17,12 @@ import (
 // one-hot convolution ("im2col"), same sitting.
 const CUDAConvWeightGrad = "gather"
 
+// CUDAWeightGradProduct is the product in the FP16 step's weight gradients of the stem and
+// the thin 1×1 layers on the CUDA provider (graphs.GradOptions.WeightGradProduct): one MatMul
+// of the whole batch, its diagonal blocks kept, instead of a thin MatMul per image. FP16 train
+// step at batch 8, 480×640 on an H100, same sitting: 7.62 ms against 7.81 ms with "batched".
+const CUDAWeightGradProduct = "blockdiag"
+
 // EnvFusedOps chooses our fused operators for the FP16 step on the GPU (FusedOps): unset or
 // "all" for all of them, "none" or "0" for ONNX operators alone, or a comma-separated list of
 // FusedSet's names.
@@ -132,14 +138,18 @@ func UseFusedOps(cfg *step.Config, f FusedSet) {
 }
 
 // ForProvider fills the step choices that depend on the provider p: on CUDA the fused
-// operators in f (FP16 only) and the CUDA depthwise weight-gradient form where none is chosen.
-// The trainer, `bench train` and the tests configure CUDA steps through it.
+// operators in f and the weight-gradient product (FP16 only), and the CUDA depthwise
+// weight-gradient form, where none is chosen. The trainer, `bench train` and the tests
+// configure CUDA steps through it.
 func ForProvider(cfg *step.Config, p runtime.Provider, f FusedSet) {
 	if p != runtime.ProviderCUDA {
 		return
 	}
 	if cfg.FP16 {
 		UseFusedOps(cfg, f)
+		if cfg.WeightGradProduct == "" {
+			cfg.WeightGradProduct = CUDAWeightGradProduct
+		}
 	}
 	if cfg.DepthwiseWeightGrad == "" {
 		cfg.DepthwiseWeightGrad = CUDAConvWeightGrad

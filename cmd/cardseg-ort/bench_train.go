@@ -33,7 +33,7 @@ type BenchTrainCmd struct {
 	JSON    bool   `help:"Print one JSON line."`
 	// The device-resident path (what training on a GPU uses).
 	DWGrad       string            `name:"dw-grad" help:"Convolution weight-gradient formulation: auto (on CUDA fused with FP16 and --fused, else gather; elsewhere conv for grouped and im2col for dense convolutions), conv, taps, im2col, gather (im2col unfolding by Gather) or fused (FP16: our kernel for depthwise layers)." enum:"auto,conv,taps,im2col,gather,fused" default:"auto"`
-	WGradProduct string            `name:"wgrad-product" help:"The product in the weight gradients of 1×1 layers and of the stem (with --dw-grad gather or fused): batched (a MatMul per image, summed; the stem's over transposed copies) or blockdiag (one MatMul of the whole batch, its diagonal blocks summed, where the product is small and the reduction long: N²·Cout·Cin·k² ≤ 2^18 and H·W ≥ 4096)." enum:"batched,blockdiag" default:"batched"`
+	WGradProduct string            `name:"wgrad-product" help:"The product in the weight gradients of 1×1 layers and of the stem (with --dw-grad gather or fused): auto (blockdiag for FP16 on CUDA, as training uses, else batched), batched (a MatMul per image, summed; the stem's over transposed copies) or blockdiag (one MatMul of the whole batch, its diagonal blocks summed, where the product is small and the reduction long: N²·Cout·Cin·k² ≤ 2^18 and H·W ≥ 4096)." enum:"auto,batched,blockdiag" default:"auto"`
 	StandardOps  bool              `name:"standard-ops" help:"CPU: build the step from standard ONNX operators only, without ONNX Runtime's blocked (NCHWc) kernels for depthwise convolutions (slower; what a non-x86 CPU gets)."`
 	FP16         bool              `name:"fp16" help:"Mixed-precision train step (FP16 compute, FP32 master weights, dynamic loss scaling)."`
 	Resident     bool              `help:"Keep the training state in ONNX Runtime tensors between steps, as training does (always on with --device cuda); --no-resident times the host-memory session, which copies the state in and out every step." default:"true" negatable:""`
@@ -283,7 +283,9 @@ func (c *BenchTrainCmd) Run(log *zerolog.Logger) error {
 	if c.DWGrad != "auto" {
 		cfg.DepthwiseWeightGrad = c.DWGrad
 	}
-	cfg.WeightGradProduct = c.WGradProduct
+	if c.WGradProduct != "auto" {
+		cfg.WeightGradProduct = c.WGradProduct
+	}
 	fusedFlag, fusedSrc := c.Fused, "--fused"
 	if fusedFlag == "" {
 		fusedFlag, fusedSrc = os.Getenv(pipeline.EnvFusedOps), pipeline.EnvFusedOps

@@ -10,21 +10,14 @@
 # PyTorch's anchor lines included); `just gpu-summary DIR` (tools/gpu/summarize.py) reads them. Each check has its own time limit; a failure is logged
 # and the next check runs. CHECKS names the checks to run, in the order given (default: all).
 # Costs seen (2026-11-26), for planning a 15-minute device budget: machine start ~25 s, each
-# unpack call ~4 s; on an H100: bench 6-15 s, anchor 55 s (36 s with ANCHOR_AMP=0), ctests
-# 70 s, fused 35 s, ncu 16-40 s, train with TRAIN_CPU=0 TRAIN_EPOCHS=30 TRAIN_T0=29 (the default
-# recipe, FP16 on the GPU) 57-80 s; on an H200: gradtest 7 s, bprofile 13 s, the same train 131 s.
-# Last sitting (fused operators, 3 minutes on an H100):
-#   CHECKS="fused bench bench_unfused anchor train ncu" ANCHOR_AMP=0 TRAIN_CPU=0 \
-#   TRAIN_EPOCHS=30 TRAIN_T0=29 TRAIN_LIMIT=120
-# then compare the training run's IoU with 0.762 (FP32 on the CPU) and the step times with
-# PyTorch's eager FP32 from the same sitting. ANCHOR_AMP=1 (the default) adds PyTorch's AMP row.
-# Next sitting (the vector, strip, packing, AdamW, loss and squeeze-and-excitation kernels and
-# the block-diagonal weight gradients, never run on a GPU yet; about 12 minutes in two calls,
-# each under the 600 s a call may take, back to back so that /tmp survives):
-#   1. CHECKS="fused bench bench_nopack bench_nose bench_scalar bench_blockdiag torch ncu_scalar"
-#      (about 400 s: fused 100, the benches 60, torch up to 200, ncu 40)
-#   2. CHECKS="train_matrix ncu nsys" TRAIN_MATRIX="all:42 all:43 all:44 bn,dwgrad:43" TRAIN_LIMIT=120
-#      (at most 4·120 + 100 s)
+# unpack call ~4 s; on an H100: fused 40 s, bench 4-6 s, anchor 96 s (36 s with ANCHOR_AMP=0),
+# ctests 70 s, ncu 12-40 s, a train_matrix run (the default recipe, FP16) 50 s; on an H200:
+# gradtest 7 s, bprofile 13 s, the same training run 131 s.
+# Sitting 4 (H100, 2026-11-26; 6.5 minutes in two calls, back to back so that /tmp survives):
+#   1. CHECKS="fused bench bench_nopack bench_nose bench_scalar bench_blockdiag anchor" (173 s)
+#   2. CHECKS="train_matrix ncu" TRAIN_MATRIX="all:42 all:43 all:44" TRAIN_LIMIT=130 (158 s)
+# then `just gpu-summary DIR` on each call's files: the step against PyTorch's best of the same
+# sitting, and each training run's IoU against the FP32 CPU run of its seed.
 # check_fused's choice of operators and kernels is kept in /tmp for the second call.
 # fused: each operator's CUDA kernels against its CPU kernels, then the step; it narrows
 # CARDSEG_CUDA_KERNELS and CARDSEG_FUSED_OPS for the later checks itself when something fails
@@ -152,10 +145,10 @@ check_bench_nopack() { bench_without fp16_graph_nopack pack adam loss se; }
 # The step without the squeeze-and-excitation operators (Mul, ReduceSum and a broadcast Add in
 # ONNX operators), for what se saves.
 check_bench_nose() { bench_without fp16_graph_nose se; }
-# The weight gradients of the stem and the thin 1×1 layers as one product of the batch
-# (sitting 3's ncu: 97 µs for the 16×16 weights at 240×320, 16 thread blocks, about 0.3 ms
-# over those layers; 0.23 ms for the stem's transposes and product), against check_bench.
-check_bench_blockdiag() { bench fp16_graph_blockdiag 180 --device $DEV --fp16 --wgrad-product blockdiag $B --steps 50 --warmup 10; }
+# The weight gradients of the stem and the thin 1×1 layers as a thin product per image
+# ("batched"), against check_bench's one product of the batch ("blockdiag", the FP16 CUDA
+# default since sitting 4 timed it at 7.62 ms against 7.81 ms).
+check_bench_batched() { bench fp16_graph_batched 180 --device $DEV --fp16 --wgrad-product batched $B --steps 50 --warmup 10; }
 check_bench_unfused() { bench fp16_graph_unfused 180 --device $DEV --fp16 --fused none $B --steps 50 --warmup 10; }
 # The step with ORT's default float16 GEMM reductions (split-K partial sums in float16), for
 # the speed cost of the float32 ones the runtime asks for.
