@@ -138,6 +138,14 @@ func closeTo(t *testing.T, what string, got, want []float32, tol float64) {
 	}
 }
 
+// closeOutputs is closeTo for each named output of two runs of a model, labelled what: name.
+func closeOutputs(t *testing.T, what string, got, want map[string]*runtime.Tensor, tol float64, names ...string) {
+	t.Helper()
+	for _, k := range names {
+		closeTo(t, what+": "+k, runtime.Data[float32](got[k]), runtime.Data[float32](want[k]), tol)
+	}
+}
+
 // TestFusedBatchNormMatchesDecomposed: the ai.cardseg operators (CPU kernels) against the
 // FP16 batch norm written in ONNX operators, which TestBatchNormHalfMatchesFloat ties to the
 // float32 layer: outputs, statistics and gradients. Two shapes: one with a plane smaller than
@@ -315,7 +323,7 @@ func TestFusedDepthwiseWeightGradMatchesGather(t *testing.T) {
 		x, w, r := dwData(shape, dc.k, 21)
 		got := runDW(t, dwGradModel(t, shape, dc, "fused", r), runtime.ProviderCPU, shape, dc, x, w)
 		want := runDW(t, dwGradModel(t, shape, dc, "gather", r), runtime.ProviderCPU, shape, dc, x, w)
-		closeTo(t, fmt.Sprintf("%+v: dW", dc), runtime.Data[float32](got["dw"]), runtime.Data[float32](want["dw"]), 2e-3)
+		closeOutputs(t, fmt.Sprintf("%+v", dc), got, want, 2e-3, "dw")
 	}
 }
 
@@ -356,7 +364,7 @@ func TestFusedDepthwiseWeightGradCUDA(t *testing.T) {
 			m := dwGradModel(t, shape, dc, "fused", r)
 			got := runDW(t, m, runtime.ProviderCUDA, shape, dc, x, w)
 			want := runDW(t, m, runtime.ProviderCPU, shape, dc, x, w)
-			closeTo(t, fmt.Sprintf("%v %+v: CUDA dW", shape, dc), runtime.Data[float32](got["dw"]), runtime.Data[float32](want["dw"]), 2e-3)
+			closeOutputs(t, fmt.Sprintf("%v %+v: CUDA", shape, dc), got, want, 2e-3, "dw")
 		}
 	}
 }
@@ -412,9 +420,7 @@ func TestFusedDepthwiseConvMatchesConv(t *testing.T) {
 		x, w, r := dwData(shape, dc.k, 51)
 		got := runDW(t, dwConvModel(t, shape, dc, true, r), runtime.ProviderCPU, shape, dc, x, w)
 		want := runDW(t, dwConvModel(t, shape, dc, false, r), runtime.ProviderCPU, shape, dc, x, w)
-		for _, k := range []string{"y", "dx", "dw"} {
-			closeTo(t, fmt.Sprintf("%+v: %s", dc, k), runtime.Data[float32](got[k]), runtime.Data[float32](want[k]), 2e-3)
-		}
+		closeOutputs(t, fmt.Sprintf("%+v", dc), got, want, 2e-3, "y", "dx", "dw")
 	}
 }
 
@@ -477,9 +483,7 @@ func TestFusedDepthwiseConvCUDA(t *testing.T) {
 			m := dwConvModel(t, shape, dc, true, r)
 			got := runDW(t, m, runtime.ProviderCUDA, shape, dc, x, w)
 			want := runDW(t, m, runtime.ProviderCPU, shape, dc, x, w)
-			for _, k := range []string{"y", "dx", "dw"} {
-				closeTo(t, fmt.Sprintf("%v %+v: CUDA %s", shape, dc, k), runtime.Data[float32](got[k]), runtime.Data[float32](want[k]), 2e-3)
-			}
+			closeOutputs(t, fmt.Sprintf("%v %+v: CUDA", shape, dc), got, want, 2e-3, "y", "dx", "dw")
 		}
 	}
 }

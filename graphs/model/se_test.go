@@ -126,9 +126,7 @@ func TestFusedSEMatchesMul(t *testing.T) {
 		in := seInputs(t, tc.shape, tc.sq, 7)
 		got := runOnce(t, seModel(t, tc.shape, tc.sq, true, w), runtime.ProviderCPU, in)
 		want := runOnce(t, seModel(t, tc.shape, tc.sq, false, w), runtime.ProviderCPU, in)
-		for _, k := range seOutputs {
-			closeTo(t, fmt.Sprintf("%v: %s", tc.shape, k), runtime.Data[float32](got[k]), runtime.Data[float32](want[k]), 2e-3)
-		}
+		closeOutputs(t, tc.shape.String(), got, want, 2e-3, seOutputs...)
 	}
 }
 
@@ -228,8 +226,8 @@ func TestFusedSECUDA(t *testing.T) {
 		in := channelOpsInputs(shape, 13)
 		got := runOnce(t, m, runtime.ProviderCUDA, in)
 		want := runOnce(t, m, runtime.ProviderCPU, in)
-		closeTo(t, fmt.Sprintf("%v: CUDA ChannelScale16", shape), runtime.Data[float32](got["y"]), runtime.Data[float32](want["y"]), 1e-3)
-		closeTo(t, fmt.Sprintf("%v: CUDA ChannelDot16", shape), runtime.Data[float32](got["dot"]), runtime.Data[float32](want["dot"]), 2e-3)
+		closeOutputs(t, fmt.Sprintf("%v: CUDA ChannelScale16", shape), got, want, 1e-3, "y")
+		closeOutputs(t, fmt.Sprintf("%v: CUDA ChannelDot16", shape), got, want, 2e-3, "dot")
 	}
 	// The block, in its smooth region (seInputs).
 	for _, tc := range []struct {
@@ -241,8 +239,6 @@ func TestFusedSECUDA(t *testing.T) {
 		m := seModel(t, tc.shape, tc.sq, true, w)
 		got := runOnce(t, m, runtime.ProviderCUDA, in)
 		want := runOnce(t, m, runtime.ProviderCPU, in)
-		for _, k := range seOutputs {
-			closeTo(t, fmt.Sprintf("%v: CUDA %s", tc.shape, k), runtime.Data[float32](got[k]), runtime.Data[float32](want[k]), 2e-3)
-		}
+		closeOutputs(t, fmt.Sprintf("%v: CUDA", tc.shape), got, want, 2e-3, seOutputs...)
 	}
 }
